@@ -1,0 +1,92 @@
+"""The data schema from params.yaml: columns, their types and roles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from stages.lib.params import coerce, load_params
+
+ColumnType = Literal["string", "int", "float", "category", "date"]
+Role = Literal["key", "label", "numeric", "categorical", "text", "identifier", "attribute"]
+
+# Columns every stage adds to the source's own: row-level lineage.
+RECORD_ID = "record_id"
+BATCH = "_batch"
+SOURCE_FILE = "_source_file"
+SOURCE_ROW = "_source_row"
+LINEAGE_COLUMNS = (RECORD_ID, BATCH, SOURCE_FILE, SOURCE_ROW)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the source table."""
+
+    type: ColumnType
+    role: Role
+    quasi: bool = False
+    sensitive: bool = False
+    pii: Literal["name", "email", "phone", "national_id", "address"] | None = None
+    format: Literal["email", "phone", "date"] | None = None
+    min: float | None = None
+    max: float | None = None
+    values: tuple[str, ...] | None = None
+    nullable: bool | None = None
+
+    @property
+    def required(self) -> bool:
+        """Whether a null is an error (keys and labels are required unless said otherwise)."""
+        return not self.nullable if self.nullable is not None else self.role in ("key", "label")
+
+
+@dataclass(frozen=True)
+class Schema:
+    """All columns, in source order."""
+
+    columns: dict[str, Column] = field(default_factory=dict)
+
+    def with_role(self, *roles: str) -> list[str]:
+        """Names of the columns whose role is one of `roles`, in schema order."""
+        return [n for n, c in self.columns.items() if c.role in roles]
+
+    @property
+    def key(self) -> str:
+        """The source record key column."""
+        (key,) = self.with_role("key") or [None]
+        if key is None:
+            raise ValueError("schema: exactly one column needs role 'key'")
+        return key
+
+    @property
+    def label(self) -> str:
+        """The label column."""
+        labels = self.with_role("label")
+        if len(labels) != 1:
+            raise ValueError(f"schema: exactly one column needs role 'label', found {labels}")
+        return labels[0]
+
+    @property
+    def classes(self) -> list[str]:
+        """The label's allowed values, in params order."""
+        values = self.columns[self.label].values
+        if not values:
+            raise ValueError(f"schema: label column '{self.label}' needs its 'values'")
+        return list(values)
+
+    @property
+    def quasi_identifiers(self) -> list[str]:
+        """Columns flagged quasi-identifiers."""
+        return [n for n, c in self.columns.items() if c.quasi]
+
+    @property
+    def sensitive(self) -> list[str]:
+        """Columns flagged sensitive attributes (fairness slices)."""
+        return [n for n, c in self.columns.items() if c.sensitive]
+
+
+def load_schema(params: dict[str, Any] | None = None) -> Schema:
+    """Read and check the `schema` section of params.yaml."""
+    params = load_params() if params is None else params
+    schema = coerce(Schema, params.get("schema", {}), "schema")
+    _ = schema.key, schema.label, schema.classes  # fail early on a malformed schema
+    return schema
