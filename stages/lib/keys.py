@@ -41,7 +41,8 @@ def load_key() -> bytes:
         raise MissingKeyError(
             f"No pseudonymisation key: set the environment variable {KEY_ENV} to a secret of at "
             f"least {MIN_KEY_BYTES} characters (for example from a Prefect Secret block), or run "
-            f"`pipeline demo-key` to create a random demo key in {DEMO_KEY_FILE} (never for real data)."
+            f"`pipeline demo-key` to create a random demo key in {DEMO_KEY_FILE} "
+            "(never for real data)."
         )
     if len(key) < MIN_KEY_BYTES:
         raise MissingKeyError(f"{KEY_ENV} is too short: use at least {MIN_KEY_BYTES} characters")

@@ -1,0 +1,34 @@
+"""The `pipeline` command: the project's entry points in one place."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import typer
+
+app = typer.Typer(help="Reproducible, privacy-safe ML pipeline.", no_args_is_help=True)
+
+
+@app.command("demo-key")
+def demo_key() -> None:
+    """Create a random DEMO pseudonymisation key in a git-ignored file (never for real data)."""
+    from stages.lib.keys import KEY_ENV, create_demo_key
+
+    path = create_demo_key()
+    typer.secho(
+        f"Demo key at {path} (git-ignored). For real data, set {KEY_ENV} from a secret store.",
+        fg=typer.colors.YELLOW,
+        err=True,
+    )
+
+
+@app.command()
+def repro(targets: list[str] = typer.Argument(None), force: bool = False) -> None:
+    """Run `dvc repro` (the whole pipeline or the given stages)."""
+    cmd = ["dvc", "repro", *(["--force"] if force else []), *(targets or [])]
+    sys.exit(subprocess.call(cmd))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,37 @@
+"""Errors a user can act on, and the exit codes stages use for them.
+
+Exit codes: 2 = bad input or configuration (fix the data or params.yaml), 3 = a quality or privacy
+gate failed (validation, privacy scan, evaluation): not transient, never worth a retry.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+EXIT_BAD_INPUT = 2
+EXIT_GATE_FAILED = 3
+
+
+class InputError(ValueError):
+    """Input data that cannot be processed: the message names file, column or row and the fix."""
+
+
+class GateFailure(RuntimeError):
+    """A quality or privacy gate failed; the message names the check, its value and threshold."""
+
+
+def run_stage(main: Callable[[], object]) -> None:
+    """Run a stage's main(), turning known errors into one clear line and an exit code."""
+    from stages.lib.keys import MissingKeyError
+    from stages.lib.params import ParamsError
+    from stages.lib.summary import AccountingError
+
+    try:
+        main()
+    except GateFailure as e:
+        print(f"GATE FAILED: {e}", file=sys.stderr)
+        sys.exit(EXIT_GATE_FAILED)
+    except (InputError, ParamsError, MissingKeyError, AccountingError, FileNotFoundError) as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)

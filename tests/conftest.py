@@ -1,0 +1,110 @@
+"""Shared fixtures: a test key, tiny source tables, and throwaway copies of the project."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_KEY = "test-key-0123456789abcdef"
+OFFLINE_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+}
+os.environ.update(OFFLINE_ENV)
+
+
+@pytest.fixture
+def key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A pseudonymisation key in the environment, as production provides it."""
+    monkeypatch.setenv("PIPELINE_HMAC_KEY", TEST_KEY)
+    return TEST_KEY
+
+
+def params() -> dict:
+    """The project's params.yaml as a dict."""
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def source_frame(n: int = 40) -> pd.DataFrame:
+    """A small, valid source table in the schema's columns (all strings, as exported)."""
+    cols = params()["schema"]["columns"]
+    rows: dict[str, list[str]] = {}
+    for name, col in cols.items():
+        if col.get("values"):
+            values = col["values"]
+            rows[name] = [values[r % len(values)] for r in range(n)]
+        elif col["type"] in ("int", "float"):
+            lo, hi = col.get("min", 0), col.get("max", 1000)
+            rows[name] = [str(int(lo + (r * 7) % (hi - lo + 1))) for r in range(n)]
+        elif col["type"] == "date":
+            rows[name] = [f"19{50 + r % 40}-0{1 + r % 9}-1{r % 10}" for r in range(n)]
+        elif col["type"] == "category":
+            rows[name] = [f"kind-{'abc'[r % 3]}" for r in range(n)]
+        else:
+            rows[name] = [f"{name} {r}" for r in range(n)]
+    key = next(n for n, c in cols.items() if c["role"] == "key")
+    rows[key] = [f"C{r:06d}" for r in range(n)]
+    for name, col in cols.items():
+        if col.get("pii") == "email" or col.get("format") == "email":
+            rows[name] = [f"person{r}@example.com" for r in range(n)]
+        elif col.get("pii") == "phone":
+            rows[name] = [f"415-555-{r:04d}" for r in range(n)]
+    return pd.DataFrame(rows)
+
+
+def write_project(
+    tmp: Path, frame: pd.DataFrame | None = None, name: str = "batch.csv", **overrides
+) -> Path:
+    """A minimal project directory (params.yaml + one batch file) to run stages in."""
+    p = params()
+    p["ingest"]["sources"] = [f"data/in/{name}"]
+    for dotted, value in overrides.items():
+        node = p
+        *path, last = dotted.split("__")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    (tmp / "data/in").mkdir(parents=True, exist_ok=True)
+    (tmp / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    if frame is not None:
+        frame.to_csv(tmp / "data/in" / name, index=False)
+    return tmp / "data/in" / name
+
+
+def project_copy(dest: Path) -> Path:
+    """A fresh git repository holding the project's committed and untracked-not-ignored files."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    for f in files:
+        src = ROOT / f
+        if src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
+    return dest
+
+
+def venv_env(**extra: str) -> dict[str, str]:
+    """Environment for subprocesses: this interpreter's bin first, offline, with the test key."""
+    env = dict(os.environ, **OFFLINE_ENV, PIPELINE_HMAC_KEY=TEST_KEY, **extra)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("PYTHONPATH", None)
+    return env

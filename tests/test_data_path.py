@@ -1,0 +1,128 @@
+"""Stage tests: ingest -> clean -> validate in a temporary project directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from stages import clean, ingest, validate
+from stages.lib.errors import GateFailure, InputError
+from stages.lib.keys import MissingKeyError
+from tests.conftest import TEST_KEY, source_frame, write_project
+
+
+def run_data_path(tmp: Path) -> dict:
+    ingest.main()
+    clean.main()
+    validate.main()
+    return {
+        s: json.loads((tmp / f"metrics/{s}.json").read_text())
+        for s in ("ingest", "clean", "validate")
+    }
+
+
+def test_data_path_accounts_rows_and_writes_docs(tmp_path, monkeypatch, key):
+    frame = source_frame(50)
+    frame.loc[3, "age"] = "999"
+    frame = pd.concat([frame, frame.iloc[[10, 11]]], ignore_index=True)
+    write_project(tmp_path, frame)
+    monkeypatch.chdir(tmp_path)
+    m = run_data_path(tmp_path)
+    assert m["ingest"]["rows_out"] == 52
+    assert m["clean"]["rows_in"] == 52
+    assert m["clean"]["rows_out"] + m["clean"]["rows_quarantined"] + m["clean"]["duplicates"] == 52
+    assert m["clean"]["duplicates"] == 2 and m["clean"]["quarantined_by_reason"] == {
+        "age out of range": 1
+    }
+    q = pd.read_parquet(tmp_path / "data/quarantine")
+    assert len(q) == 3 and q["_reason"].notna().all()
+    assert (tmp_path / "reports/validation/docs/index.html").exists()
+    assert m["validate"]["failed_critical"] == 0
+    raw = pd.read_parquet(tmp_path / "data/raw")
+    assert raw["record_id"].str.len().eq(32).all() and TEST_KEY not in raw.to_csv()
+
+
+def test_record_ids_are_stable_and_keyed(tmp_path, monkeypatch, key):
+    write_project(tmp_path, source_frame(5))
+    monkeypatch.chdir(tmp_path)
+    ingest.main()
+    first = pd.read_parquet("data/raw")["record_id"].tolist()
+    ingest.main()
+    assert pd.read_parquet("data/raw")["record_id"].tolist() == first
+    monkeypatch.setenv("PIPELINE_HMAC_KEY", "another-key-0123456789")
+    ingest.main()
+    assert set(pd.read_parquet("data/raw")["record_id"]).isdisjoint(first)
+
+
+def test_critical_breach_stops_with_a_clear_message(tmp_path, monkeypatch, key):
+    frame = source_frame(30)
+    frame.loc[[2, 5], "income"] = "unknown-class"
+    write_project(tmp_path, frame)
+    monkeypatch.chdir(tmp_path)
+    ingest.main()
+    clean.main()
+    with pytest.raises(GateFailure) as err:
+        validate.main()
+    msg = str(err.value)
+    assert (
+        "expect_column_values_to_be_in_set" in msg and "'income'" in msg and "2 of 30 rows" in msg
+    )
+    results = json.loads(Path("reports/validation/results.json").read_text())
+    assert any(not r["success"] and r["severity"] == "critical" for r in results["results"])
+
+
+def test_warning_is_recorded_and_run_goes_on(tmp_path, monkeypatch, key):
+    frame = source_frame(30)
+    frame.loc[:10, "workclass"] = "?"
+    write_project(tmp_path, frame)
+    monkeypatch.chdir(tmp_path)
+    m = run_data_path(tmp_path)
+    assert m["validate"]["failed_warning"] == 1 and m["validate"]["failed_critical"] == 0
+
+
+def test_no_key_refuses_to_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("PIPELINE_HMAC_KEY", raising=False)
+    write_project(tmp_path, source_frame(3))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingKeyError, match="PIPELINE_HMAC_KEY"):
+        ingest.main()
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "expected"),
+    [
+        (b"", "batch.csv", "file is empty"),
+        (b"customer_id;full_name\nC1;A\n", "batch.csv", "wrong delimiter"),
+        (b"PAR1garbage", "batch.csv", "is a Parquet file"),
+        (b"a,b\n1,2\n", "batch.txt", "unsupported file type"),
+    ],
+)
+def test_unreadable_input_names_the_file(tmp_path, monkeypatch, key, content, name, expected):
+    write_project(tmp_path, None, name=name)
+    (tmp_path / "data/in" / name).write_bytes(content)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=expected):
+        ingest.main()
+    assert not (tmp_path / "data/raw").exists(), "nothing is written when ingest stops"
+
+
+def test_missing_and_extra_columns_are_named(tmp_path, monkeypatch, key):
+    frame = source_frame(3).drop(columns=["age"]).assign(secret_column="x")
+    write_project(tmp_path, frame)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        InputError,
+        match=r"missing column\(s\) \['age'\].*unexpected column\(s\) \['secret_column'\]",
+    ):
+        ingest.main()
+
+
+def test_truncated_row_is_reported_by_line(tmp_path, monkeypatch, key):
+    path = write_project(tmp_path, source_frame(5))
+    path.write_text(path.read_text() + "C999999,Cut Off\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="line 7 has 2 fields"):
+        ingest.main()
