@@ -226,6 +226,8 @@ PATTERNS: tuple[Pattern, ...] = (
         r"|(?:\+|00)[1-9]\d{0,2}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){2,6}"
         # North American: (555) 123-4567, 555-123-4567, 1-800-555-0199
         r"|(?:1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}"
+        # North American written as ten bare digits (NANP: area and exchange start 2-9)
+        r"|[2-9]\d{2}[2-9]\d{6}"
         # national with trunk 0: 020 7946 0958, (030) 1234 5678, 010-12345678
         r"|(?:\(0[1-9]\d{0,3}\)|0[1-9]\d{0,3})[ .-]?\d{3,4}[ .-]?\d{3,4}"
         r")\b",
@@ -494,8 +496,11 @@ def _name_spans(text: str, names: set[str], max_words: int = 4) -> list[tuple[in
     for i in range(len(words)):
         for n in range(min(max_words, len(words) - i), 1, -1):
             chunk = words[i : i + n]
-            if all(folded[a.end() : b.start()] == " " for a, b in itertools.pairwise(chunk)):
-                if " ".join(w.group() for w in chunk) in names:
+            # Words may be separated by a space or by an initial's dot: "Jack F. Baker".
+            if all(
+                folded[a.end() : b.start()] in (" ", ". ") for a, b in itertools.pairwise(chunk)
+            ):
+                if folded[chunk[0].start() : chunk[-1].end()] in names:
                     spans.append((chunk[0].start(), chunk[-1].end()))
                     break
     for run in _CJK_SPAN.finditer(folded):
