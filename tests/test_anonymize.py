@@ -56,7 +56,12 @@ def _run(tmp_path, schema, policies, k=None):
 
 def test_stage_applies_policies_and_passes_scan(tmp_path, params, schema, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the scan report goes to reports/privacy/ under the cwd
-    summary, scan = _run(tmp_path, schema, params["anonymize"]["policies"], k=3)
+    policies = {
+        **params["anonymize"]["policies"],
+        "date_of_birth": {"action": "generalize", "date": "year"},
+        "postcode": {"action": "generalize", "truncate": 2},
+    }
+    summary, scan = _run(tmp_path, schema, policies, k=3)
     assert scan["passed"], scan
     anon = read_dataset(tmp_path / "anon").to_pandas()
     clean = pd.concat([clean_frame(400), clean_frame(200, seed=1, start=400)])

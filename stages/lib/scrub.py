@@ -221,7 +221,7 @@ PATTERNS: tuple[Pattern, ...] = (
         PHONE,
         _LEAD_NOPLUS + r"("
         # Chinese mobile, optionally with +86 / 0086
-        r"(?:(?:\+|00)86[ -]?)?1[3-9]\d(?:[ -]?\d{4}){2}"
+        r"(?:(?:\+|00)86[ -]?)?1[3-9]\d(?:[ .-]?\d{4}){2}"
         # international: +CC, optional (area) or (0), then digit groups
         r"|(?:\+|00)[1-9]\d{0,2}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){2,6}"
         # North American: (555) 123-4567, 555-123-4567, 1-800-555-0199
