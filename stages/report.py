@@ -669,9 +669,17 @@ def privacy_section(
                 "policy": _policy_text(policy),
             }
         )
-    section: dict[str, Any] = {"policies": policy_rows, "available": anon is not None}
+    section: dict[str, Any] = {
+        "policies": policy_rows,
+        "available": anon is not None,
+        "scan": scan_summary(_dict(scan) or _dict((anon or {}).get("scan"))),
+    }
     if anon is None:
-        section["note"] = "Stage 'anonymize' not run yet: policies shown are those configured."
+        section["note"] = (
+            "Stage 'anonymize' has no summary: it did not finish (see its scan above)."
+            if section["scan"]["available"]
+            else "Stage 'anonymize' not run yet: the policies shown are those configured."
+        )
         return section
     counts = _dict(_first(anon, "entity_counts", "entities", "entities_replaced"))
     entity_rows, totals = [], {}
@@ -683,14 +691,6 @@ def privacy_section(
         elif _num(by_type) is not None:  # a flat {type: n}
             entity_rows.append({"column": "(all)", "entity": col, "count": int(_num(by_type))})
             totals[col] = totals.get(col, 0) + int(_num(by_type))
-    scan_info = _dict(scan) or _dict(anon.get("scan"))
-    passed = _first(scan_info, "passed", "ok")
-    findings = scan_info.get("findings")
-    n_findings = len(findings) if isinstance(findings, list) else _num(findings)
-    by_entity = {
-        str(k): int(_num(v) or 0) for k, v in _dict(_first(scan_info, "by_entity")).items()
-    }
-    checks = scan_info.get("checks")
     after = _dict(_first(anon, "risk_after_suppression", "risk"))
     before = _dict(anon.get("risk_before_suppression"))
     k_threshold = _num(_first(anon, "k_threshold"))
@@ -730,13 +730,6 @@ def privacy_section(
             )
             if totals
             else None,
-            "scan": {
-                "available": bool(scan_info),
-                "passed": passed,
-                "findings": n_findings,
-                "by_entity": by_entity,
-                "checks": [str(c) for c in checks] if isinstance(checks, list) else [],
-            },
             "quasi_identifiers": [str(q) for q in quasi_recorded]
             if isinstance(quasi_recorded, list)
             else [n for n, c in columns.items() if _dict(c).get("quasi")],
@@ -749,6 +742,31 @@ def privacy_section(
         }
     )
     return section
+
+
+def scan_summary(scan: dict[str, Any]) -> dict[str, Any]:
+    """The independent scan's verdict and counts by entity type and column (never a value)."""
+    findings = scan.get("findings")
+    details = scan.get("details") if isinstance(scan.get("details"), list) else []
+    if isinstance(findings, list):
+        details, findings = findings, len(findings)
+    by_column: dict[tuple[str, str], int] = {}
+    for d in details:
+        if isinstance(d, Mapping):
+            key = (str(d.get("column", "?")), str(_first(d, "entity", "type", default="?")))
+            by_column[key] = by_column.get(key, 0) + 1
+    checks = scan.get("checks")
+    return {
+        "available": bool(scan),
+        "passed": bool(_first(scan, "passed", "ok", default=False)),
+        "findings": None if _num(findings) is None else int(_num(findings)),
+        "by_entity": {str(k): int(_num(v) or 0) for k, v in _dict(scan.get("by_entity")).items()},
+        "by_column": [
+            {"column": c, "entity": e, "count": n} for (c, e), n in sorted(by_column.items())
+        ],
+        "details_listed": len(details),
+        "checks": [str(c) for c in checks] if isinstance(checks, list) else [],
+    }
 
 
 def _policy_text(policy: Any) -> str:
@@ -769,9 +787,14 @@ def augmentation_section(
     per_split = _dict(_first(split or {}, "class_balance", "class_counts", "splits"))
     for name, counts in per_split.items():
         counts = _dict(counts)
-        if "class_counts" in counts:
-            counts = _dict(counts["class_counts"])
-        nums = {str(c): int(_num(v) or 0) for c, v in counts.items() if _num(v) is not None}
+        inner = _first(counts, "classes", "class_counts")
+        if isinstance(inner, Mapping):  # {rows: n, classes: {c: {rows, share}}}
+            counts = dict(inner)
+        nums = {}
+        for c, v in counts.items():
+            v = _first(v, "rows", "count", "n") if isinstance(v, Mapping) else v
+            if _num(v) is not None:
+                nums[str(c)] = int(_num(v))
         if nums:
             split_rows.append({"split": name, "counts": nums, "total": sum(nums.values())})
             split_classes += [c for c in nums if c not in split_classes]
@@ -1057,12 +1080,12 @@ def lineage_section(lock: dict[str, Any] | None) -> dict[str, Any]:
         params = []
         for file, values in _dict(st.get("params")).items():
             for key, value in _dict(values).items():
-                if isinstance(value, Mapping | list):
-                    size = len(value)
-                    shown = f"{size} value{'s' if size != 1 else ''}, sha256:{digest(value)}"
-                else:
-                    shown = json.dumps(value, default=str)
-                params.append({"file": file, "key": key, "value": shown})
+                leaves = _param_leaves(value, key)
+                if len(leaves) <= MAX_PARAM_LEAVES:  # small sections: every value, readable
+                    params += [{"file": file, "key": k, "value": v} for k, v in leaves]
+                else:  # big ones (the schema): a digest that changes when any value does
+                    shown = f"{len(leaves)} values, sha256:{digest(value)}"
+                    params.append({"file": file, "key": key, "value": shown})
         out.append(
             {
                 "stage": name,
@@ -1073,6 +1096,19 @@ def lineage_section(lock: dict[str, Any] | None) -> dict[str, Any]:
             }
         )
     return {"available": True, "stages": out}
+
+
+MAX_PARAM_LEAVES = 8
+
+
+def _param_leaves(value: Any, prefix: str) -> list[tuple[str, str]]:
+    """(dotted key, JSON value) for each leaf of a params value; lists count as one leaf."""
+    if isinstance(value, Mapping):
+        out = []
+        for k, v in value.items():
+            out += _param_leaves(v, f"{prefix}.{k}")
+        return out
+    return [(prefix, json.dumps(value, default=str, ensure_ascii=False))]
 
 
 def _lock_entry(entry: Mapping[str, Any]) -> dict[str, Any]:

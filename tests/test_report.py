@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import re
@@ -15,7 +16,7 @@ import yaml
 
 from stages import clean, ingest, report, validate
 from stages.lib.schema import load_schema
-from tests.conftest import params, source_frame, write_project
+from tests.conftest import TEST_KEY, params, source_frame, write_project
 
 SECTION_IDS = [sid for sid, _ in report.SECTIONS]
 FIRST = ["Ottoline", "Bartholomew", "Wilhelmina", "Cassius", "Perpetua", "Ignatius", "Marisol"]
@@ -126,11 +127,14 @@ def write_downstream(root: Path, seed: int = 0, shift: float = 0.0) -> None:
         pos = round(n * pos_share)
         return {classes[0]: n - pos, classes[-1]: pos}
 
+    def balance(n: int) -> dict:
+        return {"rows": n, "classes": {c: {"rows": k} for c, k in counts(n).items()}}
+
     m["split"] = summary(
         "split",
         anon_rows,
         anon_rows,
-        class_balance={"train": counts(n_train), "val": counts(n_val), "test": counts(n_test)},
+        class_balance={"train": balance(n_train), "val": balance(n_val), "test": balance(n_test)},
     )
     before = counts(n_train)
     before[classes[-1]] -= 3
@@ -464,16 +468,83 @@ def test_report_stage_on_real_data_path_holds_no_identifier(tmp_path, monkeypatc
     assert "validation/docs/index.html" in page  # the link to the Data Docs
 
 
-def test_full_report_holds_no_identifier_and_every_section(tmp_path, monkeypatch, key):
-    full_project(tmp_path, monkeypatch)
-    report.main()
-    page = (tmp_path / "reports/report.html").read_text(encoding="utf-8")
-    md = (tmp_path / "reports/summary.md").read_text(encoding="utf-8")
-    assert_no_identifiers(tmp_path, page, md)
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> tuple[Path, report.Inputs]:
+    """One complete project with its report rendered, and the inputs the report read."""
+    root = tmp_path_factory.mktemp("full")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIPELINE_HMAC_KEY", TEST_KEY)
+        full_project(root, mp)
+        report.main()
+        inputs = report.load_inputs()
+    return root, inputs
+
+
+def test_full_report_holds_no_identifier_and_every_section(full_run):
+    root, _ = full_run
+    page = (root / "reports/report.html").read_text(encoding="utf-8")
+    md = (root / "reports/summary.md").read_text(encoding="utf-8")
+    assert_no_identifiers(root, page, md)
     assert "not run yet" not in page and "could not be rendered" not in page
     assert page.count("<img ") >= 9
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing external
     assert "Evaluation gate: PASSED" in md and "evaluate `accuracy`" in md
+
+
+def test_the_identifier_check_would_catch_a_leak(full_run):
+    root, _ = full_run
+    column = load_schema(params()).with_role("identifier")[0]
+    name = pd.read_parquet(root / "data/clean")[column].iloc[7]
+    with pytest.raises(AssertionError, match="identifier values"):
+        assert_no_identifiers(root, f"<td>{html.escape(name)}</td>")
+
+
+def without(inputs: report.Inputs, name: str) -> report.Inputs:
+    """A copy of the inputs lacking one of them ('metrics:<stage>', 'plots:<name>' or a field)."""
+    kind, _, item = name.partition(":")
+    changes = {
+        "metrics": {"metrics": {k: v for k, v in inputs.metrics.items() if k != item}},
+        "previous": {"previous": {}},
+        "plots": {"plots": {k: v for k, v in inputs.plots.items() if k != item}},
+        "validation": {"validation": None, "data_docs": None},
+        "privacy_scan": {"privacy_scan": None},
+        "lock": {"lock": None},
+        "run": {"run": {}},
+        "params": {"params": {}},
+    }[kind]
+    return dataclasses.replace(inputs, **changes)
+
+
+def plt_close(fig) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+MISSING = [
+    *(f"metrics:{s}" for s in report.PIPELINE),
+    *(f"plots:{p}" for p in report.PLOTS),
+    "previous",
+    "validation",
+    "privacy_scan",
+    "lock",
+    "run",
+    "params",
+]
+
+
+@pytest.mark.parametrize("missing", MISSING)
+def test_any_one_missing_input_still_renders_every_section(full_run, missing, monkeypatch):
+    _, inputs = full_run
+    # Figures are still drawn; only their PNG encoding (most of the time) is skipped here.
+    monkeypatch.setattr(report, "figure_uri", lambda fig: plt_close(fig) or "data:,")
+    ctx = report.build_context(without(inputs, missing))
+    page, md = report.render_html(ctx), report.render_summary(ctx)
+    assert ctx["errors"] == []
+    assert all(f'<section id="{sid}">' in page for sid in SECTION_IDS)
+    assert "Full report" in md
+    if missing.startswith("metrics:") and missing != "metrics:split":
+        assert "not run yet" in page.lower() or "did not finish" in page
 
 
 def assert_no_identifiers(root: Path, *texts: str) -> None:
@@ -483,7 +554,9 @@ def assert_no_identifiers(root: Path, *texts: str) -> None:
     clean_df = pd.read_parquet(root / "data/clean", columns=columns)
     values = {str(v) for c in columns for v in clean_df[c].dropna()}
     assert len(values) > 100  # the test means something
+    pattern = re.compile("|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)))
     for text in texts:
-        plain = html.unescape(text)
-        leaked = sorted(v for v in values if v in text or v in plain)
-        assert not leaked, f"identifier values in the report: {leaked[:5]}"
+        # Image data is base64 PNG: no readable substring; dropping it makes the search quick.
+        text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)
+        leaked = set(pattern.findall(text)) | set(pattern.findall(html.unescape(text)))
+        assert not leaked, f"identifier values in the report: {sorted(leaked)[:5]}"
