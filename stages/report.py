@@ -303,6 +303,7 @@ def plot_grouped_bars(
         ax.set_ylim(0, 1.1)
     else:
         ax.margins(y=0.15)
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     if len(series) > 1:
         ax.legend(fontsize=9, frameon=False)
     return figure_uri(fig)
