@@ -29,7 +29,7 @@ from stages.lib.features import Policy, column_policies
 from stages.lib.io import AtomicDir, iter_partitions, write_json_atomic
 from stages.lib.params import load_params, section
 from stages.lib.schema import LINEAGE_COLUMNS, RECORD_ID, Schema, load_schema
-from stages.lib.scrub import PII_ENTITY, scrub_column
+from stages.lib.scrub import PII_ENTITY, known_name_set, scrub_column, scrub_known_names
 from stages.lib.summary import StageSummary
 
 INPUT = Path("data/clean")
@@ -490,6 +490,7 @@ def run(
         quasi_parts.append(quasi_frame(df, schema, policies))
         extend_index(index, df, schema, policies)
     quasi = pd.concat(quasi_parts, ignore_index=True) if quasi_parts else pd.DataFrame()
+    names = known_name_set(v for v, entity in index.values.items() if entity == PII_ENTITY["name"])
     sizes = class_sizes(quasi) if len(quasi) else pd.Series(dtype="int64")
     before = risk_report(sizes)
     gx_scan = None
@@ -502,6 +503,14 @@ def run(
             df = _to_pandas(table)
             summary.rows_in += len(df)
             anon, found = apply_policies(df, schema, policies, key)
+            for col in schema.with_role("text"):
+                if col in anon.columns:
+                    anon[col], n_names = scrub_known_names(anon[col], names)
+                    found.setdefault(col, {})
+                    found[col] = {
+                        **found[col],
+                        "KNOWN_PERSON": found[col].get("KNOWN_PERSON", 0) + n_names,
+                    }
             for col, c in found.items():
                 counts.setdefault(col, Counter()).update(c)
             row_sizes = sizes.reindex(anon[RECORD_ID].to_numpy()).to_numpy()

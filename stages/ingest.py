@@ -37,6 +37,7 @@ FORMATS = {
 }
 PARQUET_MAGIC = b"PAR1"
 GZIP_MAGIC = b"\x1f\x8b"
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def file_digest(path: Path) -> str:
 def check_content(path: Path, fmt: str) -> None:
     """Fail early when a file is empty or is not what its extension says."""
     with path.open("rb") as f:
-        head = f.read(4)
+        head = f.read(4096)
     if not head:
         raise InputError(f"{path}: file is empty; expected a header and data rows")
     gz = path.suffix.lower() == ".gz"
@@ -124,10 +125,24 @@ def check_content(path: Path, fmt: str) -> None:
         raise InputError(f"{path}: named .gz but is not gzip-compressed")
     if not gz and head[:2] == GZIP_MAGIC:
         raise InputError(f"{path}: is gzip-compressed but not named .gz; rename it to {path}.gz")
-    if fmt == "parquet" and head != PARQUET_MAGIC:
+    if fmt == "parquet" and head[:4] != PARQUET_MAGIC:
         raise InputError(f"{path}: named .parquet but is not a Parquet file")
-    if fmt != "parquet" and head == PARQUET_MAGIC:
+    if fmt != "parquet" and head[:4] == PARQUET_MAGIC:
         raise InputError(f"{path}: is a Parquet file; rename it to .parquet")
+    if gz or fmt == "parquet":
+        return
+    # Text formats: catch the usual exports that are not UTF-8 text before the parser does.
+    if head[:4] == ZIP_MAGIC:
+        raise InputError(
+            f"{path}: is a ZIP archive (an Excel .xlsx workbook?), not {fmt.upper()} text; "
+            f"export it as UTF-8 {fmt.upper()}"
+        )
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise InputError(f"{path}: is UTF-16 text; re-save it as UTF-8")
+    if b"\x00" in head:
+        raise InputError(
+            f"{path}: holds binary data (NUL bytes), not {fmt.upper()} text; expected UTF-8 text"
+        )
 
 
 def read_batches(path: Path, fmt: str, block_rows: int) -> Iterator[pa.RecordBatch]:
@@ -143,14 +158,17 @@ def read_batches(path: Path, fmt: str, block_rows: int) -> Iterator[pa.RecordBat
     parse = pacsv.ParseOptions(
         delimiter="," if fmt == "csv" else "\t", invalid_row_handler=on_invalid
     )
+    names: list[str] = []
     try:
         if fmt in ("csv", "tsv"):
+            types = _all_strings(path, fmt, parse)
+            names = list(types)
             reader = pacsv.open_csv(
                 path,
                 read_options=pacsv.ReadOptions(block_size=1 << 24, use_threads=False),
                 parse_options=parse,
                 convert_options=pacsv.ConvertOptions(
-                    column_types=_all_strings(path, fmt, parse),
+                    column_types=types,
                     strings_can_be_null=False,
                     null_values=[],
                     quoted_strings_can_be_null=False,
@@ -188,14 +206,35 @@ def read_batches(path: Path, fmt: str, block_rows: int) -> Iterator[pa.RecordBat
                     [pc.cast(c, pa.string()) for c in batch.columns], names=batch.schema.names
                 )
     except (pa.ArrowInvalid, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot be read as {fmt.upper()}: {_short(e)}") from e
+        why = _not_utf8(e, names) or f"cannot be read as {fmt.upper()}: {_short(e)}"
+        raise InputError(f"{path}: {why}") from e
+    except (OSError, EOFError) as e:
+        # Raised while reading the input (the caller's write errors never reach this generator).
+        raise InputError(
+            f"{path}: cannot be read as {fmt.upper()}: {_short(e)} "
+            "(a truncated or corrupt compressed file?)"
+        ) from e
+
+
+def _not_utf8(e: Exception, names: list[str]) -> str | None:
+    """A message naming column and line for a value that is not UTF-8, else None."""
+    if isinstance(e, UnicodeDecodeError):
+        return "is not valid UTF-8 text; re-save it as UTF-8"
+    m = re.search(r"column #(\d+): Row #(\d+): .*invalid UTF8", str(e))
+    if m is None:
+        return None
+    col = int(m.group(1))
+    name = names[col] if col < len(names) else f"#{col + 1}"
+    return f"line {m.group(2)}, column {name}: not valid UTF-8 text; re-save the file as UTF-8"
 
 
 def _all_strings(path: Path, fmt: str, parse: pacsv.ParseOptions) -> dict[str, pa.DataType]:
     """Column types for the CSV reader: every header column as string."""
+    # Only the header matters here: skip bad rows silently, the full read reports them (once).
+    header_only = pacsv.ParseOptions(delimiter=parse.delimiter, invalid_row_handler=_skip)
     try:
         reader = pacsv.open_csv(
-            path, read_options=pacsv.ReadOptions(block_size=1 << 16), parse_options=parse
+            path, read_options=pacsv.ReadOptions(block_size=1 << 16), parse_options=header_only
         )
         names = reader.schema.names
     except pa.ArrowInvalid as e:
@@ -203,6 +242,10 @@ def _all_strings(path: Path, fmt: str, parse: pacsv.ParseOptions) -> dict[str, p
             raise InputError(f"{path}: file is empty; expected a header and data rows") from e
         raise InputError(f"{path}: cannot be read as {fmt.upper()}: {_short(e)}") from e
     return dict.fromkeys(names, pa.string())
+
+
+def _skip(row: pacsv.InvalidRow) -> str:
+    return "skip"
 
 
 def _short(e: Exception) -> str:
@@ -214,6 +257,9 @@ def _short(e: Exception) -> str:
 def check_columns(path: Path, names: list[str], schema: Schema) -> None:
     """Fail when the file's columns differ from the schema's: missing or unexpected columns."""
     cleaned = [unicodedata.normalize("NFKC", n).strip() for n in names]
+    repeated = sorted({n for n in cleaned if cleaned.count(n) > 1})
+    if repeated:
+        raise InputError(f"{path}: duplicate column name(s) {repeated} in the header")
     expected = list(schema.columns)
     missing = [c for c in expected if c not in cleaned]
     extra = [c for c in cleaned if c not in expected]
@@ -232,8 +278,6 @@ def check_columns(path: Path, names: list[str], schema: Schema) -> None:
                 "the privacy policy: add it to schema in params.yaml with a role, or remove it)"
             )
         raise InputError(f"{path}: {'; '.join(parts)}")
-    if len(set(cleaned)) != len(cleaned):
-        raise InputError(f"{path}: duplicate column names in the header")
 
 
 def add_lineage(

@@ -15,7 +15,7 @@ import pandas as pd
 from stages.clean import EMAIL_RE
 from stages.lib.errors import GateFailure, run_stage
 from stages.lib.gx import TYPE_NAMES, Check, describe_failure, run_checks
-from stages.lib.io import read_dataset, write_json_atomic
+from stages.lib.io import AtomicDir, read_dataset, write_json_atomic
 from stages.lib.params import load_params, section
 from stages.lib.schema import RECORD_ID, Schema, load_schema
 from stages.lib.summary import StageSummary
@@ -126,15 +126,23 @@ def main() -> None:
     cfg = section(ValidateConfig, "validate", params)
     schema = load_schema(params)
     df = read_dataset(CLEAN_DIR).to_pandas()
+    if df.empty:
+        # Every expectation passes vacuously on no rows; training on nothing must not follow.
+        raise GateFailure(
+            f"validate: {CLEAN_DIR} has no rows: every source row was quarantined or removed as a "
+            "duplicate; see data/quarantine (column _reason) and metrics/clean.json"
+        )
     summary = StageSummary("validate", rows_in=len(df), rows_out=len(df))
 
-    results = run_checks(df, build_checks(schema, cfg), "clean_data", OUT_DIR / "docs")
-    if cfg.severity.get("class_balance", "warning") != "off":
-        results.append(class_balance(df[schema.label], schema.classes, cfg))
+    # Results and Data Docs appear together or not at all (a killed run leaves no half report).
+    with AtomicDir(OUT_DIR) as out:
+        results = run_checks(df, build_checks(schema, cfg), "clean_data", out.tmp / "docs")
+        if cfg.severity.get("class_balance", "warning") != "off":
+            results.append(class_balance(df[schema.label], schema.classes, cfg))
+        write_json_atomic(out.tmp / "results.json", {"rows": len(df), "results": results})
     failed = [r for r in results if not r["success"]]
     critical = [r for r in failed if r["severity"] == "critical"]
     warnings = [r for r in failed if r["severity"] == "warning"]
-    write_json_atomic(OUT_DIR / "results.json", {"rows": len(df), "results": results})
     summary.extra.update(
         expectations=len(results),
         passed=len(results) - len(failed),

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from stages import clean, ingest, validate
-from stages.lib.errors import GateFailure, InputError
+from stages.lib.errors import GateFailure
 from stages.lib.keys import MissingKeyError
 from tests.conftest import TEST_KEY, source_frame, write_project
 
@@ -91,38 +91,4 @@ def test_no_key_refuses_to_run(tmp_path, monkeypatch):
         ingest.main()
 
 
-@pytest.mark.parametrize(
-    ("content", "name", "expected"),
-    [
-        (b"", "batch.csv", "file is empty"),
-        (b"customer_id;full_name\nC1;A\n", "batch.csv", "wrong delimiter"),
-        (b"PAR1garbage", "batch.csv", "is a Parquet file"),
-        (b"a,b\n1,2\n", "batch.txt", "unsupported file type"),
-    ],
-)
-def test_unreadable_input_names_the_file(tmp_path, monkeypatch, key, content, name, expected):
-    write_project(tmp_path, None, name=name)
-    (tmp_path / "data/in" / name).write_bytes(content)
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(InputError, match=expected):
-        ingest.main()
-    assert not (tmp_path / "data/raw").exists(), "nothing is written when ingest stops"
-
-
-def test_missing_and_extra_columns_are_named(tmp_path, monkeypatch, key):
-    frame = source_frame(3).drop(columns=["age"]).assign(secret_column="x")
-    write_project(tmp_path, frame)
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(
-        InputError,
-        match=r"missing column\(s\) \['age'\].*unexpected column\(s\) \['secret_column'\]",
-    ):
-        ingest.main()
-
-
-def test_truncated_row_is_reported_by_line(tmp_path, monkeypatch, key):
-    path = write_project(tmp_path, source_frame(5))
-    path.write_text(path.read_text() + "C999999,Cut Off\n")
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(InputError, match="line 7 has 2 fields"):
-        ingest.main()
+# Unreadable files, missing/extra columns and truncated rows: see tests/test_bad_input.py.

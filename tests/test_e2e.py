@@ -1,4 +1,4 @@
-"""End to end: `dvc repro` in a fresh copy of the repository, then a second run that does nothing."""
+"""End to end: `dvc repro` in a fresh copy of the repository; a second run does nothing."""
 
 from __future__ import annotations
 

@@ -107,3 +107,24 @@ def test_record_aware_own_identifiers():
     assert out[2] == "<PERSON> wrote from <EMAIL>"
     assert out[3] is None
     assert counts["PERSON"] == 6 and counts["PHONE"] == 2 and counts["EMAIL"] == 1
+
+
+def test_known_names_of_anyone_are_scrubbed_from_text():
+    """Other customers' names (referrals) are caught by the dataset's own name deny-list."""
+    import pandas as pd
+
+    from stages.lib.scrub import known_name_set, scrub_known_names
+
+    names = known_name_set(["Jack F. Baker", "王伟", "Emma Nelson", "Cher", None])
+    texts = pd.Series(
+        ["Friend Jack F. Baker called", "推荐人王伟。", "EMMA NELSON wrote", "Cher", None]
+    )
+    out, n = scrub_known_names(texts, names)
+    assert out.tolist()[:4] == [
+        "Friend <PERSON> called",
+        "推荐人<PERSON>。",
+        "<PERSON> wrote",
+        "Cher",
+    ]
+    assert n == 3 and pd.isna(out[4])
+    assert texts[0] == "Friend Jack F. Baker called", "input not mutated"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -12,6 +14,80 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+# Write failures that the environment causes and the user fixes: named, not shown as a traceback.
+_WRITE_FAULTS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+class WriteError(OSError):
+    """An output could not be written (disk full, read-only, no permission); says where and why."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def describe_write_error(e: OSError, target: Path | str, verb: str = "write") -> OSError:
+    """A WriteError naming `target`, the cause and the fix, for environment faults; else `e`."""
+    why = _WRITE_FAULTS.get(e.errno or 0)
+    if why is None:
+        return e
+    target = Path(target)
+    where = target.parent.resolve()
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        probe = where
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free / 1e6
+        fix = f"{free:.1f} MB free on the device holding {where}; free some space and rerun"
+    else:
+        fix = f"make {where} writable for user id {os.geteuid()} and rerun"
+    return WriteError(
+        e.errno,
+        f"cannot {verb} {target}: {why} ({fix}); the previous outputs are left as they were",
+    )
+
+
+@contextlib.contextmanager
+def writing(target: Path | str) -> Iterator[None]:
+    """Turn an environment write fault under this block into a WriteError naming `target`."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as e:
+        raise describe_write_error(e, target) from e
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove temporary siblings of `path` left by a killed process (its pid no longer runs).
+
+    They may hold personal data and, being untracked, could otherwise end up in git.
+    """
+    for stale in path.parent.glob(f".{path.name}.*-*"):
+        kind, _, rest = stale.name[len(path.name) + 2 :].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind not in ("tmp", "old") or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def partition_files(path: Path | str) -> list[Path]:
@@ -54,30 +130,44 @@ class AtomicDir:
     """A directory output that appears complete or not at all.
 
     Files go to a hidden sibling directory; on success it replaces the target in one rename,
-    so a killed stage never leaves a half-written dataset under the real name.
+    so a killed stage never leaves a half-written dataset under the real name. Temporaries are
+    named after the writing process, so the next run removes those a killed process left.
+    Disk-full and permission faults raise WriteError naming the output.
     """
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+        with writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.path)
+            self.tmp = Path(
+                tempfile.mkdtemp(
+                    prefix=f".{self.path.name}.tmp-{os.getpid()}-", dir=self.path.parent
+                )
+            )
 
     def write_table(self, name: str, table: pa.Table) -> Path:
         """Write one partition file under the temporary directory."""
         target = self.tmp / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, target, compression="zstd", row_group_size=1 << 17)
+        with writing(self.path / name):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, target, compression="zstd", row_group_size=1 << 17)
         return target
 
     def commit(self) -> None:
         """Replace the target directory with the finished one."""
-        if self.path.exists():
-            old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
-            os.replace(self.path, old)
-            os.replace(self.tmp, self.path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.path)
+        with writing(self.path):
+            if self.path.exists():
+                old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
+                os.replace(self.path, old)
+                try:
+                    os.replace(self.tmp, self.path)
+                except OSError:
+                    os.replace(old, self.path)  # put the previous output back
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
         """Drop the temporary directory."""
@@ -106,17 +196,19 @@ def write_dataset(path: Path | str, parts: Iterable[tuple[str, pa.Table]]) -> in
 def write_bytes_atomic(path: Path | str, data: bytes) -> None:
     """Write a file through a temporary sibling and a rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def write_text_atomic(path: Path | str, text: str) -> None:

@@ -19,14 +19,17 @@ are matched like their ASCII forms. Matches become typed placeholders such as `<
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import operator
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -223,6 +226,8 @@ PATTERNS: tuple[Pattern, ...] = (
         r"|(?:\+|00)[1-9]\d{0,2}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){2,6}"
         # North American: (555) 123-4567, 555-123-4567, 1-800-555-0199
         r"|(?:1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}"
+        # North American written as ten bare digits (NANP: area and exchange start 2-9)
+        r"|[2-9]\d{2}[2-9]\d{6}"
         # national with trunk 0: 020 7946 0958, (030) 1234 5678, 010-12345678
         r"|(?:\(0[1-9]\d{0,3}\)|0[1-9]\d{0,3})[ .-]?\d{3,4}[ .-]?\d{3,4}"
         r")\b",
@@ -459,3 +464,79 @@ def scrub_texts(texts: Iterable[str | None]) -> list[str | None]:
     """Convenience: pattern-scrub a list of strings (no record-aware pass)."""
     arr, _ = scrub_column(list(texts))
     return arr.to_pylist()
+
+
+_WORD = re.compile(r"[^\W\d_]+")
+_CJK_SPAN = re.compile("[\u3400-\u9fff\uf900-\ufaff]{2,}")
+
+
+def _fold(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
+
+
+def known_name_set(values: Iterable[Any]) -> set[str]:
+    """Full names worth a deny-list: two or more words, or two or more Chinese characters."""
+    names = set()
+    for v in values:
+        if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+            continue
+        folded = _fold(str(v))
+        if len(_WORD.findall(folded)) >= 2 or _CJK_SPAN.fullmatch(folded):
+            names.add(folded)
+    return names
+
+
+def _name_spans(text: str, names: set[str], max_words: int = 4) -> list[tuple[int, int]]:
+    """Character spans of known names in `text` (matched case-insensitively)."""
+    folded = text.lower()
+    if len(folded) != len(text):  # a rare lower-casing that changes length: match as written
+        folded = text
+    spans = []
+    words = list(_WORD.finditer(folded))
+    for i in range(len(words)):
+        for n in range(min(max_words, len(words) - i), 1, -1):
+            chunk = words[i : i + n]
+            # Words may be separated by a space or by an initial's dot: "Jack F. Baker".
+            if all(
+                folded[a.end() : b.start()] in (" ", ". ") for a, b in itertools.pairwise(chunk)
+            ):
+                if folded[chunk[0].start() : chunk[-1].end()] in names:
+                    spans.append((chunk[0].start(), chunk[-1].end()))
+                    break
+    for run in _CJK_SPAN.finditer(folded):
+        s = run.group()
+        for size in (4, 3, 2):
+            spans += [
+                (run.start() + j, run.start() + j + size)
+                for j in range(len(s) - size + 1)
+                if s[j : j + size] in names
+            ]
+    return spans
+
+
+def scrub_known_names(texts: pd.Series, names: set[str]) -> tuple[pd.Series, int]:
+    """Replace any known full name (anyone's, not only the row's own) by <PERSON>.
+
+    Notes often mention other customers ("referred by ..."): no pattern recognises a name, but
+    the dataset's own identifier columns list every name it holds, so they make a deny-list.
+    Texts are expected NFKC-normalised (scrub_column's output is).
+    """
+    out = texts.astype("string").copy()
+    replaced = 0
+    if not names:
+        return out, 0
+    for idx, text in out.dropna().items():
+        spans = sorted(_name_spans(text, names))
+        if not spans:
+            continue
+        merged: list[tuple[int, int]] = []
+        for a, b in spans:
+            if merged and a < merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+            else:
+                merged.append((a, b))
+        for a, b in reversed(merged):
+            text = text[:a] + placeholder(PERSON) + text[b:]
+        out[idx] = text
+        replaced += len(merged)
+    return out, replaced
