@@ -1,0 +1,562 @@
+"""The report stage: renders from any subset of inputs, leaks no identifier, shows changes."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from stages import clean, ingest, report, validate
+from stages.lib.schema import load_schema
+from tests.conftest import TEST_KEY, params, source_frame, write_project
+
+SECTION_IDS = [sid for sid, _ in report.SECTIONS]
+FIRST = ["Ottoline", "Bartholomew", "Wilhelmina", "Cassius", "Perpetua", "Ignatius", "Marisol"]
+LAST = ["Quackenbush", "Vanderslice", "Okonkwo-Hale", "Szczepanski", "Featherstonehaugh"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: a source table with realistic identifiers, and synthetic downstream results
+
+
+def identified_frame(n: int = 60) -> pd.DataFrame:
+    """A valid source table whose identifiers look like real ones, also repeated in free text."""
+    frame = source_frame(n)
+    cols = params()["schema"]["columns"]
+    for name, col in cols.items():
+        if col["role"] != "identifier":
+            continue
+        kind = col.get("pii")
+        if kind == "name":
+            values = [
+                f"{FIRST[r % 7]} {LAST[(r // 7) % 5]}{'' if r < 35 else f' {r}'}" for r in range(n)
+            ]
+        elif kind == "address":
+            values = [f"{r + 11} Larkspur Crescent, Flat {r % 9 + 1}" for r in range(n)]
+        elif kind == "national_id":
+            values = [
+                f"{r + 123:03d}-{r % 89 + 10:02d}-{(r * 37) % 9000 + 1000:04d}" for r in range(n)
+            ]
+        else:
+            continue
+        frame[name] = values
+    text = [n for n, c in cols.items() if c["role"] == "text"]
+    ident = [n for n, c in cols.items() if c["role"] == "identifier"]
+    for t in text:
+        frame[t] = [
+            f"Called {frame.at[r, ident[0]]} back on {frame.at[r, ident[-1]]}, see notes"
+            for r in range(n)
+        ]
+    return frame
+
+
+def write_downstream(root: Path, seed: int = 0, shift: float = 0.0) -> None:
+    """Plausible anonymize/split/augment/train/evaluate outputs, derived from the clean metrics.
+
+    They stand in for stages the report only reads; `shift` moves the model's scores, so two
+    calls give two runs to compare.
+    """
+    rng = np.random.default_rng(seed)
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    schema = load_schema(p)
+    classes, sensitive = schema.classes, schema.sensitive
+    (root / "metrics").mkdir(exist_ok=True)
+    (root / "plots").mkdir(exist_ok=True)
+    (root / "reports/privacy").mkdir(parents=True, exist_ok=True)
+    rows = json.loads((root / "metrics/clean.json").read_text())["rows_out"]
+
+    def summary(stage: str, rows_in: int, rows_out: int, **extra) -> dict:
+        return {
+            "stage": stage,
+            "rows_in": rows_in,
+            "rows_out": rows_out,
+            "rows_quarantined": extra.pop("q", 0),
+            "quarantined_by_reason": extra.pop("reasons", {}),
+            "duplicates": 0,
+            "rows_added": extra.pop("added", 0),
+            "duration_s": round(float(rng.uniform(0.2, 3)), 3),
+            "peak_memory_mb": round(float(rng.uniform(150, 400)), 1),
+            **extra,
+        }
+
+    suppressed = 2
+    anon_rows = rows - suppressed
+    m = {}
+    m["anonymize"] = summary(
+        "anonymize",
+        rows,
+        anon_rows,
+        q=suppressed,
+        reasons={"k_anonymity": suppressed},
+        key_id="k-3f9a1c2b7d",
+        policies={
+            "full_name": "drop",
+            "email": "pseudonymize",
+            "postcode": "generalize (truncate 2)",
+        },
+        entity_counts={"notes": {"name": rows, "national_id": rows, "phone": 3}},
+        scan={"passed": True, "findings": 0, "by_entity": {}, "checks": ["gx_regex", "checksum"]},
+        quasi_identifiers=schema.quasi_identifiers,
+        k_threshold=2,
+        risk_before_suppression={"k": 1, "unique_share": 0.04, "classes": 30, "histogram": []},
+        risk_after_suppression={
+            "k": 2,
+            "unique_share": 0.0,
+            "classes": 24,
+            "histogram": [
+                {"size": "1", "classes": 0, "rows": 0},
+                {"size": "2-4", "classes": 20, "rows": max(anon_rows - 12, 0)},
+                {"size": "5-9", "classes": 2, "rows": 12},
+            ],
+        },
+    )
+    n_test = anon_rows // 5
+    n_val = anon_rows // 5
+    n_train = anon_rows - n_test - n_val
+    pos_share = 0.5
+
+    def counts(n: int) -> dict[str, int]:
+        pos = round(n * pos_share)
+        return {classes[0]: n - pos, classes[-1]: pos}
+
+    def balance(n: int) -> dict:
+        return {"rows": n, "classes": {c: {"rows": k} for c, k in counts(n).items()}}
+
+    m["split"] = summary(
+        "split",
+        anon_rows,
+        anon_rows,
+        class_balance={"train": balance(n_train), "val": balance(n_val), "test": balance(n_test)},
+    )
+    before = counts(n_train)
+    before[classes[-1]] -= 3
+    before[classes[0]] += 3
+    after = {c: max(before.values()) for c in classes}
+    added = sum(after.values()) - sum(before.values())
+    m["augment"] = summary(
+        "augment",
+        n_train,
+        n_train + added,
+        added=added,
+        balance="oversample",
+        seed=7,
+        class_counts_before=before,
+        class_counts_after=after,
+    )
+    epochs = 12
+    ep = np.arange(1, epochs + 1)
+    train_loss = 0.65 * np.exp(-ep / 5) + 0.3 + rng.normal(0, 0.005, epochs)
+    val_loss = 0.6 * np.exp(-ep / 4) + 0.34 + 0.004 * np.maximum(ep - 8, 0)
+    val_acc = 0.86 - 0.3 * np.exp(-ep / 3)
+    pd.DataFrame(
+        {"epoch": ep, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc}
+    ).to_csv(root / "plots/train_curve.csv", index=False)
+    m["train"] = summary(
+        "train",
+        n_train + added,
+        n_train + added,
+        device="cpu",
+        device_name="cpu",
+        precision="fp32",
+        epochs_run=epochs,
+        steps=epochs * 3,
+        batch_size=512,
+        lr=0.002,
+        best_val_loss=round(float(val_loss.min()), 6),
+        best_val_accuracy=round(float(val_acc.max()), 6),
+        train_time_s=4.2,
+        samples_per_s=1834.5,
+        seed=20240601,
+    )
+
+    # Scores of a synthetic model on a synthetic test set of realistic size for the curves.
+    from sklearn import metrics as skm
+
+    n = n_test
+    logit = rng.normal(-1.6, 2.0, n)
+    y = rng.random(n) < 1 / (1 + np.exp(-logit))  # calibrated when shift is 0
+    score = 1 / (1 + np.exp(-(logit + shift)))
+    group = {c: rng.choice(["a", "b", "c"], n, p=[0.6, 0.3, 0.1]) for c in sensitive}
+    pred = score >= 0.5
+    fpr, tpr, _ = skm.roc_curve(y, score)
+    pr, rc, _ = skm.precision_recall_curve(y, score)
+    names = np.array(classes)
+    pd.DataFrame({"actual": names[y.astype(int)], "predicted": names[pred.astype(int)]}).to_csv(
+        root / "plots/confusion.csv", index=False
+    )
+    pd.DataFrame({"fpr": fpr, "tpr": tpr}).to_csv(root / "plots/roc.csv", index=False)
+    pd.DataFrame({"recall": rc[::-1], "precision": pr[::-1]}).to_csv(
+        root / "plots/pr.csv", index=False
+    )
+    bins = np.minimum((score * 10).astype(int), 9)
+    cal = pd.DataFrame({"bin": bins, "p": score, "y": y}).groupby("bin")
+    ece = float((cal.size() / n * (cal["y"].mean() - cal["p"].mean()).abs()).sum())
+    pd.DataFrame(
+        {
+            "bin": cal.size().index,
+            "mean_predicted": cal["p"].mean().to_numpy(),
+            "fraction_positive": cal["y"].mean().to_numpy(),
+            "count": cal.size().to_numpy(),
+        }
+    ).to_csv(root / "plots/calibration.csv", index=False)
+    slice_rows, dp, eo = [], {}, {}
+    for col, g in group.items():
+        sel, tprs = [], []
+        for v in sorted(set(g)):
+            mk = g == v
+            slice_rows.append(
+                {
+                    "slice": f"{col}={v}",
+                    "column": col,
+                    "group": v,
+                    "n": int(mk.sum()),
+                    "share": mk.mean(),
+                    "base_rate": y[mk].mean(),
+                    "accuracy": (pred[mk] == y[mk]).mean(),
+                    "selection_rate": pred[mk].mean(),
+                    "tpr": pred[mk & y].mean(),
+                    "fpr": pred[mk & ~y].mean(),
+                }
+            )
+            sel.append(pred[mk].mean())
+            tprs.append(pred[mk & y].mean())
+        dp[col], eo[col] = float(np.ptp(sel)), float(np.ptp(tprs))
+    pd.DataFrame(slice_rows).to_csv(root / "plots/slices.csv", index=False)
+    p_, r_, f_, s_ = skm.precision_recall_fscore_support(y, pred, labels=[False, True])
+    acc = float((pred == y).mean())
+    m["evaluate"] = summary(
+        "evaluate",
+        n,
+        n,
+        n=n,
+        accuracy=round(acc, 6),
+        macro_precision=round(float(p_.mean()), 6),
+        macro_recall=round(float(r_.mean()), 6),
+        macro_f1=round(float(f_.mean()), 6),
+        roc_auc=round(float(skm.roc_auc_score(y, score)), 6),
+        pr_auc=round(float(skm.average_precision_score(y, score)), 6),
+        log_loss=round(float(skm.log_loss(y, score)), 6),
+        per_class={
+            c: {"precision": p_[i], "recall": r_[i], "f1": f_[i], "support": int(s_[i])}
+            for i, c in enumerate(classes)
+        },
+        positive_class=classes[-1],
+        ece=round(ece, 6),
+        fairness={"demographic_parity_diff": dp, "equal_opportunity_diff": eo},
+        baselines={
+            "majority": {"accuracy": 0.76, "macro_f1": 0.43, "roc_auc": 0.5, "pr_auc": 0.24},
+            "logistic_regression": {"accuracy": 0.83, "macro_f1": 0.74, "roc_auc": 0.88},
+        },
+        gate={
+            "passed": True,
+            "failures": [],
+            "thresholds": {
+                "min_accuracy": 0.8,
+                "min_roc_auc": 0.85,
+                "max_demographic_parity_diff": 0.3,
+                "max_equal_opportunity_diff": 0.3,
+            },
+        },
+    )
+    for stage, data in m.items():
+        (root / f"metrics/{stage}.json").write_text(json.dumps(data, indent=2, default=float))
+    (root / "reports/privacy/scan.json").write_text(
+        json.dumps({"passed": True, "findings": 0, "by_entity": {}, "details": []})
+    )
+    write_lock(root)
+
+
+def write_lock(root: Path) -> None:
+    """A dvc.lock in DVC's format over the project's actual files (hashes are real md5s)."""
+    import hashlib
+
+    def entry(path: str) -> dict:
+        target = root / path
+        files = sorted(target.rglob("*")) if target.is_dir() else [target]
+        files = [f for f in files if f.is_file()]
+        h = hashlib.md5()
+        for f in files:
+            h.update(f.read_bytes())
+        e = {
+            "path": path,
+            "hash": "md5",
+            "md5": h.hexdigest() + (".dir" if target.is_dir() else ""),
+        }
+        e["size"] = sum(f.stat().st_size for f in files)
+        if target.is_dir():
+            e["nfiles"] = len(files)
+        return e
+
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    stages = {
+        "ingest": (["params.yaml"], ["data/raw"], ["schema", "ingest"]),
+        "clean": (["data/raw"], ["data/clean", "data/quarantine"], ["schema", "clean"]),
+        "validate": (["data/clean"], ["reports/validation"], ["validate"]),
+    }
+    lock = {"schema": "2.0", "stages": {}}
+    for name, (deps, outs, keys) in stages.items():
+        lock["stages"][name] = {
+            "cmd": f"python -m stages.{name}",
+            "deps": [entry(d) for d in deps if (root / d).exists()],
+            "params": {"params.yaml": {k: p[k] for k in keys if k in p}},
+            "outs": [entry(o) for o in outs if (root / o).exists()],
+        }
+    (root / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
+
+
+def full_project(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project that ran ingest/clean/validate for real, with downstream results, committed
+    once (the previous run) and then rerun with other scores (the current run)."""
+    write_project(root, identified_frame(2500))
+    monkeypatch.chdir(root)
+    ingest.main()
+    clean.main()
+    validate.main()
+    write_downstream(root, seed=1, shift=-0.3)
+    git(root, "init", "-q")
+    git(root, "add", "params.yaml", "metrics", "dvc.lock")
+    git(root, "commit", "-qm", "previous run")
+    write_downstream(root, seed=2)
+    return root
+
+
+# ---------------------------------------------------------------------------------------------
+# Unit tests of the pure renderer
+
+
+def minimal_inputs() -> report.Inputs:
+    """Just what ingest and clean would have written."""
+    return report.Inputs(
+        params=params(),
+        metrics={
+            "ingest": {"stage": "ingest", "rows_in": 10, "rows_out": 10, "rows_quarantined": 0},
+            "clean": {
+                "stage": "clean",
+                "rows_in": 10,
+                "rows_out": 7,
+                "rows_quarantined": 2,
+                "quarantined_by_reason": {"age out of range": 2},
+                "duplicates": 1,
+                "rows_added": 0,
+            },
+        },
+        run={"generated_at": "2026-01-01T00:00:00+00:00", "commit": None, "tree": "unknown"},
+    )
+
+
+def test_renders_with_only_early_stages_and_says_what_is_missing():
+    ctx = report.build_context(minimal_inputs())
+    page = report.render_html(ctx)
+    assert ctx["errors"] == []
+    for sid in SECTION_IDS:
+        assert f'<section id="{sid}">' in page
+    for stage in ("validate", "augment", "train", "evaluate"):
+        assert f"Stage &#39;{stage}&#39; not run yet" in page
+    assert "age out of range" in page and page.count("<img ") == 1  # the row flow only
+    md = report.render_summary(ctx)
+    assert "Evaluation gate: not run yet" in md and "| clean | 10 | 7 | 2 | 1 | 0 |" in md
+
+
+def test_renders_from_nothing_at_all():
+    ctx = report.build_context(report.Inputs())
+    page = report.render_html(ctx)
+    assert ctx["errors"] == [] and "No stage has run yet" in page and "<img " not in page
+
+
+def test_malformed_input_costs_only_its_section():
+    inputs = minimal_inputs()
+    inputs.metrics["evaluate"] = {"per_class": "not a mapping", "gate": ["odd"], "baselines": 3}
+    inputs.plots["roc"] = pd.DataFrame({"fpr": ["x", "y"], "tpr": [0.1, None]})
+    ctx = report.build_context(inputs)
+    page = report.render_html(ctx)
+    assert all(f'<section id="{sid}">' in page for sid in SECTION_IDS)
+    assert '<section id="lineage">' in page and "age out of range" in page
+
+
+def test_accounting_flags_rows_that_do_not_add_up():
+    section = report.accounting_section(
+        {"clean": {"rows_in": 10, "rows_out": 7, "rows_quarantined": 1, "duplicates": 1}}
+    )
+    assert section["rows"][0]["balanced"] is False
+
+
+def test_changes_compare_numeric_metrics_with_the_committed_ones():
+    cur = {"evaluate": {"accuracy": 0.85, "gate": {"passed": True}, "duration_s": 3.0, "n": 100}}
+    old = {"evaluate": {"accuracy": 0.80, "gate": {"passed": True}, "duration_s": 2.0, "n": 100}}
+    section = report.changes_section(cur, old, "HEAD")
+    (row,) = section["changed"]
+    assert row["metric"] == "accuracy" and row["delta"] == pytest.approx(0.05)
+    assert [r["metric"] for r in section["volatile"]] == ["duration_s"]
+    assert section["unchanged"] == 1
+    assert not report.changes_section(cur, {}, "HEAD")["available"]
+
+
+def test_lineage_reads_every_stage_of_dvc_lock():
+    lock = {
+        "schema": "2.0",
+        "stages": {
+            "clean": {
+                "cmd": "python -m stages.clean",
+                "deps": [{"path": "data/raw", "hash": "md5", "md5": "ab.dir", "size": 5}],
+                "params": {"params.yaml": {"clean": {"a": 1}, "io.partition_rows": 100}},
+                "outs": [{"path": "data/clean", "hash": "md5", "md5": "cd.dir", "nfiles": 2}],
+            },
+            "ingest": {"cmd": "python -m stages.ingest", "outs": [{"path": "data/raw"}]},
+        },
+    }
+    section = report.lineage_section(lock)
+    assert [s["stage"] for s in section["stages"]] == ["ingest", "clean"]
+    clean_stage = section["stages"][1]
+    assert clean_stage["deps"][0]["hash"] == "ab.dir"
+    assert clean_stage["outs"][0]["nfiles"] == 2
+    assert {p["key"]: p["value"] for p in clean_stage["params"]}["io.partition_rows"] == "100"
+
+
+def test_privacy_section_shows_counts_never_scan_details():
+    anon = {
+        "policies": {"email": "pseudonymize"},
+        "entity_counts": {"notes": {"email": 4}},
+        "risk_after_suppression": {"k": 3, "unique_share": 0.0, "classes": 5, "histogram": []},
+    }
+    scan = {
+        "passed": False,
+        "findings": 1,
+        "by_entity": {"email": 1},
+        "details": [{"record_id": "r1", "value": "leak@example.com"}],
+    }
+    section = report.privacy_section(anon, scan, params())
+    page = report.render_html(
+        {**report.build_context(report.Inputs(params=params())), "privacy": section}
+    )
+    assert "leak@example.com" not in page and "FAILED" in page
+    policies = {p["column"]: p["policy"] for p in section["policies"]}
+    assert policies["email"] == "pseudonymize" and policies["full_name"] == "drop"
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage on real data
+
+
+def test_report_stage_on_real_data_path_holds_no_identifier(tmp_path, monkeypatch, key):
+    write_project(tmp_path, identified_frame(60))
+    monkeypatch.chdir(tmp_path)
+    ingest.main()
+    clean.main()
+    validate.main()
+    report.main()
+    page = (tmp_path / "reports/report.html").read_text(encoding="utf-8")
+    md = (tmp_path / "reports/summary.md").read_text(encoding="utf-8")
+    assert_no_identifiers(tmp_path, page, md)
+    assert "Validation:" in md
+    assert "validation/docs/index.html" in page  # the link to the Data Docs
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> tuple[Path, report.Inputs]:
+    """One complete project with its report rendered, and the inputs the report read."""
+    root = tmp_path_factory.mktemp("full")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIPELINE_HMAC_KEY", TEST_KEY)
+        full_project(root, mp)
+        report.main()
+        inputs = report.load_inputs()
+    return root, inputs
+
+
+def test_full_report_holds_no_identifier_and_every_section(full_run):
+    root, _ = full_run
+    page = (root / "reports/report.html").read_text(encoding="utf-8")
+    md = (root / "reports/summary.md").read_text(encoding="utf-8")
+    assert_no_identifiers(root, page, md)
+    assert "not run yet" not in page and "could not be rendered" not in page
+    assert page.count("<img ") >= 9
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing external
+    assert "Evaluation gate: PASSED" in md and "evaluate `accuracy`" in md
+
+
+def test_the_identifier_check_would_catch_a_leak(full_run):
+    root, _ = full_run
+    column = load_schema(params()).with_role("identifier")[0]
+    name = pd.read_parquet(root / "data/clean")[column].iloc[7]
+    with pytest.raises(AssertionError, match="identifier values"):
+        assert_no_identifiers(root, f"<td>{html.escape(name)}</td>")
+
+
+def without(inputs: report.Inputs, name: str) -> report.Inputs:
+    """A copy of the inputs lacking one of them ('metrics:<stage>', 'plots:<name>' or a field)."""
+    kind, _, item = name.partition(":")
+    changes = {
+        "metrics": {"metrics": {k: v for k, v in inputs.metrics.items() if k != item}},
+        "previous": {"previous": {}},
+        "plots": {"plots": {k: v for k, v in inputs.plots.items() if k != item}},
+        "validation": {"validation": None, "data_docs": None},
+        "privacy_scan": {"privacy_scan": None},
+        "lock": {"lock": None},
+        "run": {"run": {}},
+        "params": {"params": {}},
+    }[kind]
+    return dataclasses.replace(inputs, **changes)
+
+
+def plt_close(fig) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+MISSING = [
+    *(f"metrics:{s}" for s in report.PIPELINE),
+    *(f"plots:{p}" for p in report.PLOTS),
+    "previous",
+    "validation",
+    "privacy_scan",
+    "lock",
+    "run",
+    "params",
+]
+
+
+@pytest.mark.parametrize("missing", MISSING)
+def test_any_one_missing_input_still_renders_every_section(full_run, missing, monkeypatch):
+    _, inputs = full_run
+    # Figures are still drawn; only their PNG encoding (most of the time) is skipped here.
+    monkeypatch.setattr(report, "figure_uri", lambda fig: plt_close(fig) or "data:,")
+    ctx = report.build_context(without(inputs, missing))
+    page, md = report.render_html(ctx), report.render_summary(ctx)
+    assert ctx["errors"] == []
+    assert all(f'<section id="{sid}">' in page for sid in SECTION_IDS)
+    assert "Full report" in md
+    if missing.startswith("metrics:") and missing != "metrics:split":
+        assert "not run yet" in page.lower() or "did not finish" in page
+
+
+def assert_no_identifiers(root: Path, *texts: str) -> None:
+    """No value of an identifier (or key) column of data/clean occurs in any of `texts`."""
+    schema = load_schema(yaml.safe_load((root / "params.yaml").read_text()))
+    columns = schema.with_role("identifier", "key")
+    clean_df = pd.read_parquet(root / "data/clean", columns=columns)
+    values = {str(v) for c in columns for v in clean_df[c].dropna()}
+    assert len(values) > 100  # the test means something
+    pattern = re.compile("|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)))
+    for text in texts:
+        # Image data is base64 PNG: no readable substring; dropping it makes the search quick.
+        text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)
+        leaked = set(pattern.findall(text)) | set(pattern.findall(html.unescape(text)))
+        assert not leaked, f"identifier values in the report: {sorted(leaked)[:5]}"
