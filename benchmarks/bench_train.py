@@ -197,7 +197,7 @@ def main() -> None:
     candidates.append("shared/data/adult")
     adult = next(Path(c) for c in candidates if c and (Path(c) / "adult.data").exists())
     repeats = args.repeats or (1 if args.quick else 3)
-    seed_epochs = args.seed_epochs or (4 if args.quick else 30)
+    seed_epochs = args.seed_epochs or (2 if args.quick else 30)
     seed_patience = 2 if args.quick else 4
 
     params = load_params()
