@@ -1,0 +1,409 @@
+"""The tabular model: preprocessing state, tensors, network and the Predictor used downstream.
+
+Imports stay lean on purpose (torch, numpy, pandas, stdlib, stages.lib.features): the train
+stage runs on GPU machines that have neither Prefect, DVC nor Great Expectations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from stages.lib.features import FeatureSpec
+
+UNK, NULL = 0, 1  # reserved categorical indices: unseen/rare value, missing value
+CAT_RESERVED = ("<unk>", "<null>")
+PREPROCESSOR_VERSION = 1
+
+
+# ---------------------------------------------------------------- preprocessing: fit
+
+
+@dataclass(frozen=True)
+class PrepConfig:
+    """The knobs of preprocessing (a subset of the train params)."""
+
+    cat_min_count: int = 5
+    log1p_skew: float = 2.0
+    clip: float = 10.0
+    text_buckets: int = 65536
+    ngram_min: int = 1
+    ngram_max: int = 3
+    text_max_chars: int = 1000
+    numeric_bins: int = 16  # quantile bins per numeric column, embedded beside its value; 0: off
+
+
+def _numeric(series: pd.Series) -> np.ndarray:
+    """A column as float64 with NaN for nulls, whatever its dtype."""
+    return pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _strings(series: pd.Series) -> pd.Series:
+    """A column as nullable strings, so ints, categories and text compare the same way."""
+    return series.astype("string")
+
+
+def fit_preprocessor(df: pd.DataFrame, spec: FeatureSpec, cfg: PrepConfig) -> dict[str, Any]:
+    """Learn scalers, vocabularies and label mapping from the training frame (plain dicts)."""
+    numeric = {}
+    for col in spec.numeric:
+        x = _numeric(df[col])
+        seen = x[~np.isnan(x)]
+        median = float(np.median(seen)) if seen.size else 0.0
+        filled = np.where(np.isnan(x), median, x)
+        # log1p for heavy-tailed non-negative columns (capital gains and the like), from train stats
+        std0 = filled.std()
+        skew = float(((filled - filled.mean()) ** 3).mean() / std0**3) if std0 > 0 else 0.0
+        log = bool(seen.size and seen.min() >= 0 and skew > cfg.log1p_skew)
+        z = np.log1p(filled) if log else filled
+        std = float(z.std())
+        # quantile bin edges: an MLP learns thresholds (capital gain > x) more easily from them
+        qs = np.linspace(0, 1, cfg.numeric_bins + 1)[1:-1] if cfg.numeric_bins > 1 else []
+        edges = np.unique(np.quantile(seen, qs)).tolist() if seen.size and len(qs) else []
+        numeric[col] = {
+            "median": median,
+            "log1p": log,
+            "mean": float(z.mean()),
+            "std": std if std > 0 else 1.0,
+            "edges": [float(e) for e in edges],
+        }
+    categorical = {}
+    for col in spec.categorical:
+        counts = _strings(df[col]).dropna().value_counts()
+        kept = counts[counts >= cfg.cat_min_count]
+        # order by frequency then value, so the vocabulary does not depend on row order
+        vocab = sorted(kept.index.tolist(), key=lambda v: (-int(kept[v]), v))
+        categorical[col] = list(CAT_RESERVED) + vocab
+    return {
+        "version": PREPROCESSOR_VERSION,
+        "numeric": numeric,
+        "categorical": categorical,
+        "text": {
+            "columns": list(spec.text),
+            "buckets": cfg.text_buckets,
+            "ngram_min": cfg.ngram_min,
+            "ngram_max": cfg.ngram_max,
+            "max_chars": cfg.text_max_chars,
+        },
+        "clip": cfg.clip,
+        "label": spec.label,
+        "classes": list(spec.classes),
+    }
+
+
+# ---------------------------------------------------------------- preprocessing: transform
+
+
+@dataclass
+class Tensors:
+    """A table as model inputs: numbers, category indices, text bags (flat + offsets), labels."""
+
+    x_num: torch.Tensor  # [n, 2 * numeric] float32: standardised value, missing indicator
+    x_cat: torch.Tensor  # [n, binned numeric + categorical] int64
+    text_flat: list[torch.Tensor]  # per text column: [total n-grams] int64 bucket ids
+    text_off: list[torch.Tensor]  # per text column: [n + 1] int64 offsets into text_flat
+    y: torch.Tensor | None = None  # [n] int64
+
+    def __len__(self) -> int:
+        return self.x_num.shape[0]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Tensors:
+        """The same tensors on `device`."""
+
+        def mv(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=non_blocking)
+
+        return Tensors(
+            mv(self.x_num),
+            mv(self.x_cat),
+            [mv(t) for t in self.text_flat],
+            [mv(t) for t in self.text_off],
+            None if self.y is None else mv(self.y),
+        )
+
+    def pin_memory(self) -> Tensors:
+        """Page-locked copies, for fast non-blocking host-to-GPU copies."""
+        return Tensors(
+            self.x_num.pin_memory(),
+            self.x_cat.pin_memory(),
+            [t.pin_memory() for t in self.text_flat],
+            [t.pin_memory() for t in self.text_off],
+            None if self.y is None else self.y.pin_memory(),
+        )
+
+    def take(self, rows: torch.Tensor) -> Tensors:
+        """The rows `rows` (a 1-D index tensor on the same device), text bags included."""
+        flats, offs = [], []
+        for flat, off in zip(self.text_flat, self.text_off, strict=True):
+            starts, lens = off[rows], off[rows + 1] - off[rows]
+            new_off = torch.zeros(len(rows) + 1, dtype=off.dtype, device=off.device)
+            torch.cumsum(lens, 0, out=new_off[1:])
+            total = int(new_off[-1])  # one host sync per text column and batch
+            shift = torch.repeat_interleave(starts - new_off[:-1], lens, output_size=total)
+            flats.append(flat[torch.arange(total, device=flat.device) + shift])
+            offs.append(new_off)
+        return Tensors(
+            self.x_num[rows],
+            self.x_cat[rows],
+            flats,
+            offs,
+            None if self.y is None else self.y[rows],
+        )
+
+    def nbytes(self) -> int:
+        """Memory the tensors take."""
+        ts = [self.x_num, self.x_cat, *self.text_flat, *self.text_off]
+        ts += [] if self.y is None else [self.y]
+        return sum(t.numel() * t.element_size() for t in ts)
+
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+def normalize_text(values: pd.Series, max_chars: int) -> list[str]:
+    """NFKC, lower-cased, whitespace-collapsed text; nulls become empty strings."""
+    out = []
+    for v in _strings(values).fillna("").tolist():
+        s = " ".join(unicodedata.normalize("NFKC", v).lower().split())
+        out.append(s[:max_chars])
+    return out
+
+
+def hash_ngrams(
+    texts: list[str], buckets: int, ngram_min: int, ngram_max: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Character n-grams of each text hashed into `buckets` ids: (flat ids, offsets [n + 1]).
+
+    Works on Unicode code points, so English words and Chinese characters are treated alike; the
+    hash is FNV-1a over code points in numpy, stable across processes and machines (unlike
+    Python's salted hash()). Each text is framed by \\x02 ... \\x03 so n-grams see its start/end.
+    """
+    framed = ["\x02" + t + "\x03" for t in texts]
+    lens = np.fromiter((len(t) for t in framed), dtype=np.int64, count=len(framed))
+    cps = np.frombuffer("".join(framed).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    row_of = np.repeat(np.arange(len(framed), dtype=np.int64), lens)
+    row_end = np.repeat(np.cumsum(lens), lens)  # exclusive end position of each char's text
+    ids, rows = [], []
+    pos = np.arange(cps.size, dtype=np.int64)
+    for n in range(ngram_min, ngram_max + 1):
+        start = pos[pos + n <= row_end] if cps.size else pos
+        h = np.full(start.size, _FNV_OFFSET ^ np.uint64(n), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for k in range(n):
+                h = (h ^ cps[start + k]) * _FNV_PRIME
+        ids.append(((h >> np.uint64(17)) % np.uint64(buckets)).astype(np.int64))
+        rows.append(row_of[start])
+    flat_ids, flat_rows = np.concatenate(ids), np.concatenate(rows)
+    order = np.argsort(flat_rows, kind="stable")  # group by row, deterministic within a row
+    counts = np.bincount(flat_rows, minlength=len(texts))
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return flat_ids[order], offsets
+
+
+def transform(df: pd.DataFrame, state: dict[str, Any], with_label: bool = True) -> Tensors:
+    """A frame as model tensors, using the fitted `state`; the frame is not modified."""
+    n = len(df)
+    cols = []
+    for col, st in state["numeric"].items():
+        x = _numeric(df[col])
+        missing = np.isnan(x)
+        x = np.where(missing, st["median"], x)
+        if st["log1p"]:
+            x = np.log1p(np.maximum(x, 0.0))  # negative values were not seen in train
+        x = np.clip((x - st["mean"]) / st["std"], -state["clip"], state["clip"])
+        cols += [x, missing.astype("float64")]
+    x_num = np.stack(cols, axis=1) if cols else np.zeros((n, 0))
+    cats = []
+    for col, st in state["numeric"].items():
+        if st["edges"]:  # bin 0: missing, 1..len(edges)+1: quantile bins
+            x = _numeric(df[col])
+            b = np.searchsorted(np.asarray(st["edges"]), x, side="right") + 1
+            cats.append(np.where(np.isnan(x), 0, b).astype(np.int64))
+    for col, vocab in state["categorical"].items():
+        index = {v: i for i, v in enumerate(vocab)}
+        s = _strings(df[col])
+        idx = s.map(index).astype("float64").fillna(UNK).to_numpy().astype(np.int64)
+        cats.append(np.where(s.isna().to_numpy(), NULL, idx))
+    x_cat = np.stack(cats, axis=1) if cats else np.zeros((n, 0), dtype=np.int64)
+    t = state["text"]
+    flats, offs = [], []
+    for col in t["columns"]:
+        texts = normalize_text(df[col], t["max_chars"])
+        flat, off = hash_ngrams(texts, t["buckets"], t["ngram_min"], t["ngram_max"])
+        flats.append(torch.from_numpy(flat))
+        offs.append(torch.from_numpy(off))
+    y = None
+    if with_label:
+        y = encode_labels(df[state["label"]], state["classes"])
+    return Tensors(
+        torch.from_numpy(x_num.astype(np.float32)),
+        torch.from_numpy(x_cat),
+        flats,
+        offs,
+        y,
+    )
+
+
+def encode_labels(labels: pd.Series, classes: list[str]) -> torch.Tensor:
+    """Label values as class indices; a value outside `classes` is an error, not a guess."""
+    index = {c: i for i, c in enumerate(classes)}
+    s = _strings(labels)
+    mapped = s.map(index)
+    bad = mapped.isna()
+    if bad.any():
+        examples = sorted(set(s[bad].fillna("<null>").tolist()))[:5]
+        raise ValueError(f"{int(bad.sum())} label(s) outside the classes {classes}: {examples}")
+    return torch.from_numpy(mapped.to_numpy(dtype=np.int64).copy())
+
+
+# ---------------------------------------------------------------- the network
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Shape of the network."""
+
+    n_numeric: int  # input width of the numeric block (values + missing indicators)
+    cat_cards: tuple[int, ...]
+    n_text: int
+    n_classes: int
+    text_buckets: int
+    cat_emb_dim: int = 16
+    text_dim: int = 32
+    hidden: tuple[int, ...] = (256, 128)
+    dropout: float = 0.1
+
+
+def cat_dim(card: int, max_dim: int) -> int:
+    """Embedding width for a category with `card` values (fastai's rule of thumb, capped)."""
+    return max(2, min(max_dim, round(1.6 * card**0.56)))
+
+
+class TabularNet(nn.Module):
+    """Numbers, category embeddings and hashed-n-gram text bags, concatenated into an MLP."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.cat_emb = nn.ModuleList(
+            nn.Embedding(c, cat_dim(c, cfg.cat_emb_dim)) for c in cfg.cat_cards
+        )
+        self.text_emb = nn.ModuleList(
+            nn.EmbeddingBag(cfg.text_buckets, cfg.text_dim, mode="mean", include_last_offset=True)
+            for _ in range(cfg.n_text)
+        )
+        width = cfg.n_numeric + sum(e.embedding_dim for e in self.cat_emb)
+        width += cfg.text_dim * cfg.n_text
+        layers: list[nn.Module] = []
+        for h in cfg.hidden:
+            layers += [nn.Linear(width, h), nn.LayerNorm(h), nn.GELU(), nn.Dropout(cfg.dropout)]
+            width = h
+        self.mlp = nn.Sequential(*layers)
+        self.head = nn.Linear(width, cfg.n_classes)
+        for e in self.text_emb:
+            nn.init.normal_(e.weight, std=0.1)
+
+    def forward(
+        self,
+        x_num: torch.Tensor,
+        x_cat: torch.Tensor,
+        text_flat: list[torch.Tensor],
+        text_off: list[torch.Tensor],
+    ) -> torch.Tensor:
+        """Logits [n, n_classes]."""
+        parts = [x_num]
+        parts += [emb(x_cat[:, i]) for i, emb in enumerate(self.cat_emb)]
+        parts += [emb(f, o) for emb, f, o in zip(self.text_emb, text_flat, text_off, strict=True)]
+        return self.head(self.mlp(torch.cat(parts, dim=1)))
+
+
+def build_net(state: dict[str, Any], **shape: Any) -> TabularNet:
+    """The network that fits a fitted preprocessor `state` (shape: NetConfig's optional knobs)."""
+    if "hidden" in shape:
+        shape = {**shape, "hidden": tuple(shape["hidden"])}
+    cfg = NetConfig(
+        n_numeric=2 * len(state["numeric"]),
+        cat_cards=tuple(len(s["edges"]) + 2 for s in state["numeric"].values() if s["edges"])
+        + tuple(len(v) for v in state["categorical"].values()),
+        n_text=len(state["text"]["columns"]),
+        n_classes=len(state["classes"]),
+        text_buckets=state["text"]["buckets"],
+        **shape,
+    )
+    return TabularNet(cfg)
+
+
+def forward(model: nn.Module, batch: Tensors) -> torch.Tensor:
+    """Run `model` on a batch of Tensors."""
+    return model(batch.x_num, batch.x_cat, batch.text_flat, batch.text_off)
+
+
+# ---------------------------------------------------------------- prediction
+
+
+@dataclass
+class Predictor:
+    """Everything needed to score a frame: preprocessing state, network, spec, classes."""
+
+    model: TabularNet
+    state: dict[str, Any]
+    spec: FeatureSpec
+    classes: list[str]
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+    batch_size: int = 8192
+
+    @torch.no_grad()
+    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+        """Class probabilities [n, n_classes], columns in the order of `classes`."""
+        data = transform(df, self.state, with_label=False)
+        self.model.eval()
+        out = []
+        for start in range(0, len(data), self.batch_size):
+            rows = torch.arange(start, min(start + self.batch_size, len(data)))
+            batch = data.take(rows).to(self.device)
+            out.append(torch.softmax(forward(self.model, batch).float(), dim=1).cpu())
+        if not out:
+            return np.zeros((0, len(self.classes)))
+        return torch.cat(out).numpy().astype(np.float64)
+
+    def predict(self, df: pd.DataFrame) -> list[str]:
+        """The most probable class of each row."""
+        return [self.classes[i] for i in self.predict_proba(df).argmax(axis=1)]
+
+
+def spec_to_dict(spec: FeatureSpec) -> dict[str, Any]:
+    """A FeatureSpec as plain lists (safe to store with weights_only checkpoints)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(spec).items()}
+
+
+def spec_from_dict(d: dict[str, Any]) -> FeatureSpec:
+    """The inverse of spec_to_dict."""
+    return FeatureSpec(
+        tuple(d["numeric"]),
+        tuple(d["categorical"]),
+        tuple(d["text"]),
+        d["label"],
+        tuple(d["classes"]),
+    )
+
+
+def load_predictor(path: Path | str, device: str | torch.device = "cpu") -> Predictor:
+    """Load models/model.pt (written by the train stage) as a Predictor."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = ckpt["preprocessor"]
+    model = build_net(state, **ckpt["net"])
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    return Predictor(
+        model, state, spec_from_dict(ckpt["spec"]), list(ckpt["classes"]), torch.device(device)
+    )
