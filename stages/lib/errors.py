@@ -8,6 +8,7 @@ gate failed (validation, privacy scan, evaluation): not transient, never worth a
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable
 
@@ -43,7 +44,8 @@ def run_stage(main: Callable[[], object]) -> None:
         # A write the stage did not route through stages.lib.io (a library writing files itself).
         err = e
         if not isinstance(e, WriteError):
-            err = describe_write_error(e, e.filename or "an output", verb="access")
+            verb = "access" if e.errno in (errno.EACCES, errno.EPERM) else "write"
+            err = describe_write_error(e, e.filename or "an output", verb=verb)
         if not isinstance(err, WriteError):
             raise
         print(f"ERROR: {err}", file=sys.stderr)
