@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import typer
 
+from stages import lineage
+
 app = typer.Typer(help="Reproducible, privacy-safe ML pipeline.", no_args_is_help=True)
+app.add_typer(lineage.app, name="lineage")
 
 
 @app.command("demo-key")
@@ -25,9 +27,8 @@ def demo_key() -> None:
 
 @app.command()
 def repro(targets: list[str] = typer.Argument(None), force: bool = False) -> None:
-    """Run `dvc repro` (the whole pipeline or the given stages)."""
-    cmd = ["dvc", "repro", *(["--force"] if force else []), *(targets or [])]
-    sys.exit(subprocess.call(cmd))
+    """Run `dvc repro` (the whole pipeline or the given stages) and append a run record."""
+    sys.exit(lineage.repro_and_record(targets, force))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,150 @@
+"""Split: train / validation / test by a hash of the pseudonymous record key.
+
+A record's split depends only on its record_id (and the params seed), so it keeps its split across
+reruns and when new batches arrive. Reads data/anon/, writes data/split/{train,val,test}/ and
+metrics/split.json (rows and class balance per split).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from stages.lib.io import AtomicDir, iter_partitions
+from stages.lib.params import ParamsError, load_params, section
+from stages.lib.schema import RECORD_ID, Schema, load_schema
+from stages.lib.summary import StageSummary
+
+INPUT = Path("data/anon")
+OUTPUT = Path("data/split")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """The `split` section of params.yaml."""
+
+    fractions: dict[str, float]
+    # Mixed into the hash: changing it reshuffles every record deliberately.
+    seed: str = "split-v1"
+
+
+class SplitOverlapError(RuntimeError):
+    """A record landed in more than one split."""
+
+
+def check_fractions(fractions: dict[str, float]) -> None:
+    """Fractions must name train, val and test, be non-negative and sum to 1."""
+    if set(fractions) != set(SPLITS):
+        raise ParamsError(f"split.fractions: need exactly {list(SPLITS)}, got {sorted(fractions)}")
+    if any(v < 0 for v in fractions.values()) or abs(sum(fractions.values()) - 1) > 1e-9:
+        raise ParamsError(f"split.fractions must be >= 0 and sum to 1, got {dict(fractions)}")
+
+
+def hash_unit(record_ids: list[str], seed: str) -> np.ndarray:
+    """A uniform number in [0, 1) per record id: SHA-256 of seed and id."""
+    prefix = seed.encode() + b"\x00"
+    return np.array(
+        [
+            int.from_bytes(hashlib.sha256(prefix + r.encode()).digest()[:8], "big")
+            for r in record_ids
+        ],
+        dtype=np.float64,
+    ) / float(1 << 64)
+
+
+def assign(record_ids: list[str], fractions: dict[str, float], seed: str) -> np.ndarray:
+    """The split name of each record id."""
+    check_fractions(fractions)
+    u = hash_unit(record_ids, seed)
+    edges = np.cumsum([fractions[s] for s in SPLITS])
+    idx = np.searchsorted(edges, u, side="right").clip(0, len(SPLITS) - 1)
+    return np.array(SPLITS, dtype=object)[idx]
+
+
+def split_table(table: pa.Table, config: SplitConfig) -> dict[str, pa.Table]:
+    """One partition split into {split: rows}."""
+    labels = assign(table.column(RECORD_ID).to_pylist(), dict(config.fractions), config.seed)
+    return {s: table.filter(pa.array(labels == s)) for s in SPLITS}
+
+
+def class_balance(counts: dict[str, dict[str, int]], classes: list[str]) -> dict[str, Any]:
+    """Rows and share of each class per split."""
+    out = {}
+    for s in SPLITS:
+        total = sum(counts[s].values())
+        out[s] = {
+            "rows": total,
+            "classes": {
+                c: {"rows": counts[s].get(c, 0),
+                    "share": round(counts[s].get(c, 0) / total, 6) if total else 0.0}
+                for c in classes
+            },
+        }  # fmt: skip
+    return out
+
+
+def run(input_dir: Path, output_dir: Path, config: SplitConfig, schema: Schema) -> StageSummary:
+    """Split every partition; check no record id is in two splits."""
+    summary = StageSummary("split")
+    label = schema.label
+    counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
+    seen: dict[str, set[str]] = {s: set() for s in SPLITS}
+    outs = {s: AtomicDir(output_dir / s) for s in SPLITS}
+    try:
+        for name, table in iter_partitions(input_dir):
+            summary.rows_in += table.num_rows
+            for s, part in split_table(table, config).items():
+                outs[s].write_table(name, part)
+                summary.rows_out += part.num_rows
+                seen[s].update(part.column(RECORD_ID).to_pylist())
+                vc = pc.value_counts(part.column(label)).to_pylist()
+                for item in vc:
+                    key = str(item["values"])
+                    counts[s][key] = counts[s].get(key, 0) + item["counts"]
+        for i, a in enumerate(SPLITS):
+            for b in SPLITS[i + 1 :]:
+                both = seen[a] & seen[b]
+                if both:
+                    raise SplitOverlapError(f"split: {len(both)} record(s) in both {a} and {b}")
+        for out in outs.values():
+            out.commit()
+    except BaseException:
+        for out in outs.values():
+            out.abort()
+        raise
+    summary.extra.update(
+        {
+            "fractions": dict(config.fractions),
+            "seed": config.seed,
+            "actual_fractions": {
+                s: round(len(seen[s]) / max(summary.rows_out, 1), 6) for s in SPLITS
+            },
+            "overlap_checked": True,
+            "class_balance": class_balance(counts, list(schema.classes)),
+        }
+    )
+    return summary
+
+
+def main() -> int:
+    """Run the stage from params.yaml."""
+    params = load_params()
+    config = section(SplitConfig, "split", params)
+    check_fractions(dict(config.fractions))
+    summary = run(INPUT, OUTPUT, config, load_schema(params))
+    data = summary.write()
+    sizes = {s: data["class_balance"][s]["rows"] for s in SPLITS}
+    print(f"split: {data['rows_in']} rows -> {sizes}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The anonymize stage: policies, scrubbing, the independent scan gate, k, and the key."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from stages.anonymize import (
+    AnonymizeConfig,
+    ScanFailed,
+    build_index,
+    class_sizes,
+    quasi_frame,
+    risk_report,
+    run,
+    scan_identifier_leaks,
+)
+from stages.lib.features import column_policies
+from stages.lib.io import read_dataset
+from stages.lib.params import load_params
+from stages.lib.schema import load_schema
+from tests.privacy_fixtures import clean_frame, write_clean
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = b"unit-test-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def params():
+    return load_params(ROOT / "params.yaml")
+
+
+@pytest.fixture(scope="module")
+def schema(params):
+    return load_schema(params)
+
+
+def _clean(tmp_path: Path) -> Path:
+    write_clean(
+        tmp_path / "clean",
+        [("p0.parquet", clean_frame(400)), ("p1.parquet", clean_frame(200, seed=1, start=400))],
+    )
+    return tmp_path / "clean"
+
+
+def _run(tmp_path, schema, policies, k=None):
+    cfg = AnonymizeConfig(policies=policies, k=k)
+    return run(_clean(tmp_path), tmp_path / "anon", tmp_path / "q", cfg, schema, KEY)
+
+
+def test_stage_applies_policies_and_passes_scan(tmp_path, params, schema, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the scan report goes to reports/privacy/ under the cwd
+    summary, scan = _run(tmp_path, schema, params["anonymize"]["policies"], k=3)
+    assert scan["passed"], scan
+    anon = read_dataset(tmp_path / "anon").to_pandas()
+    clean = pd.concat([clean_frame(400), clean_frame(200, seed=1, start=400)])
+    for dropped in ("full_name", "phone", "street_address", "national_id", "customer_id"):
+        assert dropped not in anon.columns
+    assert anon["email"].str.fullmatch(r"[0-9a-f]{32}").all()
+    assert not anon["email"].isin(clean["email"]).any()
+    assert anon["date_of_birth"].str.fullmatch(r"\d{4}").all()
+    assert anon["postcode"].str.len().eq(2).all()
+    for name in clean["full_name"]:
+        assert not anon["notes"].str.contains(name, regex=False).any()
+    d = summary.to_dict()
+    assert d["key_id"] and d["rows_in"] == 600
+    assert d["rows_out"] + d["quarantined_by_reason"].get("k_anonymity", 0) == 600
+    assert d["entity_counts"]["notes"]["PERSON"] > 0
+    assert d["risk_after_suppression"]["k"] >= 3
+    q = read_dataset(tmp_path / "q").to_pandas()
+    assert len(q) == d["rows_quarantined"]
+    assert q["_reason"].str.startswith("k_anonymity").all()
+    assert (tmp_path / "reports/privacy/scan.json").exists()
+
+
+def test_pseudonyms_are_stable_and_keyed(tmp_path, params, schema, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _run(tmp_path, schema, params["anonymize"]["policies"])
+    first = read_dataset(tmp_path / "anon").to_pandas().set_index("record_id")["email"]
+    cfg = AnonymizeConfig(policies=params["anonymize"]["policies"])
+    run(
+        tmp_path / "clean",
+        tmp_path / "anon2",
+        tmp_path / "q2",
+        cfg,
+        schema,
+        b"another-key-0123456789",
+    )
+    second = read_dataset(tmp_path / "anon2").to_pandas().set_index("record_id")["email"]
+    _run(tmp_path, schema, params["anonymize"]["policies"])
+    again = read_dataset(tmp_path / "anon").to_pandas().set_index("record_id")["email"]
+    assert first.equals(again)
+    assert not (first == second.reindex(first.index)).any()
+
+
+@pytest.mark.parametrize(
+    "leak",
+    [
+        {"email": {"action": "mask", "keep_last": 100}},  # e-mails pass unmasked
+        {"national_id": {"action": "generalize", "truncate": 18}},  # IDs pass whole
+    ],
+)
+def test_scan_gate_fails_on_leaky_policy(tmp_path, params, schema, monkeypatch, leak):
+    monkeypatch.chdir(tmp_path)
+    policies = {**params["anonymize"]["policies"], **leak}
+    with pytest.raises(ScanFailed) as err:
+        _run(tmp_path, schema, policies)
+    assert not (tmp_path / "anon").exists()  # nothing committed
+    report = (tmp_path / "reports/privacy/scan.json").read_text()
+    clean = clean_frame(400)
+    column = next(iter(leak))
+    assert '"passed": false' in report and f'"column": "{column}"' in report
+    assert "record r0" in str(err.value)
+    for value in clean[column]:  # findings name record, column and type, never the value
+        assert value not in report and value not in str(err.value)
+
+
+def test_identifier_values_found_anywhere(schema, params):
+    policies = column_policies(schema, params["anonymize"]["policies"])
+    clean = clean_frame(50)
+    index = build_index(clean, schema, policies)
+    other = clean["full_name"].iloc[7]
+    out = pd.DataFrame(
+        {"record_id": ["a", "b", "c"],
+         "notes": [f"met {other.upper()} today", "nothing here", f"call {clean['phone'].iloc[3]}"]}
+    )  # fmt: skip
+    found = scan_identifier_leaks(out, ["notes"], index)
+    assert {(f["record_id"], f["entity"]) for f in found} == {("a", "PERSON"), ("c", "PHONE")}
+
+
+def test_k_anonymity_report(schema, params):
+    policies = column_policies(schema, params["anonymize"]["policies"])
+    df = clean_frame(300)
+    sizes = class_sizes(quasi_frame(df, schema, policies))
+    rep = risk_report(sizes)
+    assert rep["k"] == sizes.min() and 0 <= rep["unique_share"] <= 1
+    assert sum(h["rows"] for h in rep["histogram"]) == 300
+    assert sum(h["classes"] for h in rep["histogram"]) == rep["classes"]
+
+
+def _stage_dir(tmp_path: Path) -> Path:
+    work = tmp_path / "repo"
+    work.mkdir()
+    shutil.copy(ROOT / "params.yaml", work / "params.yaml")
+    write_clean(work / "data/clean", [("p0.parquet", clean_frame(200))])
+    return work
+
+
+def _main(work: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    full = {**os.environ, "PYTHONPATH": str(ROOT), "GX_ANALYTICS_ENABLED": "false", **env}
+    full.pop("PIPELINE_HMAC_KEY", None) if "PIPELINE_HMAC_KEY" not in env else None
+    return subprocess.run(
+        [sys.executable, "-m", "stages.anonymize", *args],
+        cwd=work, env=full, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_key_never_written_and_missing_key_refused(tmp_path):
+    work = _stage_dir(tmp_path)
+    refused = _main(work, {})
+    assert refused.returncode == 2 and "PIPELINE_HMAC_KEY" in refused.stderr
+    secret = "s3cret-Key-that-must-never-leak-7f3a9c"
+    done = _main(work, {"PIPELINE_HMAC_KEY": secret})
+    assert done.returncode == 0, done.stderr
+    assert secret not in done.stdout + done.stderr
+    written = [p for p in work.rglob("*") if p.is_file()]
+    assert any(p.match("metrics/anonymize.json") for p in written)
+    for path in written:
+        data = path.read_bytes()
+        assert secret.encode() not in data, path
+        assert secret.encode().hex().encode() not in data, path
+
+
+def test_demo_key_switch(tmp_path):
+    work = _stage_dir(tmp_path)
+    done = _main(work, {}, "--demo-key")
+    assert done.returncode == 0, done.stderr
+    assert "DEMO" in done.stderr
+    assert (work / ".secrets/demo_hmac.key").exists()
+    assert (work / ".secrets/.gitignore").read_text().strip() == "*"

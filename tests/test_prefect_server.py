@@ -1,0 +1,189 @@
+"""A real Prefect server, served deployments, a triggered run: Completed, artifacts, dvc.lock."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.update(
+    PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    DO_NOT_TRACK="1",
+    DVC_NO_ANALYTICS="1",
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+)
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from tests.toy_dvc_repo import dvc, make_toy_repo
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+CRON = "0 3 * * 1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = None, log=None):
+    """Poll `check()` until it returns something truthy; fail with the process log otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            break
+        try:
+            value = check()
+        except Exception:
+            value = None
+        if value:
+            return value
+        time.sleep(0.5)
+    tail = Path(log).read_text()[-4000:] if log else ""
+    pytest.fail(f"timed out waiting for {what}\n{tail}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`prefect server start` on a free localhost port with SQLite in a temporary directory."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        # Schedule runs within seconds of a deployment's creation, not after a minute.
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log = home / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+             "--port", str(port)],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(
+            lambda: urllib.request.urlopen(f"{url}/health", timeout=2).status == 200,
+            180, "the Prefect server", proc, log,
+        )  # fmt: skip
+        yield url, home
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def served(server, tmp_path_factory):
+    """A toy repository and `python -m flows.deploy` serving its deployments."""
+    url, home = server
+    repo = make_toy_repo(tmp_path_factory.mktemp("served") / "repo", sleep_s=0.2)
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": url,
+        "PREFECT_HOME": str(home),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    log = home / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.deploy", "--repo", str(repo), "--cron", CRON],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        with temporary_settings({PREFECT_API_URL: url}):
+            wait_for(
+                lambda: _deployment("dvc-new-data/new-data"), 120, "the deployments", proc, log
+            )
+            yield repo, log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _deployment(name: str):
+    with get_client(sync_client=True) as client:
+        return client.read_deployment_by_name(name)
+
+
+def test_scheduled_deployment_runs_completed_with_artifacts(served, tmp_path):
+    repo, log = served
+    deployment = _deployment("dvc-pipeline/scheduled")
+    assert [s.schedule.cron for s in deployment.schedules] == [CRON]
+    assert deployment.parameters["repo_root"] == str(repo.resolve())
+
+    def scheduled_runs():
+        with get_client(sync_client=True) as client:
+            return client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])
+                    )
+                ),
+            )
+
+    assert wait_for(scheduled_runs, 60, "the scheduler to create runs from the cron")
+
+    run = run_deployment("dvc-pipeline/scheduled", timeout=300, poll_interval=1)
+    assert run.state.is_completed(), f"{run.state}\n{Path(log).read_text()[-4000:]}"
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        )
+    keys = {a.key for a in arts}
+    assert {"stage-prepare", "stage-left", "stage-right", "stage-report"} <= keys
+    summary = next(a for a in arts if a.key == "pipeline-summary")
+    assert "# Toy report" in summary.data
+    # dvc.lock is what `dvc repro` produces: nothing to redo here, and the same as a fresh repro.
+    lock = (repo / "dvc.lock").read_bytes()
+    assert "Running stage" not in dvc(repo, "repro")
+    assert (repo / "dvc.lock").read_bytes() == lock
+    fresh = make_toy_repo(tmp_path / "fresh", sleep_s=0.2)
+    dvc(fresh, "repro")
+    # Same entries; their order in the file follows completion order, which concurrency varies.
+    assert yaml.safe_load((fresh / "dvc.lock").read_bytes()) == yaml.safe_load(lock)
+
+
+def test_new_data_deployment_adds_a_batch(served, tmp_path):
+    repo, log = served
+    batch = tmp_path / "new-batch.csv"
+    batch.write_text("a,b\n1,1\n2,2\n")
+    run = run_deployment("dvc-new-data/new-data", parameters={"batch": str(batch)}, timeout=300)
+    assert run.state.is_completed(), f"{run.state}\n{Path(log).read_text()[-4000:]}"
+    assert (repo / "data/incoming/new-batch.csv.dvc").is_file()
+    assert "Running stage" not in dvc(repo, "repro")
