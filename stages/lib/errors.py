@@ -33,7 +33,9 @@ def run_stage(main: Callable[[], object]) -> None:
     from stages.lib.summary import AccountingError
 
     try:
-        main()
+        code = main()
+        if isinstance(code, int) and code:  # a main() that returns its exit status
+            sys.exit(code)
     except GateFailure as e:
         print(f"GATE FAILED: {e}", file=sys.stderr)
         sys.exit(EXIT_GATE_FAILED)
