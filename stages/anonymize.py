@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from stages.lib import keys
+from stages.lib.errors import run_stage
 from stages.lib.features import Policy, column_policies
 from stages.lib.io import AtomicDir, iter_partitions, write_json_atomic
 from stages.lib.params import load_params, section
@@ -614,4 +615,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)

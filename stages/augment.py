@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from stages.lib.errors import run_stage
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import read_dataset, split_rows, write_dataset
 from stages.lib.params import ParamsError, load_params, section
@@ -295,4 +296,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from stages.lib.errors import run_stage
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import read_dataset, write_text_atomic
 from stages.lib.params import ParamsError, load_params, section
@@ -530,4 +531,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -8,7 +8,6 @@ metrics/split.json (rows and class balance per split).
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from stages.lib.errors import run_stage
 from stages.lib.io import AtomicDir, iter_partitions
 from stages.lib.params import ParamsError, load_params, section
 from stages.lib.schema import RECORD_ID, Schema, load_schema
@@ -97,12 +97,12 @@ def run(input_dir: Path, output_dir: Path, config: SplitConfig, schema: Schema) 
     label = schema.label
     counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
     seen: dict[str, set[str]] = {s: set() for s in SPLITS}
-    outs = {s: AtomicDir(output_dir / s) for s in SPLITS}
-    try:
+    # One atomic directory for all splits: a killed run never leaves train/ without test/.
+    with AtomicDir(output_dir) as out:
         for name, table in iter_partitions(input_dir):
             summary.rows_in += table.num_rows
             for s, part in split_table(table, config).items():
-                outs[s].write_table(name, part)
+                out.write_table(f"{s}/{name}", part)
                 summary.rows_out += part.num_rows
                 seen[s].update(part.column(RECORD_ID).to_pylist())
                 vc = pc.value_counts(part.column(label)).to_pylist()
@@ -114,12 +114,6 @@ def run(input_dir: Path, output_dir: Path, config: SplitConfig, schema: Schema) 
                 both = seen[a] & seen[b]
                 if both:
                     raise SplitOverlapError(f"split: {len(both)} record(s) in both {a} and {b}")
-        for out in outs.values():
-            out.commit()
-    except BaseException:
-        for out in outs.values():
-            out.abort()
-        raise
     summary.extra.update(
         {
             "fractions": dict(config.fractions),
@@ -147,4 +141,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_stage(main)

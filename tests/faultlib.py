@@ -174,12 +174,13 @@ def scan_for_secrets(
     Returns (files scanned, findings as 'file: which secret').
     """
     forms = {s: secret_forms(s) for s in secrets}
+    skipped = set(skip)
     findings: list[str] = []
     scanned = 0
     for root in roots:
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         for f in files:
-            if any(f == s or s in f.parents for s in skip) or f.is_symlink():
+            if f in skipped or f.is_symlink():
                 continue
             scanned += 1
             for where, data in decoded_views(f, f.read_bytes()):

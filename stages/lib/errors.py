@@ -8,6 +8,7 @@ gate failed (validation, privacy scan, evaluation): not transient, never worth a
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable
 
@@ -32,7 +33,9 @@ def run_stage(main: Callable[[], object]) -> None:
     from stages.lib.summary import AccountingError
 
     try:
-        main()
+        code = main()
+        if isinstance(code, int) and code:  # a main() that returns its exit status
+            sys.exit(code)
     except GateFailure as e:
         print(f"GATE FAILED: {e}", file=sys.stderr)
         sys.exit(EXIT_GATE_FAILED)
@@ -43,7 +46,8 @@ def run_stage(main: Callable[[], object]) -> None:
         # A write the stage did not route through stages.lib.io (a library writing files itself).
         err = e
         if not isinstance(e, WriteError):
-            err = describe_write_error(e, e.filename or "an output", verb="access")
+            verb = "access" if e.errno in (errno.EACCES, errno.EPERM) else "write"
+            err = describe_write_error(e, e.filename or "an output", verb=verb)
         if not isinstance(err, WriteError):
             raise
         print(f"ERROR: {err}", file=sys.stderr)

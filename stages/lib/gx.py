@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,15 @@ def run_checks(
             result_format={"result_format": "BASIC", "partial_unexpected_count": 0},
         )
     )
-    run = checkpoint.run(batch_parameters={"dataframe": df})
+    # GX logs a Data Docs write failure (a full disk, say) and carries on: raise it instead,
+    # so a half-written report never passes for a complete one.
+    errors = _ErrorRecords()
+    logging.getLogger("great_expectations").addHandler(errors)
+    try:
+        run = checkpoint.run(batch_parameters={"dataframe": df})
+    finally:
+        logging.getLogger("great_expectations").removeHandler(errors)
+    errors.raise_docs_failure()
     results = []
     for vr in run.run_results.values():
         for r in vr.results:
@@ -107,6 +116,32 @@ def run_checks(
                 }
             )
     return results
+
+
+class _ErrorRecords(logging.Handler):
+    """Collects GX's ERROR log records about Data Docs."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "data docs" in message.lower():
+            self.messages.append(message)
+
+    def raise_docs_failure(self) -> None:
+        """Re-raise the first Data Docs failure: as the OSError it was, when it was one."""
+        if not self.messages:
+            return
+        message = self.messages[0]
+        m = re.search(r"\[Errno (\d+)\] ([^:\"]+): '([^']+)'", message)
+        if m:
+            raise OSError(int(m.group(1)), m.group(2), m.group(3))
+        cause = re.search(r'(\w+(?:Error|Exception): "[^"]*")', message)
+        raise RuntimeError(
+            f"Data Docs could not be built: {cause.group(1) if cause else message[:300]}"
+        )
 
 
 def describe_failure(result: dict[str, Any]) -> str:

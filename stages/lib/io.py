@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -37,7 +38,8 @@ def describe_write_error(e: OSError, target: Path | str, verb: str = "write") ->
     why = _WRITE_FAULTS.get(e.errno or 0)
     if why is None:
         return e
-    target = Path(target)
+    # Name the output, not the temporary it was being written to (.raw.tmp-<pid>-<x> -> raw).
+    target = Path(*(re.sub(r"^\.(.+)\.tmp-\d+-[^/]*$", r"\1", part) for part in Path(target).parts))
     where = target.parent.resolve()
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         probe = where
