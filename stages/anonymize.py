@@ -12,20 +12,20 @@ import contextlib
 import logging
 import os
 import re
-import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from stages.lib import keys
-from stages.lib.errors import run_stage
+from stages.lib.errors import GateFailure, run_stage
 from stages.lib.features import Policy, column_policies
 from stages.lib.io import AtomicDir, iter_partitions, write_json_atomic
 from stages.lib.params import load_params, section
@@ -50,7 +50,7 @@ class AnonymizeConfig:
     k: int | None = None
 
 
-class ScanFailed(RuntimeError):
+class ScanFailed(GateFailure):
     """The independent scan found an identifier in the anonymized output."""
 
 
@@ -277,11 +277,35 @@ class IdentifierIndex:
     values: dict[str, str]  # normalised value -> entity type
     phones: dict[str, str]  # last 9 digits -> entity type
     max_tokens: int = 1
+    _arrays: dict = field(default_factory=dict)  # lookup arrays, built once per table
 
     @classmethod
     def empty(cls) -> IdentifierIndex:
         """An index with nothing in it."""
         return cls({}, {})
+
+    def match(self, candidates: pd.Series, phones: bool = False) -> pd.Series:
+        """The entity of each candidate that is a known value (phone suffix), non-matches dropped.
+
+        One Arrow hash lookup per call: pandas' isin against a large dict is far slower.
+        """
+        table = self.phones if phones else self.values
+        if candidates.empty or not table:
+            return pd.Series(dtype=object)
+        cached = self._arrays.get(phones)
+        if cached is None or len(cached[1]) != len(table):
+            cached = (
+                pa.array(list(table), pa.string()),
+                np.array(list(table.values()), dtype=object),
+            )
+            self._arrays[phones] = cached
+        keys_, entities = cached
+        pos = pc.index_in(
+            pa.array(candidates.astype(str).to_numpy(dtype=object), pa.string()), value_set=keys_
+        )
+        pos = pos.to_numpy(zero_copy_only=False)
+        found = ~pd.isna(pos)
+        return pd.Series(entities[pos[found].astype(np.int64)], index=candidates.index[found])
 
     def add(self, values: Iterable[Any], entity: str, is_phone: bool) -> None:
         """Add one column's values."""
@@ -301,10 +325,14 @@ class IdentifierIndex:
 
 
 def scan_identifier_leaks(
-    df: pd.DataFrame, columns: list[str], index: IdentifierIndex
+    df: pd.DataFrame, columns: list[str], index: IdentifierIndex, whole_cell_only: set[str]
 ) -> list[dict[str, str]]:
     """Rows where a known identifier value appears in any string column (whole cell, token
-    n-gram, Chinese substring or phone digits)."""
+    n-gram, Chinese substring or phone digits).
+
+    Columns in `whole_cell_only` hold HMAC pseudonyms: random hex, whose digit runs would match
+    phone numbers by chance, so only a whole cell equal to a known value counts there.
+    """
     findings = []
     for col in columns:
         s = df[col].astype("string").fillna("")
@@ -315,7 +343,14 @@ def scan_identifier_leaks(
             for row, entity in rows.items():
                 hits.setdefault(row, entity)
 
-        record(norm[norm.isin(index.values)].map(index.values))
+        record(index.match(norm))
+        if col in whole_cell_only:
+            findings += [
+                {"record_id": str(df.at[row, RECORD_ID]), "column": col, "entity": entity,
+                 "check": "identifier_value"}
+                for row, entity in hits.items()
+            ]  # fmt: skip
+            continue
         tokens = norm.str.findall(_TOKEN).explode().dropna()
         if not tokens.empty:
             pos = tokens.groupby(level=0).cumcount().to_numpy()
@@ -331,7 +366,7 @@ def scan_identifier_leaks(
                     cand = pd.Series(grams, index=rows)[ok & (pos >= 0)]
                 else:
                     cand = pd.Series(tok, index=rows)
-                record(cand[cand.isin(index.values)].map(index.values))
+                record(index.match(cand))
         cjk = norm.str.findall(_CJK_RUN).explode().dropna()
         if not cjk.empty and index.values:
             subs = [
@@ -341,11 +376,11 @@ def scan_identifier_leaks(
                 for i in range(len(run) - n + 1)
             ]
             cand = pd.Series([t for _, t in subs], index=[r for r, _ in subs], dtype=object)
-            record(cand[cand.isin(index.values)].map(index.values))
+            record(index.match(cand))
         runs = s.str.findall(_DIGIT_RUN).explode().dropna()
         if not runs.empty and index.phones:
             suffix = runs.str.replace(r"\D", "", regex=True).str[-9:]
-            record(suffix[suffix.isin(index.phones)].map(index.phones))
+            record(index.match(suffix, phones=True))
         for row, entity in hits.items():
             findings.append(
                 {"record_id": str(df.at[row, RECORD_ID]), "column": col, "entity": entity,
@@ -530,7 +565,8 @@ def run(
                 gx_scan = GxRegexScan(pattern_cols)
             findings += gx_scan.run(anon)
             findings += scan_checksummed(anon, pattern_cols)
-            findings += scan_identifier_leaks(anon, scan_cols, index)
+            pseudonymized = {c for c in scan_cols if policies[c].action == "pseudonymize"}
+            findings += scan_identifier_leaks(anon, scan_cols, index, pseudonymized)
             out.write_table(name, _to_arrow(kept))
             quarantine.write_table(name, _to_arrow(dropped))
             summary.rows_out += len(kept)
@@ -595,16 +631,9 @@ def main(argv: list[str] | None = None) -> int:
     schema = load_schema(params)
     if args.demo_key and not os.environ.get(keys.KEY_ENV):
         keys.create_demo_key()
-    try:
-        key = keys.load_key()
-    except keys.MissingKeyError as e:
-        print(f"anonymize: {e}", file=sys.stderr)
-        return 2
-    try:
-        summary, _ = run(INPUT, OUTPUT, QUARANTINE, config, schema, key)
-    except ScanFailed as e:
-        print(str(e), file=sys.stderr)
-        return 1
+    key = keys.load_key()  # run_stage turns a missing key into exit 2 with how to set one
+    # A scan hit raises ScanFailed, a gate failure: run_stage exits 3, never retried.
+    summary, _ = run(INPUT, OUTPUT, QUARANTINE, config, schema, key)
     data = summary.write()
     print(
         f"anonymize: {data['rows_in']} in, {data['rows_out']} out, "

@@ -7,7 +7,6 @@ the gate is checked, so that a failed run can still be inspected and compared wi
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from stages.lib.errors import run_stage
+from stages.lib.errors import GateFailure, run_stage
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import read_dataset, write_text_atomic
 from stages.lib.params import ParamsError, load_params, section
@@ -527,7 +526,7 @@ def main() -> None:
         f"gate {'passed' if gate['passed'] else 'FAILED'}"
     )
     if not gate["passed"]:
-        sys.exit("evaluate gate failed: " + "; ".join(gate["failures"]))
+        raise GateFailure("evaluate gate failed: " + "; ".join(gate["failures"]))
 
 
 if __name__ == "__main__":

@@ -135,7 +135,7 @@ def test_identifier_values_found_anywhere(schema, params):
         {"record_id": ["a", "b", "c"],
          "notes": [f"met {other.upper()} today", "nothing here", f"call {clean['phone'].iloc[3]}"]}
     )  # fmt: skip
-    found = scan_identifier_leaks(out, ["notes"], index)
+    found = scan_identifier_leaks(out, ["notes"], index, whole_cell_only=set())
     assert {(f["record_id"], f["entity"]) for f in found} == {("a", "PERSON"), ("c", "PHONE")}
 
 

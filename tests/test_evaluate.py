@@ -15,6 +15,7 @@ from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
 from stages import evaluate as ev
+from stages.lib.errors import GateFailure
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import write_dataset
 from stages.lib.params import ParamsError, load_params, section
@@ -397,9 +398,9 @@ def test_main_writes_outputs_then_enforces_the_gate(tmp_path, monkeypatch, broke
     monkeypatch.setitem(sys.modules, "stages.lib.model", module)
 
     if broken:
-        with pytest.raises(SystemExit) as exit_info:
+        with pytest.raises(GateFailure) as exit_info:
             ev.main()
-        message = str(exit_info.value.code)
+        message = str(exit_info.value)
         assert message.startswith("evaluate gate failed: accuracy ")
         assert "< min_accuracy 0.830" in message and "roc_auc" in message
     else:
