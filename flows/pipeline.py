@@ -577,6 +577,7 @@ def pipeline(
         if not overrides:
             results = run_stages(root, retries, retry_delay_s)
             _publish_summary(root, summary_path, results)
+            _record_run(root, log)
             return results
         with overridden_params(root, overrides):
             log.info("Parameter overrides for this run: %s", overrides)
@@ -591,6 +592,19 @@ def pipeline(
             for r in results:
                 r["experiment"] = name
         return results
+
+
+def _record_run(root: str, log: Any) -> None:
+    """Append the lineage run record (with this flow run's id) after a successful run."""
+    from stages.lineage import append_run_record
+
+    try:
+        record = append_run_record(root, trigger="prefect")
+        log.info("Run record %s appended to the lineage log", record.get("run_id"))
+    except Exception as e:  # the run itself succeeded; a missing record must not undo it
+        log.warning(
+            "Could not append the lineage run record: %s (run `pipeline lineage record`)", e
+        )
 
 
 def _publish_summary(root: str, summary_path: str, results: list[dict[str, Any]]) -> None:

@@ -31,5 +31,17 @@ def repro(targets: list[str] = typer.Argument(None), force: bool = False) -> Non
     sys.exit(lineage.repro_and_record(targets, force))
 
 
+@app.command("add-batch")
+def add_batch(path: str = typer.Argument(..., help="A batch file, or a glob of them")) -> None:
+    """Bring a new batch under DVC in data/incoming (an identical batch is skipped)."""
+    from flows.new_data import add_batch as add
+
+    added = add(".", path)
+    for p in added:
+        typer.echo(f"added {p} (tracked by DVC); run `pipeline repro` to process it")
+    if not added:
+        typer.echo(f"nothing new: every file of {path} is already in data/incoming")
+
+
 if __name__ == "__main__":
     app()
