@@ -410,6 +410,7 @@ class GxRegexScan:
 
     def __init__(self, columns: list[str]):
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        os.environ.setdefault("TQDM_DISABLE", "1")
         logging.getLogger("great_expectations").setLevel(logging.ERROR)
         import great_expectations as gx
 

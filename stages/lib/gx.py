@@ -13,6 +13,8 @@ import pandas as pd
 
 # Offline by design: GX must not try to send usage statistics.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# GX draws a progress bar per validation; in stage logs it is noise, not progress.
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 # GX reports a column's pandas dtype by its class name for extension types, by its numpy name
 # otherwise; accept both spellings of each schema type.
