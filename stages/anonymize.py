@@ -137,6 +137,27 @@ def apply_policies(
     return pd.DataFrame(out, index=df.index), counts
 
 
+def known_names(index: IdentifierIndex) -> set[str]:
+    """The person names of an identifier index, as scrub_known_names wants them."""
+    return known_name_set(v for v, entity in index.values.items() if entity == PII_ENTITY["name"])
+
+
+def anonymize_frame(
+    df: pd.DataFrame, schema: Schema, policies: dict[str, Policy], key: bytes, names: set[str]
+) -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
+    """One clean frame as the stage releases it (before k-suppression): policies applied, then
+    the dataset's known person `names` scrubbed from its text columns; returns entity counts."""
+    anon, found = apply_policies(df, schema, policies, key)
+    for col in schema.with_role("text"):
+        if col in anon.columns:
+            anon[col], n_names = scrub_known_names(anon[col], names)
+            found[col] = {
+                **found.get(col, {}),
+                "KNOWN_PERSON": found.get(col, {}).get("KNOWN_PERSON", 0) + n_names,
+            }
+    return anon, found
+
+
 def describe_policy(policy: Policy) -> str:
     """A short human form of a policy for the summary."""
     details = [
@@ -527,7 +548,7 @@ def run(
         quasi_parts.append(quasi_frame(df, schema, policies))
         extend_index(index, df, schema, policies)
     quasi = pd.concat(quasi_parts, ignore_index=True) if quasi_parts else pd.DataFrame()
-    names = known_name_set(v for v, entity in index.values.items() if entity == PII_ENTITY["name"])
+    names = known_names(index)
     sizes = class_sizes(quasi) if len(quasi) else pd.Series(dtype="int64")
     before = risk_report(sizes)
     gx_scan = None
@@ -539,15 +560,7 @@ def run(
         for name, table in iter_partitions(input_dir):
             df = _to_pandas(table)
             summary.rows_in += len(df)
-            anon, found = apply_policies(df, schema, policies, key)
-            for col in schema.with_role("text"):
-                if col in anon.columns:
-                    anon[col], n_names = scrub_known_names(anon[col], names)
-                    found.setdefault(col, {})
-                    found[col] = {
-                        **found[col],
-                        "KNOWN_PERSON": found[col].get("KNOWN_PERSON", 0) + n_names,
-                    }
+            anon, found = anonymize_frame(df, schema, policies, key, names)
             for col, c in found.items():
                 counts.setdefault(col, Counter()).update(c)
             row_sizes = sizes.reindex(anon[RECORD_ID].to_numpy()).to_numpy()
