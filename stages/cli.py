@@ -6,10 +6,11 @@ import sys
 
 import typer
 
-from stages import lineage
+from stages import lineage, predict
 
 app = typer.Typer(help="Reproducible, privacy-safe ML pipeline.", no_args_is_help=True)
 app.add_typer(lineage.app, name="lineage")
+app.command("predict")(predict.predict)
 
 
 @app.command("demo-key")
