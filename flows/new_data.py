@@ -7,7 +7,6 @@ hash) is already in data/incoming is skipped, so giving the same batch twice add
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -25,6 +24,7 @@ from flows.pipeline import (
     pipeline_lock,
     working_dir,
 )
+from stages.lib.io import file_hash
 
 INCOMING = "data/incoming"
 _SKIP_SUFFIXES = (".dvc",)
@@ -33,11 +33,7 @@ _SKIP_NAMES = (".gitignore",)
 
 def file_md5(path: Path) -> str:
     """MD5 of a file's bytes: the hash DVC 3 records for a file in its .dvc file."""
-    h = hashlib.md5()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_hash(path, "md5")
 
 
 def expand_batch(path_or_glob: str | Path) -> list[Path]:

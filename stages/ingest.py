@@ -7,7 +7,6 @@ source row and a stable record_id (keyed HMAC of the source key), its row-level 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import re
 import unicodedata
@@ -21,7 +20,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from stages.lib.errors import InputError, run_stage
-from stages.lib.io import AtomicDir
+from stages.lib.io import AtomicDir, file_hash
 from stages.lib.keys import key_id, load_key, pseudonymize
 from stages.lib.params import load_params, section
 from stages.lib.schema import BATCH, RECORD_ID, SOURCE_FILE, SOURCE_ROW, Schema, load_schema
@@ -107,11 +106,7 @@ def batch_id(path: Path, digest: str) -> str:
 
 def file_digest(path: Path) -> str:
     """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_hash(path)
 
 
 def check_content(path: Path, fmt: str) -> None:

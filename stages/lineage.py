@@ -35,6 +35,8 @@ from typing import Any
 import typer
 import yaml
 
+from stages.lib.io import file_hash
+
 RECORDS = Path("lineage/runs.jsonl")
 LOCK = Path("dvc.lock")
 DEFAULT_TARGET = "models/model.pt"
@@ -760,11 +762,7 @@ def verify(root: Path | str = ".", full: bool = False) -> dict:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_hash(path)
 
 
 def _unlocked_stages(root: Path, lock: dict) -> list[str]:
