@@ -183,6 +183,21 @@ def class_weight_tensor(y: torch.Tensor, n_classes: int) -> torch.Tensor:
     return w.float()
 
 
+def epoch_shard(
+    n: int, batch_size: int, steps: int, seed: int, epoch: int, rank: int = 0, world: int = 1
+) -> torch.Tensor:
+    """The rows `rank` trains on in `epoch`, batch after batch.
+
+    A seeded permutation (seed + epoch: every rank, and a resumed run, draw the same one) cut
+    into `steps` global batches; each rank takes its own slice of every batch, so the ranks'
+    shards are disjoint and together are what one process would see.
+    """
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+    per = batch_size // world
+    batches = perm[: steps * batch_size].view(steps, batch_size)
+    return batches[:, rank * per : (rank + 1) * per].reshape(-1)
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
     """AdamW; weight decay on matrices only (not on biases and norms), as in nanoGPT."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -291,6 +306,8 @@ def fit(
     # model, optimizer, schedule
     batch_size = cfg.batch_size_gpu if rt.device.type == "cuda" else cfg.batch_size_cpu
     batch_size = min(batch_size, len(train))
+    batch_size = max(1, batch_size // rt.world_size) * rt.world_size  # equal slices per rank
+    per_rank = batch_size // rt.world_size
     base_lr = cfg.lr * math.sqrt(batch_size / cfg.batch_size_cpu)
     steps_per_epoch = max(1, len(train) // batch_size)  # drop the ragged tail: fixed shapes
     total_steps = cfg.epochs * steps_per_epoch
@@ -338,18 +355,29 @@ def fit(
         or (cfg.max_steps and step >= cfg.max_steps)
         or (bad_epochs >= cfg.patience)
     )
+    first_epoch = True
     while not stop:
-        # one epoch: a seeded permutation (seed + epoch, so a resumed run sees the same order)
+        # one epoch over this rank's shard of a seeded permutation
         model.train()
         if rt.device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch))
-        perm = perm.to(train.x_num.device)
+        shard = epoch_shard(
+            len(train), batch_size, steps_per_epoch, cfg.seed, epoch, rt.rank, rt.world_size
+        )
+        if rt.world_size > 1 and first_epoch:  # every rank says which rows it took
+            sha = hashlib.sha256(shard.numpy().tobytes()).hexdigest()[:16]
+            print(
+                f"rank {rt.rank}/{rt.world_size}: epoch {epoch + 1} shard of "
+                f"{len(shard)} rows, sha {sha}",
+                flush=True,
+            )
+        first_epoch = False
+        shard = shard.to(train.x_num.device)
         loss_sum = torch.zeros((), device=rt.device)
         epoch_rows = 0
         for i in range(steps_per_epoch):
-            rows = perm[i * batch_size : (i + 1) * batch_size][rt.rank :: rt.world_size]
+            rows = shard[i * per_rank : (i + 1) * per_rank]
             batch = train.take(rows)
             if not resident:
                 batch = batch.to(rt.device, non_blocking=True)
@@ -372,8 +400,11 @@ def fit(
         if rt.device.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
+        if rt.world_size > 1:  # the epoch's train loss over every rank's shard
+            torch.distributed.all_reduce(loss_sum)
+        epoch_rows *= rt.world_size
         train_time += dt
-        samples_seen += epoch_rows * rt.world_size
+        samples_seen += epoch_rows
         epoch += 1
 
         # validate, early-stop, checkpoint
@@ -400,6 +431,10 @@ def fit(
             or bool(cfg.max_steps and step >= cfg.max_steps)
             or bad_epochs >= cfg.patience
         )
+        if rt.world_size > 1:  # rank 0 decides, so that no rank waits alone in a collective
+            flag = torch.tensor([float(stop)], device=rt.device)
+            torch.distributed.broadcast(flag, src=0)
+            stop = bool(flag.item())
         if rt.master and last is not None:
             save_torch(
                 last,
@@ -491,7 +526,11 @@ def main() -> None:
     summary = StageSummary("train")
     summary.rows_in = summary.rows_out = len(train_df)
     meta = {"schema_digest": schema_digest(params)}
-    result = fit(train_df, val_df, spec, cfg, checkpoint_dir=CHECKPOINT_DIR, meta=meta)
+    try:
+        result = fit(train_df, val_df, spec, cfg, checkpoint_dir=CHECKPOINT_DIR, meta=meta)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     if int(os.environ.get("RANK", "0")) != 0:
         return
     save_torch(MODEL_PATH, result.checkpoint)
