@@ -269,7 +269,11 @@ def _run_commands(stage: Any, log: Any) -> None:
     """Run the stage's command(s) exactly as DVC would, streaming and keeping stderr's tail."""
     from dvc.stage.run import _enforce_cmd_list, _make_cmd, get_executable, prepare_kwargs
 
+    from stages.lib.env import interpreter_env
+
     kwargs = prepare_kwargs(stage)
+    # `python` in a stage command must be this environment's, activated or not.
+    kwargs["env"] = interpreter_env(kwargs.get("env"))
     executable = get_executable()
     for cmd in _enforce_cmd_list(stage.cmd):
         log.info("Running stage '%s': %s", stage.addressing, cmd)

@@ -35,6 +35,7 @@ from typing import Any
 import typer
 import yaml
 
+from stages.lib.env import interpreter_env
 from stages.lib.io import file_hash
 
 RECORDS = Path("lineage/runs.jsonl")
@@ -530,8 +531,8 @@ def append_run_record(
 
 def repro_and_record(targets: list[str] | None = None, force: bool = False) -> int:
     """`dvc repro` then, when it succeeds, a run record: the project's way to run the pipeline."""
-    cmd = ["dvc", "repro", *(["--force"] if force else []), *(targets or [])]
-    rc = subprocess.call(cmd)
+    cmd = [sys.executable, "-m", "dvc", "repro", *(["--force"] if force else []), *(targets or [])]
+    rc = subprocess.call(cmd, env=interpreter_env())
     if rc == 0:
         record = append_run_record(".", trigger="pipeline repro")
         typer.echo(f"lineage: run {record['run_id']} recorded in {RECORDS}", err=True)
