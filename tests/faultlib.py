@@ -95,6 +95,11 @@ def pipeline_clone(dest: Path) -> Path:
     project_copy(dest)
     (dest / SAMPLE).parent.mkdir(parents=True, exist_ok=True)
     (dest / SAMPLE).write_bytes(sample_batch())
+    # A model trained on 1,500 rows cannot pass the quality gate meant for the full sample;
+    # these tests are about faults, so the clone switches the evaluation thresholds off.
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["evaluate"]["gate"] = dict.fromkeys(params["evaluate"]["gate"])
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
     subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
     subprocess.run([*git, "commit", "-qm", "small sample", "--allow-empty"], cwd=dest, check=True)
