@@ -714,7 +714,9 @@ def verify(root: Path | str = ".", full: bool = False) -> dict:
                     params_now[file] = yaml.safe_load(p.read_text()) or {} if p.exists() else {}
                 for section, value in values.items():
                     checked += 1
-                    diff = params_diff(value, params_now[file].get(section))
+                    # dvc.yaml may list a dotted sub-key (anonymize.policies): dvc.lock keys
+                    # it by that dotted name, so look it up as a path into the nested params.
+                    diff = params_diff(value, _params_value(params_now[file], section), section)
                     if diff:
                         problems.append(
                             {
@@ -933,6 +935,13 @@ def _batch_dir_changes(root: Path, path: str) -> list[dict]:
     return sorted(changes, key=lambda c: c["file"])
 
 
+def _params_value(params: dict, key: str) -> Any:
+    """The value of a params key as dvc.lock names it: a top-level key or a dotted sub-key."""
+    if key in params:
+        return params[key]
+    return _dotted(params, key)
+
+
 def _dotted(obj: Any, key: str) -> Any:
     for part in key.split("."):
         if not isinstance(obj, dict) or part not in obj:
@@ -1073,52 +1082,69 @@ def _training_runs(root: Path, lock: dict, record_id: str) -> list[dict]:
     train = _train_stage(lock)
     if train is None:
         return []
-    # The training data: the train stage's inputs that other stages produce.
+    # The training data: the train stage's inputs that other stages produce, each as (its path,
+    # the producing stage, that stage's output holding it). A dependency may be a sub-path of a
+    # directory output (train reads data/split/val, split outputs data/split): DVC caches only
+    # the output's .dir manifest, never one for the dependency's own hash, and run records keep
+    # output hashes only; so the data is found through the output's manifest, narrowed to the
+    # dependency's files.
     inputs = [
-        (d["path"], made[0])
+        (d["path"].rstrip("/"), *made)
         for d in lock_stages(lock)[train].get("deps") or []
         if not is_code(d["path"]) and (made := producer_of(lock, d["path"]))
     ]
-    runs: list[tuple[str, dict, dict]] = []  # (label, {input path: md5}, run summary)
-    current = {
-        d["path"]: _hash(d)
-        for d in lock_stages(lock)[train].get("deps") or []
-        if any(d["path"] == p for p, _ in inputs)
-    }
-    runs.append(("current dvc.lock", current, {}))
+    runs: list[tuple[str, dict, dict]] = []  # (label, {input path: (out md5, subpath)}, summary)
+    runs.append(("current dvc.lock", _input_hashes(lock_stages(lock), inputs, lock=True), {}))
     for rec in read_records(root):
         stages = rec.get("stages") or {}
         if train not in stages:
             continue
-        hashes = {p: (stages.get(prod) or {}).get("outs", {}).get(p) for p, prod in inputs}
-        runs.append((f"run {rec.get('run_id')}", hashes, _run_summary(rec)))
-    memo: dict[str, bool | None] = {}
+        runs.append((f"run {rec.get('run_id')}", _input_hashes(stages, inputs), _run_summary(rec)))
+    memo: dict[tuple[str, str], bool | None] = {}
     out = []
     with open_repo(root) as repo:
         for label, hashes, summary in runs:
             verdict: bool | None = False
-            for oid in hashes.values():
+            via: list[str] = []
+            for path, (oid, sub) in hashes.items():
                 if not oid:
-                    verdict = None
+                    verdict = None if verdict is False else verdict
                     continue
-                if oid not in memo:
-                    memo[oid] = _in_cached_dataset(repo, oid, record_id)
-                if memo[oid]:
+                if (oid, sub) not in memo:
+                    memo[oid, sub] = _in_cached_dataset(repo, oid, record_id, sub)
+                if memo[oid, sub]:
                     verdict = True
-                    break
-                if memo[oid] is None:
+                    via.append(path)
+                elif memo[oid, sub] is None and verdict is False:
                     verdict = None
-            out.append({"run": label, "trained_on": verdict, **summary})
+            out.append({"run": label, "trained_on": verdict, "via": via, **summary})
     return out
 
 
-def _in_cached_dataset(repo, oid: str, record_id: str) -> bool | None:
-    """Whether a dataset version (a .dir hash) in DVC's cache holds the record (None: unknown)."""
+def _input_hashes(
+    stages: dict, inputs: list[tuple[str, str, str]], lock: bool = False
+) -> dict[str, tuple[str | None, str]]:
+    """{input path: (hash of the output holding it, the input's path inside that output)}, from
+    dvc.lock stages (lock=True) or a run record's stages ({stage: {outs: {path: hash}}})."""
+    hashes = {}
+    for path, producer, out_path in inputs:
+        outs = (stages.get(producer) or {}).get("outs") or ({} if not lock else [])
+        if lock:
+            oid = next((_hash(o) for o in outs if o["path"] == out_path), None)
+        else:
+            oid = outs.get(out_path)
+        hashes[path] = (oid, path[len(out_path) :].strip("/"))
+    return hashes
+
+
+def _in_cached_dataset(repo, oid: str, record_id: str, sub: str = "") -> bool | None:
+    """Whether a dataset version in DVC's cache holds the record (None: unknown). oid is an
+    output's hash (a .dir manifest for a directory); sub narrows it to a path inside it."""
     if oid.endswith(".dir"):
         files = recorded_files(repo, oid)
         if files is None:
             return None
-        oids = list(files.values())
+        oids = [o for rel, o in files.items() if not sub or _under(rel, sub)]
     else:
         oids = [oid]
     for file_oid in oids:
@@ -1155,6 +1181,9 @@ def format_trace(t: dict) -> str:
         verdict = {True: "yes", False: "no", None: "unknown (data not in the DVC cache)"}[
             r["trained_on"]
         ]
+        if r.get("via"):
+            verdict += f" (in {', '.join(r['via'])})"
+
         when = f" at {r['time']}, commit {(r.get('commit') or '?')[:10]}" if r.get("time") else ""
         lines.append(f"  {r['run']}{when}: {verdict}")
     return "\n".join(lines)

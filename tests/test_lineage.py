@@ -102,14 +102,18 @@ def project(tmp_path_factory) -> Path:
         "deps": ["toy/downstream.py", "data/clean"],
         "outs": ["data/split"],
     }
+    # The real dvc.yaml's layout: augment and train depend on sub-paths of split's output and
+    # on dotted params sub-keys.
     keep["augment"] = {
         "cmd": "python toy/downstream.py augment",
-        "deps": ["toy/downstream.py", "data/split"],
+        "deps": ["toy/downstream.py", "data/split/train"],
+        "params": ["anonymize.policies", "io.partition_rows"],
         "outs": ["data/train_aug"],
     }
     keep["train"] = {
         "cmd": "python toy/downstream.py train",
-        "deps": ["toy/downstream.py", "data/train_aug"],
+        "deps": ["toy/downstream.py", "data/train_aug", "data/split/val"],
+        "params": ["anonymize.policies"],
         "outs": ["models/model.pt"],
         "metrics": [{"metrics/train.json": {"cache": False}}],
     }
@@ -219,6 +223,24 @@ def test_verify_passes_then_names_tampered_files(scratch):
     assert ("raw batch", "data/sample/customers_batch1.csv.gz", "altered") in kinds
 
 
+def test_verify_dotted_params_key(scratch):
+    """A dotted params sub-key (anonymize.policies) verifies clean, and a change to it is named."""
+    lock = lineage.read_lock(scratch)
+    assert "anonymize.policies" in lock["stages"]["augment"]["params"]["params.yaml"]
+    assert lineage.verify(scratch)["ok"]
+    params = yaml.safe_load((scratch / "params.yaml").read_text())
+    column, policy = next(iter(params["anonymize"]["policies"].items()))
+    params["anonymize"]["policies"][column] = "drop" if policy != "drop" else "keep"
+    (scratch / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    problems = [p for p in lineage.verify(scratch)["problems"] if p["kind"] == "params"]
+    assert {(p["stage"], p["path"]) for p in problems} == {
+        ("augment", "params.yaml:anonymize.policies"),
+        ("train", "params.yaml:anonymize.policies"),
+    }, problems
+    (diff,) = problems[0]["params"]
+    assert diff["key"] == f"anonymize.policies.{column}" and diff["old"] == policy
+
+
 def test_why_names_the_param_and_the_code(scratch):
     assert lineage.why(scratch) == []
     params = yaml.safe_load((scratch / "params.yaml").read_text())
@@ -264,6 +286,24 @@ def test_trace_second_batch_record_end_to_end(project):
     q = lineage.trace(project, bad["record_id"])
     assert q["quarantined"][0]["reason_kind"] == "age out of range"
     assert q["split"] == [] and not any(r["trained_on"] for r in q["trained_on_by"])
+
+    # Train reads data/split/val, a sub-path of split's output: its rows are found through the
+    # output's cached manifest (yes), and a test-split record comes out no, not unknown.
+    def in_split(name: str) -> set[str]:
+        table = pq.read_table(project / "data/split" / name, columns=["record_id"])
+        return set(table["record_id"].to_pylist())
+
+    batch1 = [r["record_id"] for r in rows.to_pylist() if r["_batch"].startswith("customers_b")]
+    batch1 = [r for r in batch1 if r not in {b["record_id"] for b in batch2}]
+    test_id = next(r for r in batch1 if r in in_split("test"))
+    val_id = next(r for r in batch1 if r in in_split("val"))
+    t_test = lineage.trace(project, test_id)
+    assert [r["trained_on"] for r in t_test["trained_on_by"]] == [False, False, False]
+    t_val = lineage.trace(project, val_id)
+    assert [r["trained_on"] for r in t_val["trained_on_by"]] == [True, True, True]
+    assert all(r["via"] == ["data/split/val"] for r in t_val["trained_on_by"])
+    text = _cli(project, "trace", test_id).stdout
+    assert "current dvc.lock: no" in text and "unknown" not in text
 
     done = _cli(project, "trace", kept["record_id"])
     assert done.returncode == 0, done.stderr
