@@ -239,6 +239,9 @@ def tensors_digest(t: Tensors) -> str:
     return h.hexdigest()[:16]
 
 
+VOLATILE_INFO = ("train_time_s", "samples_per_s", "resumed_from")
+
+
 def save_torch(path: Path, obj: dict[str, Any]) -> None:
     """torch.save, atomically."""
     buf = io.BytesIO()
@@ -490,7 +493,9 @@ def fit(
         "spec": spec_to_dict(spec),
         "classes": list(state["classes"]),
         "data_digest": digest,
-        "info": info,
+        # Timings vary run to run; leaving them out keeps the model file byte-identical across
+        # repeated CPU runs (they are in metrics/train.json).
+        "info": {k: v for k, v in info.items() if k not in VOLATILE_INFO},
         **(meta or {}),
     }
     return FitResult(raw_model, state, history, info, checkpoint)
