@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # name -> (script, quick arguments, full arguments, summary lines to repeat)
 BENCHMARKS: dict[str, tuple[str, list[str], list[str], int]] = {
-    "scrub": ("bench_scrub.py", ["--n", "3000", "--repeats", "3"], [], 12),
+    "scrub": ("bench_scrub.py", ["--n", "3000", "--repeats", "3"], [], 20),
     "train": ("bench_train.py", ["--quick"], [], 8),
     "flow": ("bench_flow.py", ["--runs", "3"], ["--runs", "5"], 4),
     "data_path": ("bench_data_path.py", [], [], 14),
@@ -65,7 +65,14 @@ def main(argv: list[str] | None = None) -> int:
             print(line, end="", flush=True)
             lines.append(line.rstrip("\n"))
         rc = proc.wait()
-        done.append((name, rc, time.perf_counter() - t0, [ln for ln in lines if ln][-keep:]))
+        done.append(
+            (
+                name,
+                rc,
+                time.perf_counter() - t0,
+                [ln for ln in lines if ln and "| INFO" not in ln][-keep:],
+            )
+        )
 
     print("\n" + "=" * 78 + "\nSUMMARY (each figure beside its same-run baseline)")
     for name, rc, wall, tail in done:

@@ -339,7 +339,7 @@ def main() -> None:
     if args.upto != "split":
         verdict = "n/a (partial path)"
     print(
-        f"{'total':12} {fmt_s(path_s)} {max(rss.values()):8.0f} MiB   goal <= {goal:.0f} s "
+        f"{'total':12} {fmt_s(path_s)} {max(rss.values()):8.0f} MiB   goal <= {goal:.1f} s "
         f"({GOAL_1M_S:.0f} s per 1M rows): {verdict}"
     )
     print(f"{'pyarrow csv->parquet':20} {fmt_s(ab['s'])} {ab['peak_rss_mib']:8.0f} MiB  (baseline)")
