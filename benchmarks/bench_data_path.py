@@ -1,0 +1,375 @@
+"""The data path (ingest -> clean -> validate -> anonymize -> split) at scale, with baselines.
+
+    PYTHONPATH=. python benchmarks/bench_data_path.py --rows 1000000 --runs 3
+
+In a throwaway copy of the project (git ls-files copy, git init; .dvc is committed) whose bundled
+sample batch is replaced by N generated rows (data/sample/build_sample.py, cached under
+--cache-dir), it measures, each beside its goal and a same-run baseline:
+1. every data stage run as `python -m stages.<verb>` (a subprocess under /usr/bin/time):
+   seconds and peak RSS, median of --runs; baseline: pyarrow read_csv + write_table of the input.
+2. `dvc repro split` from scratch (the stages plus DVC's hashing and caching), then a no-op
+   `dvc repro split` (median of --runs); baseline: `dvc --version` (interpreter + DVC import).
+3. a new batch of 1% more rows in data/incoming: `dvc repro split` again, as a share of the
+   from-scratch run (goal <= 5%).
+4. validate's Great Expectations checkpoint (no Data Docs, and with them) against the same
+   checks computed directly with pandas on the same frame: the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+STAGES = ("ingest", "clean", "validate", "anonymize", "split")
+OUTPUTS = (
+    "data/raw",
+    "data/clean",
+    "data/quarantine",
+    "reports/validation",
+    "data/anon",
+    "data/quarantine_anon",
+    "reports/privacy",
+    "data/split",
+)
+GOAL_1M_S = 60.0
+GOAL_NOOP_S = 3.0
+GOAL_BATCH_SHARE = 0.05
+BENCH_KEY = "bench-key-0123456789abcdef"
+OFFLINE_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+}
+
+
+def env() -> dict[str, str]:
+    """Subprocess environment: this interpreter's bin first, offline, a pseudonymisation key."""
+    e = dict(os.environ, **OFFLINE_ENV, PIPELINE_HMAC_KEY=BENCH_KEY)
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    e.pop("PYTHONPATH", None)
+    return e
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """Run cmd under /usr/bin/time: (wall seconds, peak RSS in MiB of the largest process)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            ["/usr/bin/time", "-o", tf.name, "-f", "%M", *cmd],
+            cwd=cwd,
+            env=env(),
+            capture_output=True,
+            text=True,
+        )
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(
+                f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                f"{proc.stderr[-3000:]}"
+            )
+        rss_kib = int(tf.read().strip().splitlines()[-1])
+    return wall, rss_kib / 1024
+
+
+def make_input(rows: int, cache: Path) -> Path:
+    """The N-row source file, generated once (build_sample.py --rows) and kept in `cache`."""
+    path = cache / f"rows_{rows}.csv.gz"
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, str(ROOT / "data/sample/build_sample.py"), "--rows", str(rows),
+             "--out", str(path)],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        print(f"generated {path} in {time.perf_counter() - t0:.0f} s")
+    return path
+
+
+def make_batch(rows: int, cache: Path) -> Path:
+    """A new batch of `rows` rows with fresh customer ids (no overlap with the base file)."""
+    path = cache / f"batch_{rows}.csv.gz"
+    if not path.exists():
+        sys.path.insert(0, str(ROOT / "data/sample"))
+        import build_sample as bs
+
+        adult = bs.load_adult(Path(bs.DEFAULT_ADULT_DIR) / "adult.data")
+        frame = bs.build_table(adult, bs.SEED + 99, id_offset=900_000_000, n_rows=rows)
+        bs.write_csv_gz(frame, path, level=6)
+    return path
+
+
+def project_copy(dest: Path, source_file: Path) -> Path:
+    """A fresh git repository of the project with `source_file` as the bundled first batch."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    for f in files:
+        src = ROOT / f
+        if src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)
+    shutil.copyfile(source_file, dest / "data/sample/customers_batch1.csv.gz")
+    git = ["git", "-c", "user.email=b@example.com", "-c", "user.name=bench"]
+    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "bench copy"], cwd=dest, check=True)
+    return dest
+
+
+def clear_outputs(repo: Path) -> None:
+    for out in OUTPUTS:
+        shutil.rmtree(repo / out, ignore_errors=True)
+
+
+def arrow_baseline(src: Path, repo: Path) -> tuple[float, float]:
+    """Plain pyarrow: read the gzip'd CSV as strings and write one Parquet file."""
+    code = (
+        "import sys, pyarrow.csv as c, pyarrow.parquet as pq\n"
+        "t = c.read_csv(sys.argv[1], convert_options=c.ConvertOptions("
+        "column_types={}, strings_can_be_null=False))\n"
+        "t = t.cast(__import__('pyarrow').schema([(f.name, 'string') for f in t.schema]))\n"
+        "pq.write_table(t, sys.argv[2])\n"
+    )
+    out = repo / "baseline.parquet"
+    res = timed([sys.executable, "-c", code, str(src), str(out)], repo)
+    out.unlink()
+    return res
+
+
+def pandas_checks(df, checks, schema, cfg) -> list[tuple[str, str, int]]:
+    """validate's expectations computed directly with pandas: unexpected count per check."""
+    from stages.validate import class_balance
+
+    out = []
+    for ch in checks:
+        e = ch.expectation
+        kind = type(e).__name__
+        col = df[e.column]
+        nonnull = col.notna()
+        if kind == "ExpectColumnValuesToBeUnique":
+            bad = int((col.duplicated(keep=False) & nonnull).sum())
+        elif kind == "ExpectColumnValuesToNotBeNull":
+            bad = int((~nonnull).sum())
+        elif kind == "ExpectColumnValuesToBeInSet":
+            bad = int((~col.isin(list(e.value_set)) & nonnull).sum())
+        elif kind == "ExpectColumnValuesToBeInTypeList":
+            dtype = col.dtype
+            pandas_ext = type(dtype).__module__.startswith("pandas")
+            name = type(dtype).__name__ if pandas_ext else str(dtype)
+            bad = 0 if (name in e.type_list or str(dtype) in e.type_list) else len(col)
+        elif kind == "ExpectColumnValuesToBeBetween":
+            v = col[nonnull]
+            lo = e.min_value if e.min_value is not None else -float("inf")
+            hi = e.max_value if e.max_value is not None else float("inf")
+            bad = int(((v < lo) | (v > hi)).sum())
+        elif kind == "ExpectColumnValuesToMatchRegex":
+            bad = int((~col[nonnull].astype(str).str.contains(e.regex, regex=True)).sum())
+        else:
+            raise SystemExit(f"no pandas equivalent for {kind}")
+        out.append((kind, e.column, bad))
+    balance = class_balance(df[schema.label], schema.classes, cfg)["success"]
+    out.append(("class_balance", schema.label, int(not balance)))
+    return out
+
+
+def gx_compare(runs: int) -> None:
+    """In a project directory: validate's GX checkpoint against pandas on data/clean (JSON out)."""
+    from stages.lib.gx import run_checks
+    from stages.lib.io import read_dataset
+    from stages.lib.params import load_params, section
+    from stages.lib.schema import load_schema
+    from stages.validate import ValidateConfig, build_checks
+
+    params = load_params()
+    cfg = section(ValidateConfig, "validate", params)
+    schema = load_schema(params)
+    t0 = time.perf_counter()
+    df = read_dataset("data/clean").to_pandas()
+    load_s = time.perf_counter() - t0
+    checks = build_checks(schema, cfg)
+    gx_s, pd_s = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        res = run_checks(df, build_checks(schema, cfg), "bench", None)
+        gx_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        mine = pandas_checks(df, checks, schema, cfg)
+        pd_s.append(time.perf_counter() - t0)
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        run_checks(df, build_checks(schema, cfg), "bench", Path(d) / "docs")
+        docs_s = time.perf_counter() - t0
+    # Same answers: the unexpected counts agree with GX's wherever GX reports one (GX's results
+    # come in its own order: match them by expectation type and column).
+    gx_counts = {(r["expectation"], r["column"]): r["unexpected_count"] for r in res}
+    disagree = []
+    for k, c, b in mine:
+        theirs = gx_counts.get((re.sub(r"(?<!^)(?=[A-Z])", "_", k).lower(), c))
+        if theirs is not None and theirs != b:
+            disagree.append((k, c, b, theirs))
+    figures = {
+        "rows": len(df),
+        "checks": len(checks),
+        "load_s": load_s,
+        "gx_s": statistics.median(gx_s),
+        "gx_docs_s": docs_s,
+        "pandas_s": statistics.median(pd_s),
+        "disagree": disagree[:5],
+    }
+    print(json.dumps(figures))
+
+
+def fmt_s(x: float) -> str:
+    return f"{x:7.1f} s" if x >= 10 else f"{x:7.2f} s"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000, help="base rows of the input")
+    ap.add_argument("--runs", type=int, default=3, help="repetitions for the medians")
+    ap.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "bench-data-path"))
+    ap.add_argument("--keep", action="store_true", help="keep the project copy")
+    ap.add_argument("--json", help="also write the figures to this JSON file")
+    ap.add_argument(
+        "--upto",
+        choices=STAGES,
+        default="split",
+        help="run the stages up to this one only; below split, the DVC and batch parts are skipped",
+    )
+    ap.add_argument("--gx-compare", type=int, metavar="RUNS", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.gx_compare:
+        gx_compare(args.gx_compare)
+        return
+    stages = STAGES[: STAGES.index(args.upto) + 1]
+    cache = Path(args.cache_dir)
+    src = make_input(args.rows, cache)
+    batch = make_batch(max(1, args.rows // 100), cache)
+    work = Path(tempfile.mkdtemp(prefix="bench-data-path-"))
+    repo = project_copy(work / "repo", src)
+    print(f"rows {args.rows:,}  input {src.stat().st_size / 1e6:.0f} MB  runs {args.runs}")
+    print(f"machine: {platform.node()} nproc {os.cpu_count()}  load {os.getloadavg()}")
+    fig: dict = {"rows": args.rows, "runs": args.runs, "nproc": os.cpu_count()}
+
+    # 1. Stages as plain subprocesses, and the pyarrow baseline, interleaved run by run.
+    per: dict[str, list[tuple[float, float]]] = {s: [] for s in stages}
+    base: list[tuple[float, float]] = []
+    for r in range(args.runs):
+        clear_outputs(repo)
+        base.append(arrow_baseline(src, repo))
+        for s in stages:
+            per[s].append(timed([sys.executable, "-m", f"stages.{s}"], repo))
+        total = sum(per[s][-1][0] for s in stages)
+        print(f"  run {r + 1}: " + "  ".join(f"{s} {per[s][-1][0]:.1f}" for s in stages)
+              + f"  total {total:.1f} s  (load {os.getloadavg()[0]:.2f})")  # fmt: skip
+    rows_out = {s: json.loads((repo / f"metrics/{s}.json").read_text()) for s in stages}
+    med = {s: statistics.median(x[0] for x in per[s]) for s in stages}
+    rss = {s: max(x[1] for x in per[s]) for s in stages}
+    path_s = statistics.median(sum(per[s][i][0] for s in stages) for i in range(args.runs))
+    fig["stages"] = {s: {"s": med[s], "peak_rss_mib": rss[s]} for s in stages}
+    fig["data_path_s"] = path_s
+    fig["data_path_peak_rss_mib"] = max(rss.values())
+    fig["arrow_baseline"] = {
+        "s": statistics.median(b[0] for b in base),
+        "peak_rss_mib": max(b[1] for b in base),
+    }
+    fig["rows_out"] = {s: rows_out[s].get("rows_out") for s in stages}
+
+    full = args.upto == "split"
+    if full:
+        # 2. DVC: from scratch, then no-op; baseline `dvc --version`.
+        clear_outputs(repo)
+        dvc_full, _ = timed(["dvc", "repro", "split"], repo)
+        noop = [timed(["dvc", "repro", "split"], repo)[0] for _ in range(args.runs)]
+        dvc_ver = [timed(["dvc", "--version"], repo)[0] for _ in range(args.runs)]
+        status = [timed(["dvc", "status"], repo)[0] for _ in range(args.runs)]
+        fig["dvc_full_s"] = dvc_full
+        fig["dvc_noop_s"] = statistics.median(noop)
+        fig["dvc_version_s"] = statistics.median(dvc_ver)
+        fig["dvc_status_s"] = statistics.median(status)
+
+        # 3. A 1% batch: rerun of the data stages as a share of the from-scratch run.
+        shutil.copyfile(batch, repo / "data/incoming" / batch.name)
+        batch_s, _ = timed(["dvc", "repro", "split"], repo)
+        fig["batch_rows"] = max(1, args.rows // 100)
+        fig["batch_s"] = batch_s
+        fig["batch_share"] = batch_s / dvc_full
+
+    # 4. GX against pandas on the clean data (with the batch when it ran).
+    proc = subprocess.run(
+        [sys.executable, __file__, "--gx-compare", str(args.runs)],
+        cwd=repo,
+        env=dict(env(), PYTHONPATH=str(repo)),
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"GX comparison failed:\n{proc.stderr[-3000:]}")
+    fig["gx"] = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    # Report.
+    ab = fig["arrow_baseline"]
+    print(f"\n== data path on {args.rows:,} rows (medians of {args.runs}) ==")
+    print(f"{'stage':12} {'time':>9} {'peak RSS':>10}")
+    for s in stages:
+        print(f"{s:12} {fmt_s(med[s])} {rss[s]:8.0f} MiB")
+    # The goal is for 1M rows; other sizes are held to it pro rata (linear scaling).
+    goal = GOAL_1M_S * args.rows / 1e6
+    verdict = "ok" if path_s <= goal and args.upto == "split" else "MISSED"
+    if args.upto != "split":
+        verdict = "n/a (partial path)"
+    print(
+        f"{'total':12} {fmt_s(path_s)} {max(rss.values()):8.0f} MiB   goal <= {goal:.1f} s "
+        f"({GOAL_1M_S:.0f} s per 1M rows): {verdict}"
+    )
+    print(f"{'pyarrow csv->parquet':20} {fmt_s(ab['s'])} {ab['peak_rss_mib']:8.0f} MiB  (baseline)")
+    if not full:
+        print(f"stages after {args.upto}, dvc repro and the 1% batch: skipped (--upto)")
+    else:
+        print(f"dvc repro split, from scratch: {fmt_s(dvc_full)}  (stages {path_s:.1f} s + DVC)")
+        noop_ok = "ok" if fig["dvc_noop_s"] <= GOAL_NOOP_S else "MISSED"
+        print(
+            f"dvc repro split, no-op:        {fmt_s(fig['dvc_noop_s'])}  goal <= {GOAL_NOOP_S} s: "
+            f"{noop_ok}; baseline dvc --version {fig['dvc_version_s']:.2f} s, "
+            f"dvc status {fig['dvc_status_s']:.2f} s"
+        )
+        share_ok = "ok" if fig["batch_share"] <= GOAL_BATCH_SHARE else "MISSED"
+        print(
+            f"1% batch ({fig['batch_rows']:,} rows): {fmt_s(batch_s)} = "
+            f"{fig['batch_share']:.0%} of the full run; goal <= {GOAL_BATCH_SHARE:.0%}: {share_ok}"
+        )
+    g = fig["gx"]
+    print(f"GX checkpoint ({g['checks']} checks, {g['rows']:,} rows): {fmt_s(g['gx_s'])} "
+          f"(+Data Docs {g['gx_docs_s']:.1f} s); pandas same checks {fmt_s(g['pandas_s'])}; "
+          f"ratio {g['gx_s'] / g['pandas_s']:.1f}x; disagreements {g['disagree']}")  # fmt: skip
+    print(f"load {os.getloadavg()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(fig, indent=2))
+    if args.keep:
+        print(f"project copy kept at {repo}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
