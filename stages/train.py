@@ -559,4 +559,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from stages.lib.errors import run_stage
+
+    run_stage(main)
