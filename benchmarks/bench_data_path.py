@@ -116,23 +116,12 @@ def make_batch(rows: int, cache: Path) -> Path:
 
 def project_copy(dest: Path, source_file: Path) -> Path:
     """A fresh git repository of the project with `source_file` as the bundled first batch."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for f in files:
-        src = ROOT / f
-        if src.is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / f)
+    from tests.conftest import project_copy as copy_project  # the one way to copy the project
+
+    copy_project(dest)
     shutil.copyfile(source_file, dest / "data/sample/customers_batch1.csv.gz")
     git = ["git", "-c", "user.email=b@example.com", "-c", "user.name=bench"]
-    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "bench copy"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qam", "bench input"], cwd=dest, check=True)
     return dest
 
 
