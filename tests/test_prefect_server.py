@@ -14,12 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-os.environ.update(
-    PREFECT_SERVER_ANALYTICS_ENABLED="false",
-    DO_NOT_TRACK="1",
-    DVC_NO_ANALYTICS="1",
-    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
-)
+# Offline settings come from tests/conftest.py (OFFLINE_ENV), loaded first.
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
 
 from prefect.client.orchestration import get_client
