@@ -105,7 +105,8 @@ def project_copy(dest: Path) -> Path:
 
 def venv_env(**extra: str) -> dict[str, str]:
     """Environment for subprocesses: this interpreter's bin first, offline, with the test key."""
-    env = dict(os.environ, **OFFLINE_ENV, PIPELINE_HMAC_KEY=TEST_KEY, **extra)
+    # A dict merge, not keywords: `extra` may override an OFFLINE_ENV setting.
+    env = {**os.environ, **OFFLINE_ENV, "PIPELINE_HMAC_KEY": TEST_KEY, **extra}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("PYTHONPATH", None)
     return env
