@@ -20,9 +20,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from stages.lib.errors import InputError, run_stage
-from stages.lib.io import AtomicDir, file_hash
+from stages.lib.io import AtomicDir, file_hash, write_parquet
 from stages.lib.keys import key_id, load_key, pseudonymize
 from stages.lib.params import load_params, section
+from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
 from stages.lib.schema import BATCH, RECORD_ID, SOURCE_FILE, SOURCE_ROW, Schema, load_schema
 from stages.lib.summary import StageSummary
 
@@ -304,75 +305,92 @@ def add_lineage(
     return lineage
 
 
+def ingest_file(
+    path: Path, fmt: str, batch: str, key: bytes, schema: Schema, partition_rows: int, out_dir: Path
+) -> dict[str, int]:
+    """Task: one batch file into out_dir/part-NNNNN.parquet with lineage columns; rows written."""
+    rows, part, buffer, buffered = 0, 0, [], 0
+
+    def flush(table: pa.Table) -> None:
+        nonlocal rows, part
+        lineage = add_lineage(table, key, schema.key, batch, str(path), rows + 1)
+        write_parquet(lineage, out_dir / f"part-{part:05d}.parquet")
+        rows += table.num_rows
+        part += 1
+
+    for rb in read_batches(path, fmt, partition_rows):
+        if rows == 0 and not buffer:
+            check_columns(path, rb.schema.names, schema)
+        rb = rb.rename_columns([unicodedata.normalize("NFKC", n).strip() for n in rb.schema.names])
+        buffer.append(rb.select(list(schema.columns)))
+        buffered += rb.num_rows
+        while buffered >= partition_rows:
+            table = pa.Table.from_batches(buffer)
+            flush(table.slice(0, partition_rows))
+            rest = table.slice(partition_rows)
+            buffer, buffered = rest.to_batches(), rest.num_rows
+    if buffered:
+        flush(pa.Table.from_batches(buffer))
+    if rows == 0:
+        raise InputError(f"{path}: has a header but no data rows")
+    return {"rows": rows, "partitions": part}
+
+
 def main() -> None:
-    """Ingest every batch file named by params into data/raw/<batch>/part-NNNNN.parquet."""
+    """Ingest every batch file named by params into data/raw/<batch>/part-NNNNN.parquet.
+
+    A batch file already ingested with the same content, key and params is reused, not re-read.
+    """
     params = load_params()
     cfg = section(IngestConfig, "ingest", params)
     io_cfg = section(IoConfig, "io", params)
     schema = load_schema(params)
     key = load_key()
     summary = StageSummary("ingest")
-    batches: list[dict] = []
+    code = code_digest(__file__)
+    tasks, digests, seen_digests = [], {}, {}
+    for path in find_batch_files(cfg.sources):
+        fmt = file_format(path)
+        check_content(path, fmt)
+        digest_ = file_digest(path)
+        if digest_ in seen_digests:
+            raise InputError(
+                f"{path}: identical to the earlier batch {seen_digests[digest_]}; "
+                "remove the copy (a batch is ingested once)"
+            )
+        seen_digests[digest_] = str(path)
+        batch = batch_id(path, digest_)
+        digests[batch] = digest_
+        task_key = digest(
+            digest_, str(path), key_id(key), params["schema"], io_cfg.partition_rows, code
+        )
+        args = (path, fmt, batch, key, schema, io_cfg.partition_rows)
+        tasks.append(PartitionTask(batch, task_key, ingest_file, args))
 
+    batches: list[dict] = []
+    cache = CacheDir("ingest")
     with AtomicDir(OUT_DIR) as out:
-        seen_digests: dict[str, str] = {}
-        for path in find_batch_files(cfg.sources):
-            fmt = file_format(path)
-            check_content(path, fmt)
-            digest = file_digest(path)
-            if digest in seen_digests:
-                raise InputError(
-                    f"{path}: identical to the earlier batch {seen_digests[digest]}; "
-                    "remove the copy (a batch is ingested once)"
-                )
-            seen_digests[digest] = str(path)
-            batch = batch_id(path, digest)
-            rows, part, buffer = 0, 0, []
-            buffered = 0
-            for rb in read_batches(path, fmt, io_cfg.partition_rows):
-                if rows == 0 and not buffer:
-                    check_columns(path, rb.schema.names, schema)
-                rb = rb.rename_columns(
-                    [unicodedata.normalize("NFKC", n).strip() for n in rb.schema.names]
-                )
-                buffer.append(rb.select(list(schema.columns)))
-                buffered += rb.num_rows
-                while buffered >= io_cfg.partition_rows:
-                    table = pa.Table.from_batches(buffer)
-                    chunk, rest = (
-                        table.slice(0, io_cfg.partition_rows),
-                        table.slice(io_cfg.partition_rows),
-                    )
-                    out.write_table(
-                        f"{batch}/part-{part:05d}.parquet",
-                        add_lineage(chunk, key, schema.key, batch, str(path), rows + 1),
-                    )
-                    rows += chunk.num_rows
-                    part += 1
-                    buffer, buffered = rest.to_batches(), rest.num_rows
-            if buffered:
-                table = pa.Table.from_batches(buffer)
-                out.write_table(
-                    f"{batch}/part-{part:05d}.parquet",
-                    add_lineage(table, key, schema.key, batch, str(path), rows + 1),
-                )
-                rows += table.num_rows
-                part += 1
-            if rows == 0:
-                raise InputError(f"{path}: has a header but no data rows")
+        for done in run_tasks("ingest", tasks, cache):
+            batch, path = done.task.name, done.task.args[0]
+            for i in range(done.result["partitions"]):
+                name = f"part-{i:05d}.parquet"
+                out.link(f"{batch}/{name}", done.file(name))
+            rows = done.result["rows"]
             batches.append(
                 {
                     "batch": batch,
                     "file": str(path),
-                    "sha256": digest,
+                    "sha256": digests[batch],
                     "rows": rows,
-                    "partitions": part,
+                    "partitions": done.result["partitions"],
+                    "reused": done.reused,
                 }
             )
             summary.rows_in += rows
             summary.rows_out += rows
-            print(f"ingest: {path} -> {rows:,} rows in {part} partition(s) as batch {batch}")
-
+            how = "reused" if done.reused else "read"
+            print(f"ingest: {path} -> {rows:,} rows as batch {batch} ({how})")
+    cache.keep_only(t.key for t in tasks)
     summary.extra.update(batches=batches, key_id=key_id(key))
     summary.write()
 

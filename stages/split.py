@@ -8,17 +8,19 @@ metrics/split.json (rows and class balance per split).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from stages.lib.errors import run_stage
-from stages.lib.io import AtomicDir, iter_partitions
+from stages.lib.io import AtomicDir, file_hash, partition_names, write_parquet
 from stages.lib.params import ParamsError, load_params, section
+from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
 from stages.lib.schema import RECORD_ID, Schema, load_schema
 from stages.lib.summary import StageSummary
 
@@ -48,16 +50,21 @@ def check_fractions(fractions: dict[str, float]) -> None:
         raise ParamsError(f"split.fractions must be >= 0 and sum to 1, got {dict(fractions)}")
 
 
-def hash_unit(record_ids: list[str], seed: str) -> np.ndarray:
-    """A uniform number in [0, 1) per record id: SHA-256 of seed and id."""
+def hash64(record_ids: list[str], seed: str) -> np.ndarray:
+    """The first 64 bits of SHA-256 of seed and id, per record id."""
     prefix = seed.encode() + b"\x00"
     return np.array(
         [
             int.from_bytes(hashlib.sha256(prefix + r.encode()).digest()[:8], "big")
             for r in record_ids
         ],
-        dtype=np.float64,
-    ) / float(1 << 64)
+        dtype=np.uint64,
+    )
+
+
+def hash_unit(record_ids: list[str], seed: str) -> np.ndarray:
+    """A uniform number in [0, 1) per record id: SHA-256 of seed and id."""
+    return hash64(record_ids, seed).astype(np.float64) / float(1 << 64)
 
 
 def assign(record_ids: list[str], fractions: dict[str, float], seed: str) -> np.ndarray:
@@ -91,35 +98,65 @@ def class_balance(counts: dict[str, dict[str, int]], classes: list[str]) -> dict
     return out
 
 
+def split_partition(path: str, config: SplitConfig, label: str, out_dir: Path) -> dict[str, Any]:
+    """Task: split one partition file into out_dir/{split}.parquet; return rows per class.
+
+    Also stores each split's record-id hashes (ids.npz) for the cross-partition overlap check.
+    """
+    table = pq.read_table(path)
+    rows: dict[str, dict[str, int]] = {}
+    ids = {}
+    for s, part in split_table(table, config).items():
+        write_parquet(part, out_dir / f"{s}.parquet")
+        ids[s] = hash64(part.column(RECORD_ID).to_pylist(), config.seed)
+        rows[s] = {
+            str(item["values"]): item["counts"]
+            for item in pc.value_counts(part.column(label)).to_pylist()
+        }
+    np.savez(out_dir / "ids.npz", **ids)
+    return {"rows_in": table.num_rows, "rows": rows}
+
+
 def run(input_dir: Path, output_dir: Path, config: SplitConfig, schema: Schema) -> StageSummary:
     """Split every partition; check no record id is in two splits."""
     summary = StageSummary("split")
-    label = schema.label
     counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
-    seen: dict[str, set[str]] = {s: set() for s in SPLITS}
+    ids: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    code = code_digest(__file__)
+    tasks = [
+        PartitionTask(
+            name,
+            digest(file_hash(file), asdict(config), schema.label, code),
+            split_partition,
+            (str(file), config, schema.label),
+        )
+        for name, file in partition_names(input_dir)
+    ]
+    cache = CacheDir("split")
     # One atomic directory for all splits: a killed run never leaves train/ without test/.
     with AtomicDir(output_dir) as out:
-        for name, table in iter_partitions(input_dir):
-            summary.rows_in += table.num_rows
-            for s, part in split_table(table, config).items():
-                out.write_table(f"{s}/{name}", part)
-                summary.rows_out += part.num_rows
-                seen[s].update(part.column(RECORD_ID).to_pylist())
-                vc = pc.value_counts(part.column(label)).to_pylist()
-                for item in vc:
-                    key = str(item["values"])
-                    counts[s][key] = counts[s].get(key, 0) + item["counts"]
+        for done in run_tasks("split", tasks, cache):
+            summary.rows_in += done.result["rows_in"]
+            with np.load(done.file("ids.npz")) as stored:
+                for s in SPLITS:
+                    out.link(f"{s}/{done.task.name}", done.file(f"{s}.parquet"))
+                    ids[s].append(stored[s])
+                    for cls, n in done.result["rows"][s].items():
+                        counts[s][cls] = counts[s].get(cls, 0) + n
+                        summary.rows_out += n
+        merged = {s: np.concatenate(ids[s]) if ids[s] else np.empty(0, np.uint64) for s in SPLITS}
         for i, a in enumerate(SPLITS):
             for b in SPLITS[i + 1 :]:
-                both = seen[a] & seen[b]
+                both = np.intersect1d(merged[a], merged[b]).size
                 if both:
-                    raise SplitOverlapError(f"split: {len(both)} record(s) in both {a} and {b}")
+                    raise SplitOverlapError(f"split: {both} record(s) in both {a} and {b}")
+    cache.keep_only(t.key for t in tasks)
     summary.extra.update(
         {
             "fractions": dict(config.fractions),
             "seed": config.seed,
             "actual_fractions": {
-                s: round(len(seen[s]) / max(summary.rows_out, 1), 6) for s in SPLITS
+                s: round(merged[s].size / max(summary.rows_out, 1), 6) for s in SPLITS
             },
             "overlap_checked": True,
             "class_balance": class_balance(counts, list(schema.classes)),

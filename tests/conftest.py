@@ -24,6 +24,14 @@ OFFLINE_ENV = {
 os.environ.update(OFFLINE_ENV)
 
 
+@pytest.fixture(autouse=True)
+def partition_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's stored partition results in its own directory, never the repository's."""
+    path = tmp_path / "partition-cache"
+    monkeypatch.setenv("PIPELINE_PARTITION_CACHE", str(path))
+    return path
+
+
 @pytest.fixture
 def key(monkeypatch: pytest.MonkeyPatch) -> str:
     """A pseudonymisation key in the environment, as production provides it."""

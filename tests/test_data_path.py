@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from stages import clean, ingest, validate
-from stages.lib.errors import GateFailure
+from stages.lib.errors import GateFailure, InputError
 from stages.lib.keys import MissingKeyError
 from tests.conftest import TEST_KEY, source_frame, write_project
 
@@ -92,3 +93,29 @@ def test_no_key_refuses_to_run(tmp_path, monkeypatch):
 
 
 # Unreadable files, missing/extra columns and truncated rows: see tests/test_bad_input.py.
+
+
+def test_ingest_reads_only_a_new_batch_and_names_a_bad_file_from_a_worker(
+    tmp_path, monkeypatch, key
+):
+    """Batch files are ingested in worker processes; an earlier batch is reused, not re-read."""
+    monkeypatch.setenv("PIPELINE_WORKERS", "2")
+    write_project(tmp_path, source_frame(30), name="a.csv")
+    monkeypatch.chdir(tmp_path)
+    p = yaml.safe_load(Path("params.yaml").read_text())
+    p["ingest"]["sources"] = ["data/in"]
+    Path("params.yaml").write_text(yaml.safe_dump(p))
+    ingest.main()
+    first = pd.read_parquet("data/raw")
+    later = source_frame(45).iloc[30:]
+    later.to_csv("data/in/b.csv", index=False)
+    ingest.main()
+    m = json.loads(Path("metrics/ingest.json").read_text())
+    assert [(b["rows"], b["reused"]) for b in m["batches"]] == [(30, True), (15, False)]
+    both = pd.read_parquet("data/raw")
+    assert len(both) == 45 and both.iloc[:30].equals(first)
+    Path("data/in/c.csv").write_text(Path("data/in/b.csv").read_text().replace(",", ";", 3))
+    Path("data/in/d.csv").write_text("only,a,header\n")
+    with pytest.raises(InputError, match=r"data/in/[cd]\.csv"):
+        ingest.main()
+    assert pd.read_parquet("data/raw").equals(both)  # the failed run left the output alone

@@ -103,11 +103,18 @@ def partition_files(path: Path | str) -> list[Path]:
     return sorted(p for p in path.rglob("*.parquet") if not p.name.startswith("."))
 
 
+def partition_names(path: Path | str) -> list[tuple[str, Path]]:
+    """(relative name, file) for each partition of a dataset."""
+    root = Path(path)
+    return [
+        (file.name if root.is_file() else file.relative_to(root).as_posix(), file)
+        for file in partition_files(root)
+    ]
+
+
 def iter_partitions(path: Path | str) -> Iterator[tuple[str, pa.Table]]:
     """Yield (relative name, table) for each partition of a dataset, one at a time."""
-    root = Path(path)
-    for file in partition_files(root):
-        name = file.name if root.is_file() else file.relative_to(root).as_posix()
+    for name, file in partition_names(path):
         yield name, pq.read_table(file)
 
 
@@ -127,6 +134,12 @@ def split_rows(table: pa.Table, rows: int) -> Iterator[pa.Table]:
         return
     for start in range(0, table.num_rows, rows):
         yield table.slice(start, rows)
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """Write one partition file with the project's settings (zstd, 128K-row row groups)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, compression="zstd", row_group_size=1 << 17)
 
 
 class AtomicDir:
@@ -153,8 +166,18 @@ class AtomicDir:
         """Write one partition file under the temporary directory."""
         target = self.tmp / name
         with writing(self.path / name):
+            write_parquet(table, target)
+        return target
+
+    def link(self, name: str, src: Path) -> Path:
+        """Add a finished partition file by hard link (a copy across file systems)."""
+        target = self.tmp / name
+        with writing(self.path / name):
             target.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, target, compression="zstd", row_group_size=1 << 17)
+            try:
+                os.link(src, target)
+            except OSError:
+                shutil.copy2(src, target)
         return target
 
     def commit(self) -> None:

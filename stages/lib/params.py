@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copyreg
 import dataclasses
 import types
 import typing
@@ -12,6 +13,15 @@ import yaml
 
 T = TypeVar("T")
 PARAMS_FILE = Path("params.yaml")
+
+
+def readonly(mapping: dict) -> types.MappingProxyType:
+    """A read-only view of a dict (what configs hold instead of dicts)."""
+    return types.MappingProxyType(mapping)
+
+
+# Tasks send configs to worker processes, so their read-only mappings must pickle.
+copyreg.pickle(types.MappingProxyType, lambda m: (readonly, (dict(m),)))
 
 
 class ParamsError(ValueError):
