@@ -1,4 +1,4 @@
-"""dvc.yaml names, for every stage, the code it runs: its module and every project module it imports."""
+"""dvc.yaml names, for every stage, its module and every project module that module imports."""
 
 from __future__ import annotations
 
