@@ -5,7 +5,7 @@
 In a throwaway copy of the project (git ls-files copy, git init; .dvc is committed) whose bundled
 sample batch is replaced by N generated rows (data/sample/build_sample.py, cached under
 --cache-dir), it measures, each beside its goal and a same-run baseline:
-1. every data stage run as `python -m stages.<verb>` (a subprocess under /usr/bin/time):
+1. every data stage run as `python -m stages.<verb>` (its process tree sampled for peak RSS):
    seconds and peak RSS, median of --runs; baseline: pyarrow read_csv + write_table of the input.
 2. `dvc repro split` from scratch (the stages plus DVC's hashing and caching), then a no-op
    `dvc repro split` (median of --runs); baseline: `dvc --version` (interpreter + DVC import).
@@ -18,6 +18,7 @@ sample batch is replaced by N generated rows (data/sample/build_sample.py, cache
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -35,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 STAGES = ("ingest", "clean", "validate", "anonymize", "split")
 OUTPUTS = (
+    ".pipeline-cache",  # stored partition results: a from-scratch run must not reuse them
     "data/raw",
     "data/clean",
     "data/quarantine",
@@ -65,24 +67,32 @@ def env() -> dict[str, str]:
 
 
 def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """Run cmd under /usr/bin/time: (wall seconds, peak RSS in MiB of the largest process)."""
-    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            ["/usr/bin/time", "-o", tf.name, "-f", "%M", *cmd],
-            cwd=cwd,
-            env=env(),
-            capture_output=True,
-            text=True,
-        )
+    """Run cmd: (wall seconds, peak RSS in MiB of its whole process tree, workers included).
+
+    Sampled every 50 ms with psutil: stages run partitions in worker processes, so the peak of
+    the largest single process (what /usr/bin/time reports) would understate the memory used.
+    """
+    import psutil
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=out, stderr=subprocess.STDOUT)
+        root, peak = psutil.Process(proc.pid), 0
+        while proc.poll() is None:
+            total = 0
+            try:
+                for p in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        total += p.memory_info().rss
+            except psutil.Error:
+                pass
+            peak = max(peak, total)
+            time.sleep(0.05)
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
-            raise SystemExit(
-                f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                f"{proc.stderr[-3000:]}"
-            )
-        rss_kib = int(tf.read().strip().splitlines()[-1])
-    return wall, rss_kib / 1024
+            out.seek(0)
+            raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out.read()[-6000:]}")
+    return wall, peak / 2**20
 
 
 def make_input(rows: int, cache: Path) -> Path:
