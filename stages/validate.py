@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from stages.clean import EMAIL_RE
 from stages.lib.errors import GateFailure, run_stage
-from stages.lib.gx import TYPE_NAMES, Check, build_docs, describe_failure, run_checks
+from stages.lib.gx import TYPE_NAMES, Check, build_docs, describe_failure, named, run_checks
 from stages.lib.io import AtomicDir, iter_partitions, partition_files, write_json_atomic
 from stages.lib.params import load_params, section
 from stages.lib.schema import RECORD_ID, Schema, load_schema
@@ -159,7 +159,7 @@ def validate_partition(df: pd.DataFrame, checks: Sequence[Check], label: str) ->
 def combine(check: Check, partials: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One check's result over all partitions from its per-partition results."""
     if not partials:  # no rows at all: vacuously true, as GX says of an empty frame
-        return {**_named(check), "success": True, "unexpected_count": None,
+        return {**named(check), "success": True, "unexpected_count": None,
                 "unexpected_percent": None, "element_count": 0, "missing_count": None,
                 "observed": None, "error": None}  # fmt: skip
     errors = [p["error"] for p in partials if p.get("error")]
@@ -188,12 +188,6 @@ def combine(check: Check, partials: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _named(check: Check) -> dict[str, Any]:
-    args = check.args
-    return {"expectation": check.type, "family": check.family, "severity": check.severity,
-            "column": args.pop("column", None), "kwargs": args}  # fmt: skip
-
-
 def key_unique(
     check: Check, parts: Sequence[PartitionResult], duplicate_rows: int | None
 ) -> tuple[dict[str, Any], np.ndarray]:
@@ -208,7 +202,7 @@ def key_unique(
         duplicate_rows = int(np.isin(hashes, suspects).sum()) if suspects.size else 0
     nonnull = len(hashes)
     result = {
-        **_named(check),
+        **named(check),
         "success": duplicate_rows == 0,
         "unexpected_count": duplicate_rows,
         "unexpected_percent": 100 * duplicate_rows / nonnull if nonnull else None,

@@ -147,7 +147,7 @@ def run_checks(df: pd.DataFrame, checks: Sequence[Check]) -> list[dict[str, Any]
         i = r.expectation_config.meta["index"]
         observed = r.result.get("observed_value")
         results[i] = {
-            **_describe(checks[i]),
+            **named(checks[i]),
             "success": bool(r.success),
             "unexpected_count": r.result.get("unexpected_count"),
             "unexpected_percent": r.result.get("unexpected_percent"),
@@ -163,7 +163,7 @@ def run_checks(df: pd.DataFrame, checks: Sequence[Check]) -> list[dict[str, Any]
     return results  # type: ignore[return-value]
 
 
-def _describe(check: Check) -> dict[str, Any]:
+def named(check: Check) -> dict[str, Any]:
     """The fields of a result that name the check."""
     kwargs = check.args
     return {
