@@ -12,7 +12,7 @@ how many rows; warnings are recorded.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,8 +23,15 @@ import pyarrow.parquet as pq
 from stages.clean import EMAIL_RE
 from stages.lib.errors import GateFailure, run_stage
 from stages.lib.gx import TYPE_NAMES, Check, build_docs, describe_failure, named, run_checks
-from stages.lib.io import AtomicDir, iter_partitions, partition_files, write_json_atomic
+from stages.lib.io import (
+    AtomicDir,
+    file_hash,
+    partition_files,
+    partition_names,
+    write_json_atomic,
+)
 from stages.lib.params import load_params, section
+from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
 from stages.lib.schema import RECORD_ID, Schema, load_schema
 from stages.lib.summary import StageSummary
 
@@ -154,6 +161,13 @@ def validate_partition(df: pd.DataFrame, checks: Sequence[Check], label: str) ->
         key_hashes=key_hashes(df[RECORD_ID]),
         label_counts={str(k): int(v) for k, v in counts.items()},
     )
+
+
+def validate_file(path: Path, checks: Sequence[Check], label: str, out_dir: Path) -> dict[str, Any]:
+    """Task: validate one partition file; its key hashes go to out_dir/keys.npy."""
+    part = validate_partition(pq.read_table(path).to_pandas(), checks, label)
+    np.save(out_dir / "keys.npy", part.key_hashes)
+    return {"rows": part.rows, "checks": list(part.checks), "label_counts": part.label_counts}
 
 
 def combine(check: Check, partials: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -287,9 +301,25 @@ def main() -> None:
     checks = build_checks(schema, cfg)
     if not partition_files(CLEAN_DIR):
         raise FileNotFoundError(f"{CLEAN_DIR}: dataset has no Parquet partitions")
+    code = code_digest(__file__)
+    tasks = [
+        PartitionTask(
+            name,
+            digest(file_hash(file), [asdict(c) for c in checks], schema.label, code),
+            validate_file,
+            (file, checks, schema.label),
+        )
+        for name, file in partition_names(CLEAN_DIR)
+    ]
+    cache = CacheDir("validate")
     parts = [
-        validate_partition(table.to_pandas(), checks, schema.label)
-        for _, table in iter_partitions(CLEAN_DIR)
+        PartitionResult(
+            rows=done.result["rows"],
+            checks=tuple(done.result["checks"]),
+            key_hashes=np.load(done.file("keys.npy")),
+            label_counts=done.result["label_counts"],
+        )
+        for done in run_tasks("validate", tasks, cache)
     ]
     verdict = aggregate(parts, checks, cfg, schema)
     if verdict.suspect_hashes.size:
@@ -324,6 +354,7 @@ def main() -> None:
             out.tmp / "results.json",
             {"rows": rows, "partitions": verdict.partitions, "results": results},
         )
+    cache.keep_only(t.key for t in tasks)
     failed = [r for r in results if not r["success"]]
     critical = [r for r in failed if r["severity"] == "critical"]
     warnings = [r for r in failed if r["severity"] == "warning"]
