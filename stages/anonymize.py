@@ -15,7 +15,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,15 @@ from stages.lib.features import Policy, column_policies
 from stages.lib.io import AtomicDir, iter_partitions, write_json_atomic
 from stages.lib.params import load_params, section
 from stages.lib.schema import LINEAGE_COLUMNS, RECORD_ID, Schema, load_schema
-from stages.lib.scrub import PII_ENTITY, known_name_set, scrub_column, scrub_known_names
+from stages.lib.scrub import (
+    PII_ENTITY,
+    HashedSet,
+    as_string_array,
+    hash_strings,
+    known_name_set,
+    scrub_column,
+    scrub_known_names,
+)
 from stages.lib.summary import StageSummary
 
 INPUT = Path("data/clean")
@@ -137,13 +145,8 @@ def apply_policies(
     return pd.DataFrame(out, index=df.index), counts
 
 
-def known_names(index: IdentifierIndex) -> set[str]:
-    """The person names of an identifier index, as scrub_known_names wants them."""
-    return known_name_set(v for v, entity in index.values.items() if entity == PII_ENTITY["name"])
-
-
 def anonymize_frame(
-    df: pd.DataFrame, schema: Schema, policies: dict[str, Policy], key: bytes, names: set[str]
+    df: pd.DataFrame, schema: Schema, policies: dict[str, Policy], key: bytes, names: HashedSet
 ) -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
     """One clean frame as the stage releases it (before k-suppression): policies applied, then
     the dataset's known person `names` scrubbed from its text columns; returns entity counts."""
@@ -286,63 +289,183 @@ def _norm(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
-_CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]{2,}")
-_TOKEN = re.compile(r"[^\s,;:!?()\[\]<>\"'，。；：！？、]+")
+_ASCII_SPACE = r"[\t\n\x0b\x0c\r\x1c-\x1f ]+"  # what str.split() splits ASCII text on
+
+
+def norm_array(values: Any) -> pa.Array:
+    """`_norm` of every value, vectorised: Arrow for ASCII text (NFKC is the identity there and
+    casefold is lower), Python only for the others. Nulls become ''."""
+    arr = pc.fill_null(as_string_array(values), "")
+    nfkc = pc.utf8_normalize(arr, "NFKC")
+    out = pc.ascii_lower(pc.utf8_trim(pc.replace_substring_regex(nfkc, _ASCII_SPACE, " "), " "))
+    other = np.flatnonzero(~pc.string_is_ascii(nfkc).to_numpy(zero_copy_only=False))
+    if other.size:
+        mask = np.zeros(len(arr), dtype=bool)
+        mask[other] = True
+        fixed = pa.array([_norm(t) for t in arr.take(pa.array(other)).to_pylist()], out.type)
+        out = pc.replace_with_mask(out, pa.array(mask), fixed)
+    return out
+
+
+_CJK = "\u3400-\u9fff\uf900-\ufaff"
+_CJK_RUN = re.compile(f"[{_CJK}]{{2,}}")
+_TOKEN_SEP = "\"',;:!?()\\[\\]<>，。；：！？、"
+_TOKEN = re.compile(rf"[^\s{_TOKEN_SEP}]+")
 _DIGIT_RUN = re.compile(r"\+?\(?\d[\d\s().-]{5,}\d")
+# RE2 (Arrow) forms. Normalised text has no whitespace but ' '. Python's \s is str.isspace():
+# the ASCII ones, NEL and Unicode's Z categories; \d is Nd.
+_RE2_TOKEN_SPLIT = f"[ {_TOKEN_SEP}]+"
+_RE2_TOKEN = f"[^ {_TOKEN_SEP}]+"
+_RE2_NOT_CJK = f"[^{_CJK}]+"
+_RE2_NOT_DIGIT_RUN = r"[^\p{Nd}\t\n\x0b\x0c\r\x1c-\x1f\x85\p{Z}().\-]+"
+
+# Entity codes of the hashed index (int8).
+ENTITIES = tuple(dict.fromkeys([*PII_ENTITY.values(), "IDENTIFIER"]))
+_CODE = {e: i for i, e in enumerate(ENTITIES)}
 
 
-@dataclass
+def _strings(arr: pa.Array) -> np.ndarray:
+    return arr.to_numpy(zero_copy_only=False).astype(object)
+
+
+@dataclass(frozen=True)
 class IdentifierIndex:
-    """Values of the clean data's dropped or pseudonymized identifier columns, normalised."""
+    """Values of the clean data's dropped or pseudonymized identifier columns, normalised, as
+    64-bit hashes (see HashedSet: memory ~9 bytes a value, whatever the dataset size)."""
 
-    values: dict[str, str]  # normalised value -> entity type
-    phones: dict[str, str]  # last 9 digits -> entity type
+    values: HashedSet  # normalised value -> entity code
+    phones: HashedSet  # last 9 digits of phone numbers -> entity code
+    names: HashedSet  # known full person names (folded), the deny-list of scrub_known_names
     max_tokens: int = 1
-    _arrays: dict = field(default_factory=dict)  # lookup arrays, built once per table
 
     @classmethod
     def empty(cls) -> IdentifierIndex:
         """An index with nothing in it."""
-        return cls({}, {})
+        return cls(HashedSet.empty(), HashedSet.empty(), HashedSet.empty())
 
-    def match(self, candidates: pd.Series, phones: bool = False) -> pd.Series:
-        """The entity of each candidate that is a known value (phone suffix), non-matches dropped.
-
-        One Arrow hash lookup per call: pandas' isin against a large dict is far slower.
-        """
-        table = self.phones if phones else self.values
-        if candidates.empty or not table:
-            return pd.Series(dtype=object)
-        cached = self._arrays.get(phones)
-        if cached is None or len(cached[1]) != len(table):
-            cached = (
-                pa.array(list(table), pa.string()),
-                np.array(list(table.values()), dtype=object),
-            )
-            self._arrays[phones] = cached
-        keys_, entities = cached
-        pos = pc.index_in(
-            pa.array(candidates.astype(str).to_numpy(dtype=object), pa.string()), value_set=keys_
+    @classmethod
+    def merge(cls, parts: Iterable[IdentifierIndex]) -> IdentifierIndex:
+        """One index of several partitions' indexes."""
+        parts = list(parts)
+        if not parts:
+            return cls.empty()
+        return cls(
+            HashedSet.merge(p.values for p in parts),
+            HashedSet.merge(p.phones for p in parts),
+            HashedSet.merge(p.names for p in parts),
+            max(p.max_tokens for p in parts),
         )
-        pos = pos.to_numpy(zero_copy_only=False)
-        found = ~pd.isna(pos)
-        return pd.Series(entities[pos[found].astype(np.int64)], index=candidates.index[found])
 
-    def add(self, values: Iterable[Any], entity: str, is_phone: bool) -> None:
-        """Add one column's values."""
-        for v in values:
-            if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
-                continue
-            text = _norm(str(v))
-            if is_phone:
-                digits = re.sub(r"\D", "", text)
-                if len(digits) >= 7:
-                    self.phones[digits[-9:]] = entity
-                continue
-            cjk = bool(_CJK_RUN.search(text))
-            if len(text) >= (2 if cjk else 4):
-                self.values[text] = entity
-                self.max_tokens = max(self.max_tokens, len(_TOKEN.findall(text)))
+    def match(self, candidates: Any, phones: bool = False) -> np.ndarray:
+        """The entity code of each candidate string (-1: not a known value / phone suffix)."""
+        return (self.phones if phones else self.values).lookup(candidates)
+
+
+def index_part(df: pd.DataFrame, schema: Schema, policies: dict[str, Policy]) -> IdentifierIndex:
+    """The identifier index of one clean frame (vectorised; see IdentifierIndex)."""
+    hashes, codes, phone_hashes, name_values = [], [], [], []
+    max_tokens = 1
+    for name in leak_columns(schema, policies):
+        if name not in df.columns:
+            continue
+        col = schema.columns[name]
+        entity = PII_ENTITY.get(col.pii or "", "IDENTIFIER")
+        arr = as_string_array(df[name])
+        arr = arr.filter(pc.is_valid(arr))
+        if col.pii == "phone":
+            digits = pc.replace_substring_regex(pc.utf8_normalize(arr, "NFKC"), r"[^\p{Nd}]", "")
+            digits = digits.filter(pc.greater_equal(pc.utf8_length(digits), 7))
+            suffix = _strings(pc.utf8_slice_codeunits(digits, -9))
+            phone_hashes.append(HashedSet.from_hashes(_hash(suffix), _codes(entity, suffix)))
+            continue
+        norm = norm_array(arr)
+        cjk = pc.fill_null(pc.match_substring_regex(norm, f"[{_CJK}]{{2,}}"), False)
+        min_len = pc.if_else(cjk, 2, 4)
+        norm = norm.filter(pc.greater_equal(pc.utf8_length(norm), min_len))
+        if not len(norm):
+            continue
+        max_tokens = max(max_tokens, pc.max(pc.count_substring_regex(norm, _RE2_TOKEN)).as_py())
+        values = _strings(norm)
+        hashes.append(_hash(values))
+        codes.append(_codes(entity, values))
+        if entity == PII_ENTITY["name"]:
+            name_values.append(values)
+    values_set = (
+        HashedSet.from_hashes(np.concatenate(hashes), np.concatenate(codes))
+        if hashes
+        else HashedSet.empty()
+    )
+    names = known_name_set(np.concatenate(name_values)) if name_values else HashedSet.empty()
+    return IdentifierIndex(values_set, HashedSet.merge(phone_hashes), names, max_tokens)
+
+
+def _hash(values: np.ndarray) -> np.ndarray:
+    return hash_strings(values)
+
+
+def _codes(entity: str, values: np.ndarray) -> np.ndarray:
+    return np.full(len(values), _CODE[entity], dtype=np.int8)
+
+
+def _assign(ent: np.ndarray, rows: np.ndarray, codes: np.ndarray) -> None:
+    """Give each row without an entity yet its first hit (in the given order)."""
+    hit = codes >= 0
+    if not hit.any():
+        return
+    rows, codes = rows[hit], codes[hit]
+    uniq, first = np.unique(rows, return_index=True)
+    todo = ent[uniq] < 0
+    ent[uniq[todo]] = codes[first[todo]]
+
+
+def _flat(lists: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    return pc.list_flatten(lists), pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+
+
+def leak_entities(texts: pa.Array, index: IdentifierIndex, whole_cell_only: bool) -> np.ndarray:
+    """Entity code of the first known identifier found in each text (-1: none): the whole cell,
+    then token n-grams (up to index.max_tokens), Chinese 2-4 character substrings, and phone
+    digit runs (by their last 9 digits)."""
+    raw = pc.fill_null(as_string_array(texts), "")
+    norm = norm_array(raw)
+    ent = index.match(_strings(norm))
+    if whole_cell_only:
+        return ent
+    if len(index.values):
+        tok, rows = _flat(pc.split_pattern_regex(norm, _RE2_TOKEN_SPLIT))
+        keep = pc.greater(pc.utf8_length(tok), 0)
+        tok, rows = tok.filter(keep), rows[keep.to_numpy(zero_copy_only=False)]
+        gram, total = tok, len(tok)
+        sep = pa.scalar(" ", tok.type)
+        for n in range(1, index.max_tokens + 1):
+            if total < n:
+                break
+            if n > 1:
+                # n consecutive tokens of one row, joined by one space
+                gram = pc.binary_join_element_wise(gram.slice(0, total - n + 1),
+                                                   tok.slice(n - 1), sep)  # fmt: skip
+            same = rows[: total - n + 1] == rows[n - 1 :]
+            _assign(ent, rows[: total - n + 1][same], index.match(_strings(gram.filter(same))))
+        other = np.flatnonzero(~pc.string_is_ascii(norm).to_numpy(zero_copy_only=False))
+        if other.size:
+            runs, parent = _flat(pc.split_pattern_regex(norm.take(pa.array(other)), _RE2_NOT_CJK))
+            lens = pc.utf8_length(runs).to_numpy(zero_copy_only=False)
+            for n in (2, 3, 4):
+                for i in range(max(int(lens.max(initial=0)) - n + 1, 0)):
+                    sel = np.flatnonzero(lens >= i + n)
+                    subs = pc.utf8_slice_codeunits(runs.take(pa.array(sel)), i, i + n)
+                    _assign(ent, other[parent[sel]], index.match(_strings(subs)))
+    if len(index.phones):
+        # `_DIGIT_RUN`'s matches: a run of digits, spaces and ().- from its first to last digit,
+        # 7 characters or more (a '+' can only start one, so it splits runs).
+        seg, parent = _flat(pc.split_pattern_regex(raw, _RE2_NOT_DIGIT_RUN))
+        seg = pc.replace_substring_regex(seg, r"^[^\p{Nd}]+|[^\p{Nd}]+$", "")
+        long = pc.greater_equal(pc.utf8_length(seg), 7)
+        seg, parent = seg.filter(long), parent[long.to_numpy(zero_copy_only=False)]
+        digits = pc.replace_substring_regex(seg, r"[^\p{Nd}]", "")
+        suffix = pc.utf8_slice_codeunits(digits, -9)
+        _assign(ent, parent, index.match(_strings(suffix), phones=True))
+    return ent
 
 
 def scan_identifier_leaks(
@@ -352,82 +475,59 @@ def scan_identifier_leaks(
     n-gram, Chinese substring or phone digits).
 
     Columns in `whole_cell_only` hold HMAC pseudonyms: random hex, whose digit runs would match
-    phone numbers by chance, so only a whole cell equal to a known value counts there.
+    phone numbers by chance, so only a whole cell equal to a known value counts there. Each
+    distinct value is examined once (categorical columns have few).
     """
     findings = []
+    record_ids = df[RECORD_ID].astype(str).to_numpy()
     for col in columns:
-        s = df[col].astype("string").fillna("")
-        norm = pd.Series([_norm(t) for t in s], index=df.index)
-        hits: dict[Any, str] = {}
-
-        def record(rows: pd.Series, col: str = col, hits: dict = hits) -> None:
-            for row, entity in rows.items():
-                hits.setdefault(row, entity)
-
-        record(index.match(norm))
-        if col in whole_cell_only:
-            findings += [
-                {"record_id": str(df.at[row, RECORD_ID]), "column": col, "entity": entity,
-                 "check": "identifier_value"}
-                for row, entity in hits.items()
-            ]  # fmt: skip
+        enc = pc.dictionary_encode(pc.fill_null(as_string_array(df[col]), ""))
+        ent = leak_entities(enc.dictionary, index, col in whole_cell_only)
+        if not (ent >= 0).any():
             continue
-        tokens = norm.str.findall(_TOKEN).explode().dropna()
-        if not tokens.empty:
-            pos = tokens.groupby(level=0).cumcount().to_numpy()
-            tok = tokens.to_numpy(dtype=object)
-            rows = tokens.index.to_numpy()
-            for n in range(1, index.max_tokens + 1):
-                if n > 1:
-                    ok = np.r_[(rows[n - 1 :] == rows[: len(rows) - n + 1]), [False] * (n - 1)]
-                    grams = tok[: len(tok) - n + 1].copy()
-                    for j in range(1, n):
-                        grams = grams + " " + tok[j : len(tok) - n + 1 + j]
-                    grams = np.r_[grams, [""] * (n - 1)]
-                    cand = pd.Series(grams, index=rows)[ok & (pos >= 0)]
-                else:
-                    cand = pd.Series(tok, index=rows)
-                record(index.match(cand))
-        cjk = norm.str.findall(_CJK_RUN).explode().dropna()
-        if not cjk.empty and index.values:
-            subs = [
-                (row, run[i : i + n])
-                for row, run in cjk.items()
-                for n in (2, 3, 4)
-                for i in range(len(run) - n + 1)
-            ]
-            cand = pd.Series([t for _, t in subs], index=[r for r, _ in subs], dtype=object)
-            record(index.match(cand))
-        runs = s.str.findall(_DIGIT_RUN).explode().dropna()
-        if not runs.empty and index.phones:
-            suffix = runs.str.replace(r"\D", "", regex=True).str[-9:]
-            record(index.match(suffix, phones=True))
-        for row, entity in hits.items():
+        row_ent = ent[enc.indices.to_numpy(zero_copy_only=False)]
+        for row in np.flatnonzero(row_ent >= 0):
             findings.append(
-                {"record_id": str(df.at[row, RECORD_ID]), "column": col, "entity": entity,
+                {"record_id": record_ids[row], "column": col, "entity": ENTITIES[row_ent[row]],
                  "check": "identifier_value"}
             )  # fmt: skip
     return findings
 
 
+def _distinct(df: pd.DataFrame, col: str) -> tuple[pa.Array, np.ndarray]:
+    """A column's distinct values (nulls dropped) and, per row, its value's position (-1: null)."""
+    enc = pc.dictionary_encode(as_string_array(df[col]))
+    idx = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False)
+    return enc.dictionary, idx
+
+
 def scan_checksummed(df: pd.DataFrame, columns: list[str]) -> list[dict[str, str]]:
     """Rows holding a card number, IBAN or resident ID that passes its checksum."""
     findings = []
+    record_ids = df[RECORD_ID].astype(str).to_numpy()
     for col in columns:
-        s = df[col].astype("string")
+        values, idx = _distinct(df, col)
+        s = pd.Series(values.to_pylist(), dtype=object)  # each distinct value once
         for entity, rx in CHECKSUM_CANDIDATES.items():
             cands = s.str.findall(rx).explode().dropna()
-            bad = {row for row, c in cands.items() if _checksum_ok(entity, c)}
+            bad = np.array(sorted({u for u, c in cands.items() if _checksum_ok(entity, c)}))
+            if not bad.size:
+                continue
+            rows = np.flatnonzero(np.isin(idx, bad))
             findings += [
-                {"record_id": str(df.at[row, RECORD_ID]), "column": col, "entity": entity,
-                 "check": "checksum"}
-                for row in sorted(bad, key=str)
-            ]  # fmt: skip
+                {"record_id": record_ids[r], "column": col, "entity": entity, "check": "checksum"}
+                for r in sorted(rows, key=lambda r: record_ids[r])
+            ]
     return findings
 
 
 class GxRegexScan:
-    """Great Expectations: expect_column_values_to_not_match_regex per text column and entity."""
+    """Great Expectations: expect_column_values_to_not_match_regex per text column and entity.
+
+    GX validates a frame of each column's distinct values (a categorical column has a handful),
+    first asking only pass/fail; only when an expectation fails is it run again for the failing
+    values' positions (COMPLETE), which are mapped back to the rows (record_ids) holding them.
+    """
 
     def __init__(self, columns: list[str]):
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -458,28 +558,52 @@ class GxRegexScan:
         """Findings (record_id, column, entity), never the matched value."""
         if df.empty or not self.columns:
             return []
-        frame = df[[RECORD_ID, *self.columns]].copy()
-        for col in self.columns:
-            frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
+        distinct = {c: _distinct(df, c) for c in self.columns}
+        size = max(len(v) for v, _ in distinct.values())
+        frame = pd.DataFrame({_POS: np.arange(size)})
+        for col, (values, _) in distinct.items():
+            padded = np.full(size, None, dtype=object)
+            padded[: len(values)] = values.to_numpy(zero_copy_only=False)
+            frame[col] = padded
         result = self.validation.run(
-            batch_parameters={"dataframe": frame.reset_index(drop=True)},
+            batch_parameters={"dataframe": frame}, result_format={"result_format": "BOOLEAN_ONLY"}
+        )
+        if result.success:
+            return []
+        result = self.validation.run(
+            batch_parameters={"dataframe": frame},
             result_format={
                 "result_format": "COMPLETE",
-                "unexpected_index_column_names": [RECORD_ID],
+                "unexpected_index_column_names": [_POS],
                 "return_unexpected_index_query": False,
             },
         )
         findings = []
+        record_ids = df[RECORD_ID].astype(str).to_numpy()
         for r in result.results:
             if r.success:
                 continue
             cfg = r.expectation_config
-            for item in r.result.get("unexpected_index_list") or []:
+            col = cfg.kwargs["column"]
+            bad = [int(item[_POS]) for item in r.result.get("unexpected_index_list") or []]
+            for row in np.flatnonzero(np.isin(distinct[col][1], bad)):
                 findings.append(
-                    {"record_id": str(item[RECORD_ID]), "column": cfg.kwargs["column"],
-                     "entity": cfg.meta["entity"], "check": "gx_regex"}
+                    {"record_id": record_ids[row], "column": col, "entity": cfg.meta["entity"],
+                     "check": "gx_regex"}
                 )  # fmt: skip
         return findings
+
+
+_POS = "_value_position"
+_GX_SCANS: dict[tuple[str, ...], GxRegexScan] = {}
+
+
+def gx_scan(columns: list[str]) -> GxRegexScan:
+    """One GX context and suite per process and column list (building one costs seconds)."""
+    key = tuple(columns)
+    if key not in _GX_SCANS:
+        _GX_SCANS[key] = GxRegexScan(columns)
+    return _GX_SCANS[key]
 
 
 def leak_columns(schema: Schema, policies: dict[str, Policy]) -> list[str]:
@@ -493,20 +617,53 @@ def leak_columns(schema: Schema, policies: dict[str, Policy]) -> list[str]:
 
 def build_index(df: pd.DataFrame, schema: Schema, policies: dict[str, Policy]) -> IdentifierIndex:
     """The identifier index of one clean frame."""
-    index = IdentifierIndex.empty()
-    extend_index(index, df, schema, policies)
-    return index
+    return index_part(df, schema, policies)
 
 
-def extend_index(
-    index: IdentifierIndex, df: pd.DataFrame, schema: Schema, policies: dict[str, Policy]
-) -> None:
-    """Add a clean frame's dropped/pseudonymized identifier values to the index."""
-    for name in leak_columns(schema, policies):
-        if name in df.columns:
-            col = schema.columns[name]
-            entity = PII_ENTITY.get(col.pii or "", "IDENTIFIER")
-            index.add(df[name].tolist(), entity, col.pii == "phone")
+def profile_partition(
+    df: pd.DataFrame, schema: Schema, policies: dict[str, Policy]
+) -> tuple[pd.DataFrame, IdentifierIndex]:
+    """Pass 1 over one clean partition: its released quasi-identifiers and identifier index."""
+    return quasi_frame(df, schema, policies), index_part(df, schema, policies)
+
+
+@dataclass(frozen=True)
+class PartitionResult:
+    """What pass 2 makes of one partition."""
+
+    kept: pd.DataFrame  # released rows
+    dropped: pd.DataFrame  # k-suppressed rows, with REASON
+    counts: dict[str, dict[str, int]]  # scrubbed entities per text column
+    findings: list[dict[str, str]]  # the independent scan's findings (empty: passed)
+
+
+def anonymize_partition(
+    df: pd.DataFrame,
+    schema: Schema,
+    policies: dict[str, Policy],
+    key: bytes,
+    index: IdentifierIndex,
+    sizes: pd.Series,
+    k: int | None,
+) -> PartitionResult:
+    """Pass 2 over one clean partition: anonymize, suppress classes smaller than k (`sizes`:
+    class size by record_id over the whole dataset) and scan the released rows."""
+    anon, found = anonymize_frame(df, schema, policies, key, index.names)
+    row_sizes = sizes.reindex(anon[RECORD_ID].to_numpy()).to_numpy()
+    small = row_sizes < k if k else np.zeros(len(anon), dtype=bool)
+    kept, dropped = anon[~small], anon[small].copy()
+    dropped[REASON] = [
+        f"k_anonymity: equivalence class of {int(n)} < k={k}" for n in row_sizes[small]
+    ]
+    # The scan: GX regexes on text columns, checksums and identifier values everywhere.
+    # Every string column is scanned; pseudonymized ones (HMAC hex) only for known values.
+    scan_cols = string_columns(anon)
+    pattern_cols = [c for c in scan_cols if policies[c].action != "pseudonymize"]
+    pseudonymized = {c for c in scan_cols if policies[c].action == "pseudonymize"}
+    findings = gx_scan(pattern_cols).run(anon)
+    findings += scan_checksummed(anon, pattern_cols)
+    findings += scan_identifier_leaks(anon, scan_cols, index, pseudonymized)
+    return PartitionResult(kept, dropped, found, findings)
 
 
 def string_columns(df: pd.DataFrame) -> list[str]:
@@ -542,16 +699,17 @@ def run(
     summary = StageSummary("anonymize")
     policies = column_policies(schema, dict(config.policies))
     # Pass 1: released quasi-identifiers (for k over the whole dataset) and identifier values.
-    quasi_parts, index = [], IdentifierIndex.empty()
+    quasi_parts, index_parts = [], []
     for _, table in iter_partitions(input_dir):
-        df = _to_pandas(table)
-        quasi_parts.append(quasi_frame(df, schema, policies))
-        extend_index(index, df, schema, policies)
+        q, part = profile_partition(_to_pandas(table), schema, policies)
+        quasi_parts.append(q)
+        index_parts.append(part)
+    index = IdentifierIndex.merge(index_parts)
+    del index_parts
     quasi = pd.concat(quasi_parts, ignore_index=True) if quasi_parts else pd.DataFrame()
-    names = known_names(index)
+    del quasi_parts
     sizes = class_sizes(quasi) if len(quasi) else pd.Series(dtype="int64")
     before = risk_report(sizes)
-    gx_scan = None
     findings: list[dict[str, str]] = []
     counts: dict[str, Counter] = {}
     kept_sizes = []
@@ -560,31 +718,15 @@ def run(
         for name, table in iter_partitions(input_dir):
             df = _to_pandas(table)
             summary.rows_in += len(df)
-            anon, found = anonymize_frame(df, schema, policies, key, names)
-            for col, c in found.items():
+            res = anonymize_partition(df, schema, policies, key, index, sizes, config.k)
+            for col, c in res.counts.items():
                 counts.setdefault(col, Counter()).update(c)
-            row_sizes = sizes.reindex(anon[RECORD_ID].to_numpy()).to_numpy()
-            small = row_sizes < config.k if config.k else np.zeros(len(anon), dtype=bool)
-            kept, dropped = anon[~small], anon[small].copy()
-            dropped[REASON] = [
-                f"k_anonymity: equivalence class of {int(n)} < k={config.k}"
-                for n in row_sizes[small]
-            ]
-            kept_sizes.append(kept[RECORD_ID])
-            # The scan: GX regexes on text columns, checksums and identifier values everywhere.
-            # Every string column is scanned; pseudonymized ones (HMAC hex) only for known values.
-            scan_cols = string_columns(anon)
-            pattern_cols = [c for c in scan_cols if policies[c].action != "pseudonymize"]
-            if gx_scan is None:
-                gx_scan = GxRegexScan(pattern_cols)
-            findings += gx_scan.run(anon)
-            findings += scan_checksummed(anon, pattern_cols)
-            pseudonymized = {c for c in scan_cols if policies[c].action == "pseudonymize"}
-            findings += scan_identifier_leaks(anon, scan_cols, index, pseudonymized)
-            out.write_table(name, _to_arrow(kept))
-            quarantine.write_table(name, _to_arrow(dropped))
-            summary.rows_out += len(kept)
-            summary.quarantined["k_anonymity"] += len(dropped)
+            kept_sizes.append(res.kept[RECORD_ID])
+            findings += res.findings
+            out.write_table(name, _to_arrow(res.kept))
+            quarantine.write_table(name, _to_arrow(res.dropped))
+            summary.rows_out += len(res.kept)
+            summary.quarantined["k_anonymity"] += len(res.dropped)
         scan = {
             "passed": not findings,
             "findings": len(findings),

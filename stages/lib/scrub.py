@@ -19,13 +19,12 @@ are matched like their ASCII forms. Matches become typed placeholders such as `<
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import operator
 import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -399,6 +398,119 @@ def _needle_regex(entity: str, needle: str, is_digits: bool) -> str:
     return rf"(?<!\w){escaped}(?!\w)"
 
 
+def _row_regex(items: list[tuple[str, str, bool]]) -> re.Pattern[str]:
+    """One alternation of a row's identifiers (the reference semantics of `_row_matches`)."""
+    return re.compile(
+        "|".join(f"(?P<g{j}>{_needle_regex(e, nd, dg)})" for j, (e, nd, dg) in enumerate(items)),
+        re.IGNORECASE,
+    )
+
+
+def _casefix_map() -> dict[int, str]:
+    # re.IGNORECASE also equates a few lower-case letters with each other (i and dotless i, s and
+    # long s, Greek sigma forms, ...); fold each such class to one member so a plain string
+    # comparison agrees with the regex.
+    try:
+        from re._casefix import _EXTRA_CASES  # CPython >= 3.11
+    except ImportError:  # pragma: no cover
+        return {}
+    rep: dict[int, int] = {}
+    for k, others in _EXTRA_CASES.items():
+        group = [k, *others]
+        low = min(rep.get(c, c) for c in group)
+        for c in group:
+            rep[c] = min(rep.get(c, c), low)
+    return {k: chr(v) for k, v in rep.items() if k != v}
+
+
+_CASEFIX = _casefix_map()
+_PHONE_START = re.compile(r"(?<!\d)[+(\d]")
+_CJK_RX = re.compile(_CJK)
+
+
+def _is_word(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"  # what `re`'s \w matches
+
+
+def _is_phone_sep(ch: str) -> bool:
+    return ch.isspace() or ch in "().-"  # _PHONE_SEP
+
+
+def _phone_core(text: str, q: int, needle: str) -> int:
+    n = len(text)
+    for j, d in enumerate(needle):
+        if j:
+            while q < n and _is_phone_sep(text[q]):
+                q += 1
+        if q >= n or text[q] != d:
+            return -1
+        q += 1
+    return -1 if q < n and text[q].isdecimal() else q
+
+
+def _phone_match(text: str, p: int, needle: str) -> int:
+    """End of `_needle_regex(.., needle, True)` matched at p, else -1 (same lazy prefix)."""
+    n = len(text)
+    q = p
+    for k in range(6):
+        end = _phone_core(text, q, needle)
+        if end >= 0:
+            return end
+        if k == 5:
+            break
+        while q < n and text[q] in "+(":
+            q += 1
+        if q >= n or not text[q].isdecimal():
+            return -1
+        q += 1
+        while q < n and _is_phone_sep(text[q]):
+            q += 1
+    return -1
+
+
+def _row_matches(
+    text: str, items: list[tuple[str, str, bool]]
+) -> list[tuple[int, int, str]] | None:
+    """Spans (start, end, entity) that `_row_regex(items).sub` would replace, without compiling a
+    regex per row (compiling one per matched row cost ~1 ms each). None: the text's case folding
+    changes its length, which plain string comparison cannot follow; use the regex."""
+    folded = text.lower().translate(_CASEFIX)
+    if len(folded) != len(text):
+        return None
+    cands: list[tuple[int, int, int]] = []  # (start, alternative, end)
+    starts: list[int] | None = None
+    for order, (_, needle, is_digits) in enumerate(items):
+        if is_digits:
+            if starts is None:
+                starts = [m.start() for m in _PHONE_START.finditer(text)]
+            for p in starts:
+                end = _phone_match(text, p, needle)
+                if end >= 0:
+                    cands.append((p, order, end))
+            continue
+        lit = needle.lower().translate(_CASEFIX)
+        if len(lit) != len(needle):
+            return None
+        bounded = not _CJK_RX.search(needle)
+        size, n = len(lit), len(text)
+        at = folded.find(lit)
+        while at >= 0:
+            end = at + size
+            if not bounded or (
+                (at == 0 or not _is_word(text[at - 1])) and (end == n or not _is_word(text[end]))
+            ):
+                cands.append((at, order, end))
+            at = folded.find(lit, at + 1)
+    # The regex scan: leftmost position first, and there the first alternative that matches.
+    cands.sort()
+    spans, pos = [], 0
+    for start, order, end in cands:
+        if start >= pos:
+            spans.append((start, end, items[order][0]))
+            pos = end
+    return spans
+
+
 def scrub_record_identifiers(
     texts: Any,
     identifiers: Mapping[str, Iterable[tuple[str, Any]]],
@@ -417,31 +529,29 @@ def scrub_record_identifiers(
     found = np.flatnonzero(np.strings.find(hay, needles.needle) >= 0)
     if not found.size:
         return arr, counts
-    by_row: dict[int, list[tuple[str, str, bool]]] = {}
+    by_row: dict[int, dict[tuple[str, str, bool], None]] = {}
     for i in found:
-        by_row.setdefault(int(needles.rows[i]), []).append(
+        by_row.setdefault(int(needles.rows[i]), {})[
             (needles.entity[i], str(needles.needle[i]), bool(needles.digits[i]))
-        )
+        ] = None
     rows = np.array(sorted(by_row), dtype=np.int64)
     old = arr.take(pa.array(rows)).to_pylist()
     new = []
     for row, text in zip(rows, old, strict=True):
-        # One alternation per row, longest needle first so a full name wins over its parts.
-        items = sorted(set(by_row[int(row)]), key=lambda t: -len(t[1]))
-        groups = {f"g{j}": ent for j, (ent, _, _) in enumerate(items)}
-        rx = re.compile(
-            "|".join(
-                f"(?P<g{j}>{_needle_regex(e, nd, dg)})" for j, (e, nd, dg) in enumerate(items)
-            ),
-            re.IGNORECASE,
-        )
-
-        def repl(m: re.Match[str], groups=groups) -> str:
-            entity = groups[m.lastgroup]
+        # Longest needle first, so a full name wins over its parts.
+        items = sorted(by_row[int(row)], key=lambda t: -len(t[1]))
+        spans = _row_matches(text, items)
+        if spans is None:  # rare: fall back to the regex itself
+            groups = {f"g{j}": ent for j, (ent, _, _) in enumerate(items)}
+            spans = [
+                (m.start(), m.end(), groups[m.lastgroup]) for m in _row_regex(items).finditer(text)
+            ]
+        pieces, last = [], 0
+        for start, end, entity in spans:
+            pieces += [text[last:start], placeholder(entity)]
             counts[entity] += 1
-            return placeholder(entity)
-
-        new.append(rx.sub(repl, text))
+            last = end
+        new.append("".join(pieces) + text[last:])
     return _replace_rows(arr, rows, new), counts
 
 
@@ -466,16 +576,95 @@ def scrub_texts(texts: Iterable[str | None]) -> list[str | None]:
     return arr.to_pylist()
 
 
+# ---------------------------------------------------------------------------------------------
+# Hashed string sets: a dataset's identifier values (millions at 10M rows) kept as sorted 64-bit
+# hashes instead of a Python set/dict of strings (~9 bytes per value instead of ~100).
+
+
+def hash_strings(values: Any) -> np.ndarray:
+    """64-bit hashes (pandas' SipHash, in C) of strings; equal strings, equal hashes."""
+    obj = np.asarray(values, dtype=object)
+    if not len(obj):
+        return np.empty(0, dtype=np.uint64)
+    return pd.util.hash_array(obj, categorize=False)
+
+
+def _strings(arr: pa.Array) -> np.ndarray:
+    return arr.to_numpy(zero_copy_only=False).astype(object)
+
+
+@dataclass(frozen=True)
+class HashedSet:
+    """A set of strings as sorted unique 64-bit hashes, each with a small int code.
+
+    Membership is by hash: two different strings share a hash with probability about
+    n^2 / 2^65 (~1e-6 for 10M values per partition's candidates), and a collision only makes a
+    non-identifier count as one (scrubbed or flagged): never a leak.
+    """
+
+    hashes: np.ndarray  # uint64, sorted, unique
+    codes: np.ndarray  # int8, same length
+
+    @classmethod
+    def empty(cls) -> HashedSet:
+        """No values."""
+        return cls(np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int8))
+
+    @classmethod
+    def from_hashes(cls, hashes: np.ndarray, codes: np.ndarray) -> HashedSet:
+        """Sorted and deduplicated; of duplicate hashes, the last one's code is kept."""
+        if not len(hashes):
+            return cls.empty()
+        order = np.argsort(hashes, kind="stable")
+        h, c = hashes[order], codes[order]
+        last = np.r_[h[1:] != h[:-1], True]
+        return cls(np.ascontiguousarray(h[last]), np.ascontiguousarray(c[last].astype(np.int8)))
+
+    @classmethod
+    def merge(cls, parts: Iterable[HashedSet]) -> HashedSet:
+        """The union of several sets (later parts' codes win on duplicates)."""
+        parts = list(parts)
+        if not parts:
+            return cls.empty()
+        return cls.from_hashes(
+            np.concatenate([p.hashes for p in parts]), np.concatenate([p.codes for p in parts])
+        )
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def lookup_hashes(self, hashes: np.ndarray) -> np.ndarray:
+        """The code of each hash, -1 where absent."""
+        out = np.full(len(hashes), -1, dtype=np.int8)
+        if not len(self.hashes) or not len(hashes):
+            return out
+        pos = np.searchsorted(self.hashes, hashes)
+        pos[pos == len(self.hashes)] = 0
+        hit = self.hashes[pos] == hashes
+        out[hit] = self.codes[pos[hit]]
+        return out
+
+    def lookup(self, values: Any) -> np.ndarray:
+        """The code of each string, -1 where absent."""
+        return self.lookup_hashes(hash_strings(values))
+
+
+# ---------------------------------------------------------------------------------------------
+# Known names (anyone's) in text
+
 _WORD = re.compile(r"[^\W\d_]+")
 _CJK_SPAN = re.compile("[\u3400-\u9fff\uf900-\ufaff]{2,}")
+_NAME_GAPS = (" ", ". ")  # words of a name: a space, or an initial's dot and a space
+MAX_NAME_WORDS = 4
 
 
 def _fold(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).lower().split())
 
 
-def known_name_set(values: Iterable[Any]) -> set[str]:
-    """Full names worth a deny-list: two or more words, or two or more Chinese characters."""
+def known_name_set(values: Iterable[Any]) -> HashedSet:
+    """Full names worth a deny-list (two or more words, or two or more Chinese characters),
+    folded, as a hashed set."""
     names = set()
     for v in values:
         if v is None or v is pd.NA or (isinstance(v, float) and v != v):
@@ -483,38 +672,149 @@ def known_name_set(values: Iterable[Any]) -> set[str]:
         folded = _fold(str(v))
         if len(_WORD.findall(folded)) >= 2 or _CJK_SPAN.fullmatch(folded):
             names.add(folded)
-    return names
+    return HashedSet.from_hashes(hash_strings(list(names)), np.zeros(len(names), dtype=np.int8))
 
 
-def _name_spans(text: str, names: set[str], max_words: int = 4) -> list[tuple[int, int]]:
-    """Character spans of known names in `text` (matched case-insensitively)."""
-    folded = text.lower()
-    if len(folded) != len(text):  # a rare lower-casing that changes length: match as written
-        folded = text
-    spans = []
-    words = list(_WORD.finditer(folded))
-    for i in range(len(words)):
-        for n in range(min(max_words, len(words) - i), 1, -1):
-            chunk = words[i : i + n]
-            # Words may be separated by a space or by an initial's dot: "Jack F. Baker".
-            if all(
-                folded[a.end() : b.start()] in (" ", ". ") for a, b in itertools.pairwise(chunk)
-            ):
-                if folded[chunk[0].start() : chunk[-1].end()] in names:
-                    spans.append((chunk[0].start(), chunk[-1].end()))
+@dataclass
+class _Candidates:
+    """Candidate name spans of many texts: row, start, end, word index (-1: a CJK substring)
+    and the span's text (for hashing)."""
+
+    row: list[np.ndarray] = field(default_factory=list)
+    start: list[np.ndarray] = field(default_factory=list)
+    end: list[np.ndarray] = field(default_factory=list)
+    word: list[np.ndarray] = field(default_factory=list)
+    hashes: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, row, start, end, word, texts) -> None:
+        if len(row):
+            self.row.append(np.asarray(row, dtype=np.int64))
+            self.start.append(np.asarray(start, dtype=np.int64))
+            self.end.append(np.asarray(end, dtype=np.int64))
+            self.word.append(np.asarray(word, dtype=np.int64))
+            self.hashes.append(hash_strings(texts))
+
+    def cat(self) -> tuple[np.ndarray, ...]:
+        if not self.row:
+            e = np.empty(0, dtype=np.int64)
+            return e, e, e, e, np.empty(0, dtype=np.uint64)
+        return tuple(
+            np.concatenate(x) for x in (self.row, self.start, self.end, self.word, self.hashes)
+        )
+
+
+def _ascii_name_candidates(lower: pa.Array, rows: np.ndarray, out: _Candidates) -> None:
+    """Word n-grams (2..4 words joined by their own ' ' or '. ' gaps) of ASCII lower-case texts,
+    vectorised in Arrow: for ASCII, `_WORD` is [a-z]+."""
+    if not len(lower):
+        return
+    gaps = pc.split_pattern_regex(lower, "[a-z]+")  # m+1 pieces around m words
+    n_gaps = pc.list_value_length(gaps).to_numpy(zero_copy_only=False).astype(np.int64)
+    words = pc.list_flatten(pc.split_pattern_regex(lower, "[^a-z]+"))
+    words = words.filter(pc.greater(pc.utf8_length(words), 0))
+    n_words = n_gaps - 1
+    if not len(words):
+        return
+    local = np.repeat(np.arange(len(lower)), n_words)  # row (in `lower`) of each word
+    gap_flat = pc.list_flatten(gaps)
+    glen = pc.utf8_length(gap_flat).to_numpy(zero_copy_only=False).astype(np.int64)
+    wlen = pc.utf8_length(words).to_numpy(zero_copy_only=False).astype(np.int64)
+    k = np.arange(len(words))
+    before, after = k + local, k + local + 1  # each row has one gap more than words
+    first = np.r_[True, local[1:] != local[:-1]]
+    inc = glen[before] + np.where(first, 0, np.r_[0, wlen[:-1]])
+    c = np.cumsum(inc)
+    row_first = np.maximum.accumulate(np.where(first, k, 0))
+    start = c - c[row_first] + inc[row_first]
+    end = start + wlen
+    gap_after = gap_flat.take(pa.array(after))
+    gap_ok = pc.is_in(gap_after, value_set=pa.array(_NAME_GAPS, gap_after.type)).to_numpy(
+        zero_copy_only=False
+    )
+    total = len(words)
+    valid = np.ones(total, dtype=bool)
+    for n in range(2, MAX_NAME_WORDS + 1):
+        # n words from k: same row, and every gap between them a name gap
+        nxt = np.r_[local[n - 1 :] == local[: total - n + 1], np.zeros(n - 1, dtype=bool)]
+        valid = valid & np.r_[gap_ok[n - 2 :], np.zeros(n - 2, dtype=bool)] & nxt
+        idx = np.flatnonzero(valid)
+        if not idx.size:
+            break
+        pieces = []
+        for j in range(n):
+            pieces.append(words.take(pa.array(idx + j)))
+            if j < n - 1:
+                pieces.append(gap_after.take(pa.array(idx + j)))
+        gram = pc.binary_join_element_wise(*pieces, pa.scalar("", words.type))
+        out.add(rows[local[idx]], start[idx], end[idx + n - 1], idx, _strings(gram))
+
+
+def _python_name_candidates(texts: list[str], rows: np.ndarray, out: _Candidates) -> None:
+    """The same candidates for other texts (and Chinese substrings), one text at a time."""
+    r, s, e, w, t = [], [], [], [], []
+    word_id = 0
+    for row, text in zip(rows, texts, strict=True):
+        folded = text.lower()
+        if len(folded) != len(text):  # a rare lower-casing that changes length: match as written
+            folded = text
+        words = [(m.start(), m.end()) for m in _WORD.finditer(folded)]
+        for i in range(len(words)):
+            for n in range(2, min(MAX_NAME_WORDS, len(words) - i) + 1):
+                if folded[words[i + n - 2][1] : words[i + n - 1][0]] not in _NAME_GAPS:
                     break
-    for run in _CJK_SPAN.finditer(folded):
-        s = run.group()
-        for size in (4, 3, 2):
-            spans += [
-                (run.start() + j, run.start() + j + size)
-                for j in range(len(s) - size + 1)
-                if s[j : j + size] in names
-            ]
+                a, b = words[i][0], words[i + n - 1][1]
+                r.append(row), s.append(a), e.append(b), w.append(word_id + i)
+                t.append(folded[a:b])
+        word_id += len(words)
+        for run in _CJK_SPAN.finditer(folded):
+            g = run.group()
+            for size in (4, 3, 2):
+                for j in range(len(g) - size + 1):
+                    r.append(row), s.append(run.start() + j), e.append(run.start() + j + size)
+                    w.append(-1), t.append(g[j : j + size])
+    out.add(r, s, e, w, t)
+
+
+def known_name_spans(texts: pa.Array, names: HashedSet) -> dict[int, list[tuple[int, int]]]:
+    """Row -> merged character spans of known names in it (matched case-insensitively).
+
+    At each word the longest run of 2-4 words (joined by ' ' or '. ') that is a known name
+    counts; in Chinese, every 2-4 character substring that is one.
+    """
+    arr = pc.fill_null(as_string_array(texts), "")
+    if not len(names) or not len(arr):
+        return {}
+    is_ascii = pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)
+    cands = _Candidates()
+    fast = np.flatnonzero(is_ascii)
+    _ascii_name_candidates(pc.ascii_lower(arr.take(pa.array(fast))), fast, cands)
+    slow = np.flatnonzero(~is_ascii)
+    if slow.size:
+        _python_name_candidates(arr.take(pa.array(slow)).to_pylist(), slow, cands)
+    row, start, end, word, hashes = cands.cat()
+    hit = names.lookup_hashes(hashes) >= 0
+    row, start, end, word = row[hit], start[hit], end[hit], word[hit]
+    # Per word, only its longest matching n-gram (the candidates of a word ascend in n).
+    is_word = word >= 0
+    last = np.ones(len(word), dtype=bool)
+    if is_word.any():
+        keys = np.where(is_word, word, -1 - np.arange(len(word)))
+        # ASCII and Python candidates number their words differently: key on (row, word).
+        order = np.lexsort((end, keys, row))
+        row, start, end, word, keys = row[order], start[order], end[order], word[order], keys[order]
+        last = np.r_[(row[1:] != row[:-1]) | (keys[1:] != keys[:-1]), True] | (keys < 0)
+        row, start, end = row[last], start[last], end[last]
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for r_, a, b in sorted(zip(row.tolist(), start.tolist(), end.tolist(), strict=True)):
+        merged = spans.setdefault(r_, [])
+        if merged and a < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
     return spans
 
 
-def scrub_known_names(texts: pd.Series, names: set[str]) -> tuple[pd.Series, int]:
+def scrub_known_names(texts: pd.Series, names: HashedSet) -> tuple[pd.Series, int]:
     """Replace any known full name (anyone's, not only the row's own) by <PERSON>.
 
     Notes often mention other customers ("referred by ..."): no pattern recognises a name, but
@@ -522,21 +822,14 @@ def scrub_known_names(texts: pd.Series, names: set[str]) -> tuple[pd.Series, int
     Texts are expected NFKC-normalised (scrub_column's output is).
     """
     out = texts.astype("string").copy()
-    replaced = 0
-    if not names:
+    spans = known_name_spans(pa.array(out, type=pa.large_string(), from_pandas=True), names)
+    if not spans:
         return out, 0
-    for idx, text in out.dropna().items():
-        spans = sorted(_name_spans(text, names))
-        if not spans:
-            continue
-        merged: list[tuple[int, int]] = []
-        for a, b in spans:
-            if merged and a < merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
-            else:
-                merged.append((a, b))
-        for a, b in reversed(merged):
+    rows = sorted(spans)
+    new = []
+    for r, text in zip(rows, out.iloc[rows].tolist(), strict=True):
+        for a, b in reversed(spans[r]):
             text = text[:a] + placeholder(PERSON) + text[b:]
-        out[idx] = text
-        replaced += len(merged)
-    return out, replaced
+        new.append(text)
+    out.iloc[rows] = new
+    return out, sum(len(v) for v in spans.values())
