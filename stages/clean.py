@@ -5,6 +5,7 @@ Rows in = rows out + rows quarantined + duplicates removed, checked before anyth
 
 from __future__ import annotations
 
+import datetime
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from stages.lib.dedup import DedupIndex, hash_strings
 from stages.lib.errors import run_stage
 from stages.lib.io import AtomicDir, iter_partitions
 from stages.lib.params import load_params, section
@@ -37,26 +40,122 @@ class CleanConfig:
     reject_bad_format_in: tuple[str, ...] = ()
 
 
+# Python's `\s` (= str.isspace()) as an RE2 class: RE2's own `\s` is ASCII only, and these are
+# the characters the old `str.replace(r"\s+", " ")` collapsed.
+_PY_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_WS_RUN = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_WHITESPACE) + "]+"
+# Rows the collapse changes: a whitespace character other than ' ', or two spaces in a row.
+_WS_TODO = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_WHITESPACE if c != " ") + "]|  "
+# Plain decimal numbers, parsed in C++; anything else goes through pandas.to_numeric (rare).
+_SIMPLE_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+_SIMPLE_INT = r"^[+-]?[0-9]{1,18}$"  # fits int64 exactly
+# After normalisation no value holds these (they are whitespace), so joining cells with them
+# gives each row's content one unambiguous string to hash.
+_CELL_SEP, _NULL_CELL = "\x1f", "\x1e"
+_NULL_STR = pa.scalar(None, pa.string())
+_CONTRACT_TYPES = {
+    "string": pa.string(),
+    "category": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "date": pa.date32(),
+}
+
+
+@dataclass
+class MappedPartition:
+    """The per-partition result that needs no cross-partition state (the map step's output)."""
+
+    raw: pa.Table  # the raw partition: lineage + source strings
+    typed: pa.Table  # every row, typed to the clean data contract
+    reason: pa.Array  # per-row rejection reason, null where the row is good
+    record_hash: np.ndarray  # uint64 hash of record_id
+    content_hash: np.ndarray  # uint64 hash of the normalised, typed, lower-cased content
+    nulled: Counter  # nulled-value note -> count
+
+
 @dataclass
 class CleanResult:
-    """What cleaning one partition produced."""
+    """What cleaning one partition produced (Arrow tables; `.clean`/`.quarantine` as pandas)."""
 
-    clean: pd.DataFrame
-    quarantine: pd.DataFrame
+    clean_table: pa.Table
+    quarantine_table: pa.Table
     reasons: Counter
     nulled: Counter
+
+    @property
+    def clean(self) -> pd.DataFrame:
+        """The clean rows as pandas (nullable Int64, string, date objects)."""
+        return self.clean_table.to_pandas()
+
+    @property
+    def quarantine(self) -> pd.DataFrame:
+        """The quarantined rows as pandas: raw columns + _reason, _reason_kind."""
+        return self.quarantine_table.to_pandas()
+
+
+def _string(a: pa.Array | pa.ChunkedArray) -> pa.Array:
+    a = a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+    return a if a.type == pa.string() else pc.cast(a, pa.string())
+
+
+def _lower(a: pa.Array) -> pa.Array:
+    if _ascii(a):
+        return pc.ascii_lower(a)
+    # utf8proc lower-cases like Python's str.lower except U+0130 (full mapping 'i' + U+0307).
+    return pc.utf8_lower(pc.replace_substring(a, "\u0130", "i\u0307"))
+
+
+def _map_values(a: pa.Array, keys: list[str], values: list[str], other: pa.Array) -> pa.Array:
+    """values[i] where a == keys[i], else `other`."""
+    idx = pc.index_in(a, value_set=pa.array(keys, pa.string()))
+    return pc.if_else(pc.is_valid(idx), pc.take(pa.array(values, pa.string()), idx), other)
+
+
+def _mask(a) -> np.ndarray:
+    return np.asarray(pc.fill_null(a, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _ascii(a: pa.Array) -> bool:
+    return bool(pc.all(pc.string_is_ascii(a)).as_py() is not False)
+
+
+def normalise_array(a: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """NFKC-normalise, collapse runs of whitespace and trim (Arrow, vectorised)."""
+    a = _string(a)
+    if not _ascii(a):  # NFKC leaves ASCII as it is
+        a = pc.utf8_normalize(a, "NFKC")
+    # A regex replace costs ~10x a match: rewrite only the rows that have something to collapse.
+    todo = _mask(pc.match_substring_regex(a, _WS_TODO))
+    if todo.any():
+        mask = pa.array(todo)
+        fixed = pc.replace_substring_regex(a.filter(mask), _WS_RUN, " ")
+        a = pc.replace_with_mask(a, mask, fixed)
+    return pc.utf8_trim(a, " ")
 
 
 def normalise_text(s: pd.Series) -> pd.Series:
     """NFKC-normalise, collapse runs of whitespace and trim."""
-    s = s.astype("string")
-    return s.str.normalize("NFKC").str.replace(r"\s+", " ", regex=True).str.strip()
+    out = normalise_array(pa.array(s.astype("string"), pa.string(), from_pandas=True))
+    return pd.Series(out.to_pandas(), index=s.index, dtype="string")
 
 
-def to_missing(s: pd.Series, spellings: tuple[str, ...]) -> pd.Series:
+def to_missing(a: pa.Array, spellings: tuple[str, ...]) -> pa.Array:
     """Replace the configured spellings of a missing value (case-insensitive) by null."""
-    missing = s.str.lower().isin([m.lower() for m in spellings])
-    return s.mask(missing)
+    if not spellings:
+        return a
+    lowered = [m.lower() for m in spellings]
+    # Lower-casing never shortens a string, so only short values can be a missing spelling.
+    short = _mask(pc.less_equal(pc.utf8_length(a), max(len(m) for m in lowered)))
+    if not short.any():
+        return a
+    missing = np.zeros(len(a), dtype=bool)
+    hit = pc.is_in(_lower(a.filter(pa.array(short))), value_set=pa.array(lowered, pa.string()))
+    missing[short] = _mask(hit)
+    return pc.if_else(pa.array(missing), _NULL_STR, a)
 
 
 def parse_dates(s: pd.Series, formats: tuple[str, ...]) -> pd.Series:
@@ -70,144 +169,261 @@ def parse_dates(s: pd.Series, formats: tuple[str, ...]) -> pd.Series:
     return out
 
 
-def _canonical_case(s: pd.Series, values: tuple[str, ...] | None) -> pd.Series:
-    if values:
-        canon = {v.lower(): v for v in values}
-        lower = s.str.lower()
-        # Unknown values stay as written: validate flags them, clean does not guess.
-        return lower.map(canon).where(lower.isin(canon), s).astype("string")
-    return s.str.lower()
+def _parse_numbers(s: pa.Array, want_int: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(float values, parsed mask, exact int64 values or None) of a string column."""
+    n = len(s)
+    num = np.full(n, np.nan)
+    parsed = np.zeros(n, dtype=bool)
+    simple = _mask(pc.match_substring_regex(s, _SIMPLE_NUMBER))
+    if simple.any():
+        num[simple] = pc.cast(s.filter(pa.array(simple)), pa.float64()).to_numpy()
+        parsed[simple] = True
+    odd = _mask(pc.is_valid(s)) & ~simple
+    if odd.any():  # inf, NaN, ' 7', '1_000', ...: exactly what pandas.to_numeric makes of them
+        got = pd.to_numeric(pd.Series(s.filter(pa.array(odd)), dtype="string"), errors="coerce")
+        num[odd] = got.to_numpy(dtype="float64", na_value=np.nan)
+        parsed[odd] = got.notna().to_numpy()
+    exact = None
+    if want_int:
+        is_int = _mask(pc.match_substring_regex(s, _SIMPLE_INT))
+        exact = np.zeros(n, dtype=np.int64)
+        if is_int.any():
+            digits = pc.utf8_ltrim(s.filter(pa.array(is_int)), "+")  # Arrow's int parser: no '+'
+            exact[is_int] = pc.cast(digits, pa.int64()).to_numpy()
+        other = parsed & ~is_int & np.isfinite(num) & (num == np.floor(num))
+        if other.any():  # '1.0', '1e3': safe cast raises on values outside int64, as before
+            exact[other] = pc.cast(pa.array(num[other]), pa.int64()).to_numpy()
+    return num, parsed, exact
 
 
-def coerce_column(
-    name: str, col: Column, s: pd.Series, cfg: CleanConfig
-) -> tuple[pd.Series, pd.Series, pd.Series]:
+def coerce_array(
+    name: str, col: Column, s: pa.Array, cfg: CleanConfig
+) -> tuple[pa.Array, pa.Array, pa.Array]:
     """Coerce one normalised column to its schema type.
 
-    Returns (typed values, per-row rejection reason or <NA>, per-row nulled-value note or <NA>).
+    Returns (typed values, per-row rejection reason or null, per-row nulled-value note or null).
     """
-    reject = pd.Series(pd.NA, index=s.index, dtype="string")
-    nulled = pd.Series(pd.NA, index=s.index, dtype="string")
+    n = len(s)
+    nothing = pa.nulls(n, pa.string())
+    reject, nulled = nothing, nothing
     # Identifier values never go into a reason: reasons are logged and summarised.
-    shown = (lambda v: "") if col.role in ("identifier", "key") else (lambda v: f": {v}")
+    shown = col.role not in ("identifier", "key")
+
+    def why(mask: np.ndarray, text: str, suffix: str = "", value: bool = True) -> pa.Array:
+        if not mask.any():
+            return nothing
+        if value and shown:
+            said = pc.binary_join_element_wise(f"{text}: ", s, suffix, "")
+        else:
+            said = pa.scalar(text + suffix)
+        return pc.if_else(pa.array(mask), said, _NULL_STR)
 
     if col.role == "label" and cfg.label_aliases:
-        s = s.replace(dict(cfg.label_aliases))
+        s = _map_values(s, list(cfg.label_aliases), list(cfg.label_aliases.values()), s)
     if col.type in ("string", "category"):
-        typed = _canonical_case(s, col.values) if col.type == "category" else s
+        typed = s
+        if col.type == "category":
+            lower = _lower(s)
+            if col.values:
+                # Unknown values stay as written: validate flags them, clean does not guess.
+                canon = {v.lower(): v for v in col.values}
+                typed = _map_values(lower, list(canon), list(canon.values()), s)
+            else:
+                typed = lower
         if col.format == "email":
-            bad = typed.notna() & ~typed.str.match(EMAIL_RE).fillna(False)
-            target = reject if name in cfg.reject_bad_format_in else nulled
-            target[bad] = f"malformed e-mail in {name}"
-            typed = typed.mask(bad)
+            ok = _mask(pc.match_substring_regex(typed, EMAIL_RE))
+            bad = _mask(pc.is_valid(typed)) & ~ok
+            note = why(bad, f"malformed e-mail in {name}", value=False)
+            if name in cfg.reject_bad_format_in:
+                reject = note
+            else:
+                nulled = note
+            typed = pc.if_else(pa.array(bad), _NULL_STR, typed)
     elif col.type in ("int", "float"):
-        num = pd.to_numeric(s, errors="coerce")
-        not_number = s.notna() & num.isna()
-        reject[not_number] = f"{name} is not a number" + s[not_number].map(shown)
-        not_finite = num.notna() & ~np.isfinite(num.astype("float64"))
-        reject[not_finite & reject.isna()] = f"{name} is not a finite number"
-        num = num.mask(not_finite)
+        num, parsed, exact = _parse_numbers(s, col.type == "int")
+        present = _mask(pc.is_valid(s))
+        finite = np.isfinite(num)
+        not_number = present & ~parsed
+        not_finite = parsed & ~finite
+        fractional = np.zeros(n, dtype=bool)
         if col.type == "int":
-            fractional = num.notna() & (num != np.floor(num))
-            reject[fractional & reject.isna()] = f"{name} is not an integer" + s[
-                fractional & reject.isna()
-            ].map(shown)
-            num = num.mask(fractional)
-        out_of_range = pd.Series(False, index=s.index)
+            fractional = parsed & finite & (num != np.floor(num))
+        ok = parsed & finite & ~fractional
+        out_of_range = np.zeros(n, dtype=bool)
         if col.min is not None:
-            out_of_range |= num < col.min
+            out_of_range |= ok & (num < col.min)
         if col.max is not None:
-            out_of_range |= num > col.max
-        out_of_range &= reject.isna()
+            out_of_range |= ok & (num > col.max)
         lo, hi = ("-inf" if b is None else f"{b:g}" for b in (col.min, col.max))
-        bounds = f"(expected {lo}..{hi})"
-        reject[out_of_range] = f"{name} out of range" + s[out_of_range].map(shown) + f" {bounds}"
-        typed = num.astype("Int64") if col.type == "int" else num.astype("float64")
+        reject = pc.coalesce(
+            why(not_number, f"{name} is not a number"),
+            why(not_finite, f"{name} is not a finite number", value=False),
+            why(fractional, f"{name} is not an integer"),
+            why(out_of_range, f"{name} out of range", f" (expected {lo}..{hi})"),
+        )
+        values = exact if col.type == "int" else num
+        typed = pa.array(values, _CONTRACT_TYPES[col.type], mask=~ok)
     else:  # date
-        parsed = parse_dates(s, cfg.date_formats)
-        bad = s.notna() & parsed.isna()
-        target = reject if name in cfg.reject_bad_format_in else nulled
-        target[bad] = f"unparseable date in {name}"
-        typed = parsed.dt.date
+        parsed = parse_dates(pd.Series(s, dtype="string"), cfg.date_formats)
+        stamps = pa.array(parsed.to_numpy(), pa.timestamp("s"), from_pandas=True)
+        bad = _mask(pc.is_valid(s)) & ~_mask(pc.is_valid(stamps))
+        note = why(bad, f"unparseable date in {name}", value=False)
+        if name in cfg.reject_bad_format_in:
+            reject = note
+        else:
+            nulled = note
+        typed = pc.cast(stamps, pa.date32())
     if col.required:
-        missing = typed.isna() & reject.isna()
-        reject[missing] = f"missing {name}"
+        missing = ~_mask(pc.is_valid(typed))
+        reject = pc.coalesce(reject, why(missing, f"missing {name}", value=False))
     return typed, reject, nulled
 
 
-def reason_kind(reason: pd.Series) -> pd.Series:
+def reason_kind(reason: pa.Array) -> pa.Array:
     """The value-free kind of a reason ('age out of range: 430 ...' -> 'age out of range')."""
-    return reason.str.split(":", n=1).str[0].str.replace(r" \(expected.*$", "", regex=True)
+    kind = pc.replace_substring_regex(reason, "(?s):.*", "", max_replacements=1)
+    return pc.replace_substring_regex(kind, r"(?s) \(expected.*", "", max_replacements=1)
 
 
-def clean_partition(
-    raw: pd.DataFrame, schema: Schema, cfg: CleanConfig, seen: dict[str, int]
-) -> CleanResult:
-    """Clean one raw partition. `seen` maps record_id -> content hash of rows kept so far.
-
-    `seen` is the cross-partition deduplication index; this function adds the rows it keeps.
-    """
-    cols = list(schema.columns)
-    norm = pd.DataFrame({c: to_missing(normalise_text(raw[c]), cfg.missing_values) for c in cols})
-    typed: dict[str, pd.Series] = {}
-    reasons = pd.Series(pd.NA, index=raw.index, dtype="string")
-    nulled_notes: list[pd.Series] = []
-    for name, col in schema.columns.items():
-        values, reject, nulled = coerce_column(name, col, norm[name], cfg)
-        typed[name] = values
-        reasons = reasons.fillna(reject)
-        nulled_notes.append(nulled[nulled.notna()])
-
-    # Exact duplicates compare normalised content, so case and spacing variants of a category match.
-    content = pd.util.hash_pandas_object(
-        pd.DataFrame({c: (typed[c].astype("string").str.lower()) for c in cols}), index=False
-    )
-    rid = raw[RECORD_ID]
-    good = reasons.isna()
-    earlier = good & rid.isin(seen.keys())
-    within = good & rid.duplicated(keep="first") & ~earlier
-    dup = earlier | within
-    first_hash = pd.Series(
-        {**seen, **dict(zip(rid[good & ~dup], content[good & ~dup], strict=True))}
-    )
-    same = content[dup].to_numpy() == first_hash.reindex(rid[dup]).to_numpy()
-    kinds = reason_kind(reasons)
-    kinds[dup] = np.where(same, DUPLICATE_KINDS[0], DUPLICATE_KINDS[1])
-    reasons[dup] = kinds[dup] + " of " + rid[dup]
-    kept = reasons.isna()
-    seen.update(zip(rid[kept], content[kept], strict=True))
-
-    clean = pd.concat(
-        [raw.loc[kept, list(LINEAGE_COLUMNS)], pd.DataFrame(typed).loc[kept]], axis=1
-    ).reset_index(drop=True)
-    quarantine = raw.loc[~kept].copy()
-    quarantine[REASON] = reasons[~kept]
-    quarantine[REASON_KIND] = kinds[~kept]
-    nulled = pd.concat(nulled_notes) if nulled_notes else pd.Series(dtype="string")
-    return CleanResult(
-        clean=clean,
-        quarantine=quarantine.reset_index(drop=True),
-        reasons=Counter(quarantine[REASON_KIND].tolist()),
-        nulled=Counter(nulled.tolist()),
-    )
+def content_hashes(typed: dict[str, pa.Array]) -> np.ndarray:
+    """A 64-bit hash per row of the typed, lower-cased content (case/space variants match)."""
+    cells = [pc.fill_null(_lower(_string(a)), _NULL_CELL) for a in typed.values()]
+    return hash_strings(pc.binary_join_element_wise(*cells, _CELL_SEP))
 
 
-def to_arrow(df: pd.DataFrame, schema: Schema) -> pa.Table:
-    """A clean frame as an Arrow table with the contract's types."""
-    types = {
-        "string": pa.string(),
-        "category": pa.string(),
-        "int": pa.int64(),
-        "float": pa.float64(),
-        "date": pa.date32(),
-    }
+def contract_schema(schema: Schema) -> pa.Schema:
+    """The clean data contract as an Arrow schema (pandas metadata: Int64, string, dates)."""
     fields = [
         pa.field(RECORD_ID, pa.string()),
         pa.field("_batch", pa.string()),
         pa.field("_source_file", pa.string()),
         pa.field("_source_row", pa.int64()),
-    ] + [pa.field(n, types[c.type]) for n, c in schema.columns.items()]
-    return pa.Table.from_pandas(df, schema=pa.schema(fields), preserve_index=False)
+    ] + [pa.field(n, _CONTRACT_TYPES[c.type]) for n, c in schema.columns.items()]
+    arrow = pa.schema(fields)
+    # The pandas metadata makes readers get Int64/string back, as from the pandas-built files.
+    sample = pa.Table.from_pylist([], schema=arrow).to_pandas(types_mapper=_contract_dtype)
+    sample["_source_row"] = sample["_source_row"].astype("int64[pyarrow]")
+    for n, c in schema.columns.items():
+        if c.type == "date":
+            sample[n] = pd.Series([datetime.date(2000, 1, 1)], dtype=object).iloc[:0]
+    meta = pa.Table.from_pandas(sample, schema=arrow, preserve_index=False).schema.metadata
+    return arrow.with_metadata(meta)
+
+
+def _contract_dtype(t: pa.DataType):
+    if t == pa.string():
+        return pd.StringDtype()
+    if t == pa.int64():
+        return pd.Int64Dtype()
+    return None
+
+
+def map_partition(raw: pa.Table, schema: Schema, cfg: CleanConfig) -> MappedPartition:
+    """Normalise, type and give reasons for one raw partition: no cross-partition state.
+
+    Pure and picklable in and out, so partitions can be mapped in worker processes.
+    """
+    typed: dict[str, pa.Array] = {}
+    reasons: list[pa.Array] = []
+    nulled: Counter = Counter()
+    for name, col in schema.columns.items():
+        s = to_missing(normalise_array(raw.column(name)), cfg.missing_values)
+        values, reject, notes = coerce_array(name, col, s, cfg)
+        typed[name] = values
+        reasons.append(reject)
+        for note in pc.drop_null(notes).unique().to_pylist():
+            nulled[note] += pc.sum(pc.equal(notes, note)).as_py()
+    n = raw.num_rows
+    reason = pc.coalesce(*reasons) if reasons else pa.nulls(n, pa.string())
+    lineage = {c: raw.column(c).combine_chunks() for c in LINEAGE_COLUMNS}
+    cs = contract_schema(schema)
+    table = pa.table(
+        [pc.cast(lineage[c], cs.field(c).type) for c in LINEAGE_COLUMNS] + list(typed.values()),
+        schema=cs,
+    )
+    return MappedPartition(
+        raw=raw,
+        typed=table,
+        reason=reason,
+        record_hash=hash_strings(raw.column(RECORD_ID)),
+        content_hash=content_hashes(typed),
+        nulled=nulled,
+    )
+
+
+def dedup_partition(mapped: MappedPartition, index: DedupIndex) -> CleanResult:
+    """Split a mapped partition into clean and quarantined rows against the dedup index.
+
+    Sequential by nature: a row is a duplicate when its record_id was kept earlier in this
+    partition or in an earlier one. Adds the rows it keeps to `index`.
+    """
+    rid, content = mapped.record_hash, mapped.content_hash
+    n = len(rid)
+    good = ~_mask(pc.is_valid(mapped.reason))
+    # Within the partition, a record_id's first row (good or not) makes later ones duplicates.
+    _, first, inverse = np.unique(rid, return_index=True, return_inverse=True)
+    first_row = first[inverse.reshape(-1)]
+    repeated = first_row != np.arange(n)
+    found, seen_content = index.lookup(rid)
+    earlier = good & found
+    within = good & repeated & ~earlier
+    dup = earlier | within
+    kept = good & ~dup
+    # Same content as the kept row of that record_id: exact duplicate; else duplicate key.
+    reference = np.where(earlier, seen_content, content[first_row])
+    comparable = earlier | (within & kept[first_row])
+    same = comparable & (content == reference)
+    index.add(rid[kept], content[kept])
+
+    q = np.flatnonzero(~kept)
+    take = pa.array(q)
+    q_reason = mapped.reason.take(take)
+    q_kind = reason_kind(q_reason)
+    q_dup = pa.array(dup[q])
+    dup_kind = pa.array(np.where(same[q], DUPLICATE_KINDS[0], DUPLICATE_KINDS[1]), pa.string())
+    q_rid = _string(mapped.raw.column(RECORD_ID).take(take))
+    q_reason = pc.if_else(q_dup, pc.binary_join_element_wise(dup_kind, q_rid, " of "), q_reason)
+    q_kind = pc.if_else(q_dup, dup_kind, q_kind)
+    quarantine = mapped.raw.take(take).append_column(REASON, q_reason)
+    quarantine = quarantine.append_column(REASON_KIND, q_kind)
+    return CleanResult(
+        clean_table=mapped.typed.filter(pa.array(kept)),
+        quarantine_table=quarantine,
+        reasons=Counter(q_kind.to_pylist()),
+        nulled=Counter(mapped.nulled),
+    )
+
+
+def clean_partition(
+    raw: pd.DataFrame | pa.Table,
+    schema: Schema,
+    cfg: CleanConfig,
+    seen: DedupIndex | dict | None = None,
+) -> CleanResult:
+    """Clean one raw partition: `map_partition` then `dedup_partition` against `seen`.
+
+    `seen` is the cross-partition deduplication index; this function adds the rows it keeps.
+    An empty dict (the old signature) stands for a fresh index.
+    """
+    if not isinstance(seen, DedupIndex):
+        if seen:
+            raise TypeError("clean_partition: seen must be a DedupIndex")
+        seen = DedupIndex()
+    if isinstance(raw, pd.DataFrame):
+        raw = pa.Table.from_pandas(raw, preserve_index=False)
+    return dedup_partition(map_partition(raw, schema, cfg), seen)
+
+
+def to_arrow(df: pd.DataFrame, schema: Schema) -> pa.Table:
+    """A clean frame as an Arrow table with the contract's types."""
+    return pa.Table.from_pandas(df, schema=contract_schema(schema), preserve_index=False)
+
+
+def quarantine_arrow(table: pa.Table) -> pa.Table:
+    """Quarantined rows as written to data/quarantine: every column but _source_row a string."""
+    q = table.to_pandas(types_mapper=pd.ArrowDtype)
+    q = q.astype({c: "string" for c in q.columns if c != "_source_row"})
+    return pa.Table.from_pandas(q, preserve_index=False)
 
 
 def main() -> None:
@@ -216,21 +432,18 @@ def main() -> None:
     cfg = section(CleanConfig, "clean", params)
     schema = load_schema(params)
     summary = StageSummary("clean")
-    seen: dict[str, int] = {}
+    index = DedupIndex()
     nulled: Counter = Counter()
 
     with AtomicDir(OUT_DIR) as out, AtomicDir(QUARANTINE_DIR) as quarantine:
         for name, table in iter_partitions(RAW_DIR):
-            raw = table.to_pandas(types_mapper=pd.ArrowDtype)
-            raw = raw.astype({c: "string" for c in raw.columns if c != "_source_row"})
-            result = clean_partition(raw, schema, cfg, seen)
-            out.write_table(name, to_arrow(result.clean, schema))
-            q = result.quarantine.astype(
-                {c: "string" for c in result.quarantine.columns if c != "_source_row"}
-            )
-            quarantine.write_table(name, pa.Table.from_pandas(q, preserve_index=False))
-            summary.rows_in += len(raw)
-            summary.rows_out += len(result.clean)
+            # map_partition needs no state across partitions (it may run in workers);
+            # dedup_partition is the sequential step against the cross-partition index.
+            result = dedup_partition(map_partition(table, schema, cfg), index)
+            out.write_table(name, result.clean_table)
+            quarantine.write_table(name, quarantine_arrow(result.quarantine_table))
+            summary.rows_in += table.num_rows
+            summary.rows_out += result.clean_table.num_rows
             for kind, n in result.reasons.items():
                 if kind in DUPLICATE_KINDS:
                     summary.duplicates += n

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from stages.clean import CleanConfig, clean_partition, normalise_text, parse_dates
+from stages.lib.dedup import DedupIndex
 from stages.lib.schema import BATCH, RECORD_ID, SOURCE_FILE, SOURCE_ROW, load_schema
 from tests.conftest import params, source_frame
 
@@ -82,7 +83,7 @@ def test_identifier_values_never_appear_in_reasons(schema):
 
 def test_duplicates_found_across_partitions(schema):
     frame = raw(source_frame(10))
-    seen: dict[str, int] = {}
+    seen = DedupIndex()
     first = clean_partition(frame.iloc[:6], schema, CFG, seen)
     second = clean_partition(frame.iloc[4:], schema, CFG, seen)
     assert len(first.clean) == 6 and len(second.clean) == 4
@@ -96,3 +97,26 @@ def test_label_aliases_map_and_unknown_labels_pass_to_validate(schema):
     result = clean_partition(raw(frame), schema, CFG, seen={})
     labels = result.clean["income"].tolist()
     assert labels[0] == ">50K" and labels[1] == "maybe"
+
+
+def test_normalise_text_collapses_every_python_whitespace():
+    s = pd.Series(["\x1cA\u2028 b\u3000\u3000c\x85", " x  y ", "\u00a0", "plain"])
+    assert normalise_text(s).tolist() == ["A b c", "x y", "", "plain"]
+
+
+def test_number_edge_cases_keep_their_reasons(schema):
+    frame = source_frame(8)
+    cells = {0: "inf", 1: "NaN", 2: "1e3", 3: "1.0", 4: "+41", 5: "4_0", 6: "39.5"}
+    for r, v in cells.items():
+        frame.loc[r, "hours_per_week"] = v
+    result = clean_partition(raw(frame), schema, CFG, seen={})
+    q = result.quarantine.set_index("_source_row")["_reason"].to_dict()
+    assert q == {
+        1: "hours_per_week is not a finite number",
+        2: "hours_per_week is not a number: NaN",
+        3: "hours_per_week out of range: 1e3 (expected 1..99)",
+        6: "hours_per_week is not a number: 4_0",
+        7: "hours_per_week is not an integer: 39.5",
+    }
+    hours = result.clean.set_index("_source_row")["hours_per_week"]
+    assert hours[4] == 1 and hours[5] == 41 and hours.dtype == "Int64"
