@@ -6,19 +6,32 @@ Rows in = rows out + rows quarantined + duplicates removed, checked before anyth
 from __future__ import annotations
 
 import datetime
+import json
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from stages.lib.dedup import DedupIndex, hash_strings
 from stages.lib.errors import run_stage
-from stages.lib.io import AtomicDir, iter_partitions
+from stages.lib.io import AtomicDir, file_hash, partition_names, write_parquet
 from stages.lib.params import load_params, section
+from stages.lib.partitions import (
+    RESULT_FILE,
+    CacheDir,
+    PartitionTask,
+    TaskResult,
+    code_digest,
+    digest,
+    run_tasks,
+)
 from stages.lib.schema import LINEAGE_COLUMNS, RECORD_ID, Column, Schema, load_schema
 from stages.lib.summary import StageSummary
 
@@ -85,6 +98,7 @@ class CleanResult:
     quarantine_table: pa.Table
     reasons: Counter
     nulled: Counter
+    kept: np.ndarray  # per input row: kept as clean (what the dedup index gained)
 
     @property
     def clean(self) -> pd.DataFrame:
@@ -391,6 +405,7 @@ def dedup_partition(mapped: MappedPartition, index: DedupIndex) -> CleanResult:
         quarantine_table=quarantine,
         reasons=Counter(q_kind.to_pylist()),
         nulled=Counter(mapped.nulled),
+        kept=kept,
     )
 
 
@@ -426,33 +441,108 @@ def quarantine_arrow(table: pa.Table) -> pa.Table:
     return pa.Table.from_pandas(q, preserve_index=False)
 
 
+MAPPED_EXTRA = (REASON, "_record_hash", "_content_hash")
+
+
+def map_file(path: Path, schema: Schema, cfg: CleanConfig, out_dir: Path) -> dict[str, Any]:
+    """Task: map one raw partition file; typed rows, reasons, hashes to out_dir/mapped.parquet."""
+    mapped = map_partition(pq.read_table(path), schema, cfg)
+    table = mapped.typed.append_column(REASON, mapped.reason)
+    table = table.append_column("_record_hash", pa.array(mapped.record_hash, pa.uint64()))
+    table = table.append_column("_content_hash", pa.array(mapped.content_hash, pa.uint64()))
+    write_parquet(table, out_dir / "mapped.parquet")
+    return {"nulled": dict(mapped.nulled)}
+
+
+def load_mapped(raw_file: Path, done: TaskResult) -> MappedPartition:
+    """A map task's stored output, with its raw partition, as the dedup step's input."""
+    table = pq.read_table(done.file("mapped.parquet"))
+    return MappedPartition(
+        raw=pq.read_table(raw_file),
+        typed=table.drop_columns(list(MAPPED_EXTRA)),
+        reason=table.column(REASON).combine_chunks(),
+        record_hash=table.column("_record_hash").to_numpy(),
+        content_hash=table.column("_content_hash").to_numpy(),
+        nulled=Counter(done.result["nulled"]),
+    )
+
+
+def dedup_stored(mapped: MappedPartition, index: DedupIndex, out_dir: Path) -> dict[str, Any]:
+    """Dedup one mapped partition; clean, quarantine and kept-row hashes go to out_dir."""
+    result = dedup_partition(mapped, index)
+    write_parquet(result.clean_table, out_dir / "clean.parquet")
+    write_parquet(quarantine_arrow(result.quarantine_table), out_dir / "quarantine.parquet")
+    keep = result.kept
+    np.savez(
+        out_dir / "kept.npz", record=mapped.record_hash[keep], content=mapped.content_hash[keep]
+    )
+    return {
+        "rows_in": mapped.raw.num_rows,
+        "rows_out": result.clean_table.num_rows,
+        "reasons": dict(result.reasons),
+        "nulled": dict(result.nulled),
+    }
+
+
 def main() -> None:
-    """Clean every raw partition into data/clean and data/quarantine."""
+    """Clean every raw partition into data/clean and data/quarantine.
+
+    The map step runs per partition as tasks (worker processes, reused when the raw partition,
+    params and code are unchanged). Deduplication runs in order against a compact index; its
+    result for a partition is reused when that partition and every one before it are unchanged
+    (a chained key), so a new batch after the earlier ones costs only its own rows.
+    """
     params = load_params()
     cfg = section(CleanConfig, "clean", params)
     schema = load_schema(params)
     summary = StageSummary("clean")
+    code = code_digest(__file__)
+    files = dict(partition_names(RAW_DIR))
+    tasks = [
+        PartitionTask(
+            name,
+            digest(file_hash(file), params["schema"], params["clean"], code),
+            map_file,
+            (file, schema, cfg),
+        )
+        for name, file in files.items()
+    ]
     index = DedupIndex()
     nulled: Counter = Counter()
-
+    dedup_cache, chain, chain_keys = CacheDir("clean-dedup"), digest("dedup", code), []
+    map_cache = CacheDir("clean-map")
+    reused = 0
     with AtomicDir(OUT_DIR) as out, AtomicDir(QUARANTINE_DIR) as quarantine:
-        for name, table in iter_partitions(RAW_DIR):
-            # map_partition needs no state across partitions (it may run in workers);
-            # dedup_partition is the sequential step against the cross-partition index.
-            result = dedup_partition(map_partition(table, schema, cfg), index)
-            out.write_table(name, result.clean_table)
-            quarantine.write_table(name, quarantine_arrow(result.quarantine_table))
-            summary.rows_in += table.num_rows
-            summary.rows_out += result.clean_table.num_rows
-            for kind, n in result.reasons.items():
+        for done in run_tasks("clean", tasks, map_cache):
+            name = done.task.name
+            chain = digest(chain, done.task.key)
+            chain_keys.append(chain)
+            entry = dedup_cache.get(chain)
+            if entry is None:
+                staged = dedup_cache.staging(chain)
+                result = dedup_stored(load_mapped(files[name], done), index, staged)
+                entry = dedup_cache.put(chain, staged, result)
+            else:
+                reused += 1
+                with np.load(entry / "kept.npz") as kept:
+                    index.add(kept["record"], kept["content"])
+            result = json.loads((entry / RESULT_FILE).read_text())
+            out.link(name, entry / "clean.parquet")
+            quarantine.link(name, entry / "quarantine.parquet")
+            summary.rows_in += result["rows_in"]
+            summary.rows_out += result["rows_out"]
+            for kind, n in result["reasons"].items():
                 if kind in DUPLICATE_KINDS:
                     summary.duplicates += n
                     summary.extra.setdefault("duplicates_by_kind", Counter())[kind] += n
                 else:
                     summary.quarantined[kind] += n
-            nulled.update(result.nulled)
+            nulled.update(result["nulled"])
         summary.extra["values_nulled"] = dict(sorted(nulled.items()))
         summary.check()  # before the outputs are committed: a leak of rows must not land
+    map_cache.keep_only(t.key for t in tasks)
+    dedup_cache.keep_only(chain_keys)
+    print(f"clean: deduplication reused for {reused} of {len(tasks)} partition(s)", file=sys.stderr)
     data = summary.write()
     print(
         f"clean: {data['rows_in']:,} rows in -> {data['rows_out']:,} clean, "

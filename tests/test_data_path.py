@@ -119,3 +119,29 @@ def test_ingest_reads_only_a_new_batch_and_names_a_bad_file_from_a_worker(
     with pytest.raises(InputError, match=r"data/in/[cd]\.csv"):
         ingest.main()
     assert pd.read_parquet("data/raw").equals(both)  # the failed run left the output alone
+
+
+def test_clean_does_only_the_new_batch_and_still_catches_its_duplicates(
+    tmp_path, monkeypatch, key, capsys
+):
+    """A later batch is deduplicated against earlier ones whose work is reused, not redone."""
+    write_project(tmp_path, source_frame(40).iloc[:30], name="a.csv")
+    monkeypatch.chdir(tmp_path)
+    p = yaml.safe_load(Path("params.yaml").read_text())
+    p["ingest"]["sources"] = ["data/in"]
+    Path("params.yaml").write_text(yaml.safe_dump(p))
+    ingest.main()
+    clean.main()
+    # Batch b: rows 30..39 are new, row 5 repeats a customer of batch a.
+    source_frame(40).iloc[[*range(30, 40), 5]].to_csv("data/in/b.csv", index=False)
+    ingest.main()
+    capsys.readouterr()
+    clean.main()
+    err = capsys.readouterr().err
+    assert "1 reused, 1 to run" in err and "reused for 1 of 2" in err
+    m = json.loads(Path("metrics/clean.json").read_text())
+    assert (m["rows_in"], m["rows_out"], m["duplicates"]) == (41, 40, 1)
+    incremental = pd.read_parquet("data/clean")
+    monkeypatch.setenv("PIPELINE_PARTITION_CACHE", str(tmp_path / "empty-cache"))
+    clean.main()
+    assert pd.read_parquet("data/clean").equals(incremental)  # the same as from scratch
