@@ -82,9 +82,14 @@ def test_stage_plan_follows_dvc_yaml(toy):
     assert list(plan).index("report") > list(plan).index("left")
 
 
-def test_flow_matches_dvc_repro_runs_independent_stages_concurrently(toy, template, tmp_path):
+def test_flow_matches_dvc_repro_runs_independent_stages_concurrently(
+    toy, template, tmp_path, monkeypatch
+):
     repo, timing = toy
+    (tmp_path / "barrier").mkdir()
+    monkeypatch.setenv("TOY_BARRIER_DIR", str(tmp_path / "barrier"))
     state = pipeline(repo_root=str(repo), return_state=True)
+    monkeypatch.delenv("TOY_BARRIER_DIR")  # the sequential `dvc repro` below must not wait
     assert state.is_completed(), state.message
     results = {r["stage"]: r for r in state.result()}
     assert {s: r["status"] for s, r in results.items()} == {
@@ -95,7 +100,7 @@ def test_flow_matches_dvc_repro_runs_independent_stages_concurrently(toy, templa
         "report": "ran",
     }
     assert results["prepare"]["summary"]["rows_out"] == 2 + 1  # header + 2 rows, counted as lines
-    # left and right both sleep 1 s: their commands overlapped in time.
+    # left and right each waited for the other to start: their commands overlapped in time.
     (l0, l1), (r0, r1) = interval(timing, "left"), interval(timing, "right")
     assert max(l0, r0) < min(l1, r1), "independent stages did not run concurrently"
     # Artifacts: one table per stage, the summary.md as Markdown.

@@ -3,7 +3,9 @@
 Four stages in a diamond (prepare -> left, right -> report), each a tiny script that writes
 metrics/<name>.json, so the flows are tested without the real pipeline's stages:
 - prepare counts the batch files under data/incoming (where the new-data flow adds batches);
-- left and right sleep `sleep_s` seconds (so concurrency is visible); when $TOY_TIMING_DIR is
+- left and right sleep `sleep_s` seconds; with $TOY_BARRIER_DIR set each then waits (up to 60 s)
+  for the other to start, so their run times overlap exactly when they run concurrently (a slow,
+  loaded machine cannot make the concurrency check flaky); when $TOY_TIMING_DIR is
   set, every stage appends its name to attempts.log there and records its start and end times
   (outside the repository, so outputs stay deterministic);
 - left raises OSError once when $TOY_FLAKY_DIR is set and holds no marker yet (a transient failure);
@@ -46,6 +48,13 @@ SCRIPT = textwrap.dedent(
     elif name in ("left", "right"):
         prepared = json.loads(Path("data/prepared.json").read_text())
         time.sleep(params["sleep_s"])
+        barrier = os.environ.get("TOY_BARRIER_DIR")
+        if barrier:  # wait (up to 60 s) until the other side has started too: run concurrently
+            (Path(barrier) / name).touch()
+            other = Path(barrier) / ("right" if name == "left" else "left")
+            deadline = time.time() + 60
+            while not other.exists() and time.time() < deadline:
+                time.sleep(0.05)
         flaky = os.environ.get("TOY_FLAKY_DIR")
         if name == "left" and flaky and not (Path(flaky) / "failed-once").exists():
             (Path(flaky) / "failed-once").write_text("x")
