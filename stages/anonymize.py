@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import re
+import shutil
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
@@ -23,12 +26,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from stages.lib import keys
 from stages.lib.errors import GateFailure, run_stage
 from stages.lib.features import Policy, column_policies
-from stages.lib.io import AtomicDir, iter_partitions, write_json_atomic
+from stages.lib.io import AtomicDir, file_hash, partition_names, write_json_atomic, write_parquet
 from stages.lib.params import load_params, section
+from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
 from stages.lib.schema import LINEAGE_COLUMNS, RECORD_ID, Schema, load_schema
 from stages.lib.scrub import (
     PII_ENTITY,
@@ -36,6 +41,7 @@ from stages.lib.scrub import (
     as_string_array,
     hash_strings,
     known_name_set,
+    known_name_spans,
     scrub_column,
     scrub_known_names,
 )
@@ -687,6 +693,150 @@ def _to_arrow(df: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
 
 
+class Recorder:
+    """Stands in for a HashedSet or an IdentifierIndex: finds nothing, keeps every candidate
+    hash looked up. What a scan looked up is all it can depend on, so a stored result stays
+    valid while the global sets, restricted to those candidates, are unchanged."""
+
+    def __init__(self, max_tokens: int = 1):
+        self.max_tokens = max_tokens
+        self.values, self.phones = self, _PhoneRecorder()
+        self.seen: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return 1  # never "empty": scans skip empty sets without looking anything up
+
+    def lookup_hashes(self, hashes: np.ndarray) -> np.ndarray:
+        self.seen.append(np.asarray(hashes, dtype=np.uint64))
+        return np.full(len(hashes), -1, dtype=np.int8)
+
+    def match(self, candidates: Any, phones: bool = False) -> np.ndarray:
+        return (self.phones if phones else self).lookup_hashes(hash_strings(candidates))
+
+    def hashes(self) -> np.ndarray:
+        """Every distinct candidate hash looked up."""
+        return np.unique(np.concatenate(self.seen)) if self.seen else np.empty(0, np.uint64)
+
+
+class _PhoneRecorder(Recorder):
+    def __init__(self):
+        self.seen = []
+
+
+def relevant(found: HashedSet, candidates: np.ndarray) -> str:
+    """A digest of the part of a hashed set that a scan with these candidates can see."""
+    codes = found.lookup_hashes(candidates)
+    hit = codes >= 0
+    return _sha(candidates[hit], codes[hit])
+
+
+def _sha(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def quasi_hashes(quasi: pd.DataFrame) -> np.ndarray:
+    """One 64-bit hash per row of its released quasi-identifier values (its class)."""
+    cols = [c for c in quasi.columns if c != RECORD_ID]
+    if not cols:
+        return np.zeros(len(quasi), dtype=np.uint64)
+    keyed = quasi[cols].astype("string").fillna("\x00null")
+    return pd.util.hash_pandas_object(keyed, index=False).to_numpy(dtype=np.uint64)
+
+
+def profile_file(
+    path: Path, schema: Schema, policies: dict[str, Policy], key: bytes, out_dir: Path
+) -> dict[str, Any]:
+    """Task, pass 1 over one clean partition, needing nothing global: policies applied and text
+    scrubbed (policy.parquet), its identifier index (index.npz), its rows' class hashes
+    (quasi.npy) and the name candidates of its text (names.npy)."""
+    df = _to_pandas(pq.read_table(path))
+    anon, counts = apply_policies(df, schema, policies, key)
+    write_parquet(_to_arrow(anon), out_dir / "policy.parquet")
+    quasi = quasi_frame(df, schema, policies)
+    np.save(out_dir / "quasi.npy", quasi_hashes(quasi))
+    index = index_part(df, schema, policies)
+    save_index(index, out_dir / "index.npz")
+    names = Recorder()
+    for col in schema.with_role("text"):
+        if col in anon.columns:
+            known_name_spans(as_string_array(anon[col]), names)
+    np.save(out_dir / "names.npy", names.hashes())
+    return {
+        "rows": len(df),
+        "counts": counts,
+        "quasi_identifiers": [c for c in quasi.columns if c != RECORD_ID],
+    }
+
+
+def save_index(index: IdentifierIndex, path: Path) -> None:
+    """An IdentifierIndex as .npz (hash and code arrays, and max_tokens)."""
+    arrays = {
+        f"{part}_{what}": getattr(getattr(index, part), what)
+        for part in ("values", "phones", "names")
+        for what in ("hashes", "codes")
+    }
+    np.savez(path, max_tokens=np.array(index.max_tokens), **arrays)
+
+
+def load_index(path: Path) -> IdentifierIndex:
+    """An IdentifierIndex saved by save_index."""
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    sets = {
+        part: HashedSet(arrays[f"{part}_hashes"], arrays[f"{part}_codes"])
+        for part in ("values", "phones", "names")
+    }
+    return IdentifierIndex(max_tokens=int(arrays["max_tokens"]), **sets)
+
+
+def scan_file(
+    policy_file: Path,
+    index_file: Path,
+    schema: Schema,
+    policies: dict[str, Policy],
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Task, pass 2 over one partition: the dataset's known names scrubbed from its text
+    (released.parquet, before k-suppression) and the independent scan of the result, with the
+    candidate hashes the identifier-value scan looked up (leak.npz)."""
+    anon = _to_pandas(pq.read_table(policy_file))
+    index = load_index(index_file)
+    found: dict[str, dict[str, int]] = {}
+    for col in schema.with_role("text"):
+        if col in anon.columns:
+            anon[col], n_names = scrub_known_names(anon[col], index.names)
+            found[col] = {"KNOWN_PERSON": n_names}
+    write_parquet(_to_arrow(anon), out_dir / "released.parquet")
+    scan_cols = string_columns(anon)
+    pattern_cols = [c for c in scan_cols if policies[c].action != "pseudonymize"]
+    pseudonymized = {c for c in scan_cols if policies[c].action == "pseudonymize"}
+    findings = gx_scan(pattern_cols).run(anon)
+    findings += scan_checksummed(anon, pattern_cols)
+    recorder = Recorder(index.max_tokens)
+    scan_identifier_leaks(anon, scan_cols, recorder, pseudonymized)
+    findings += scan_identifier_leaks(anon, scan_cols, index, pseudonymized)
+    np.savez(out_dir / "leak.npz", values=recorder.hashes(), phones=recorder.phones.hashes())
+    return {"counts": found, "findings": findings}
+
+
+INDEX_SEEN = "index_seen.json"
+
+
+def index_seen(index: IdentifierIndex, entry: Path) -> list[str]:
+    """Digests of the global identifier index restricted to what a stored scan looked up."""
+    with np.load(entry / "leak.npz") as leak:
+        return [relevant(index.values, leak["values"]), relevant(index.phones, leak["phones"])]
+
+
+def _merge_counts(into: dict[str, Counter], counts: dict[str, dict[str, int]]) -> None:
+    for col, c in counts.items():
+        into.setdefault(col, Counter()).update(c)
+
+
 def run(
     input_dir: Path,
     output_dir: Path,
@@ -695,38 +845,99 @@ def run(
     schema: Schema,
     key: bytes,
 ) -> tuple[StageSummary, dict[str, Any]]:
-    """The whole stage over partitions: two passes (risk and index, then anonymize + scan)."""
+    """The whole stage over partitions, each step reusing what an earlier run stored.
+
+    1. Per partition (tasks): policies and per-row scrubbing, identifier index, class hashes.
+    2. The global identifier index and class sizes (k over the whole dataset).
+    3. Per partition (tasks): the dataset's known names scrubbed, the independent scan. A stored
+       result is reused while the global sets, restricted to the candidates it looked up, are
+       unchanged, so a new batch does not redo earlier partitions unless it concerns them.
+    4. In order: rows of classes smaller than k to quarantine, the rest to data/anon.
+    """
     summary = StageSummary("anonymize")
     policies = column_policies(schema, dict(config.policies))
-    # Pass 1: released quasi-identifiers (for k over the whole dataset) and identifier values.
-    quasi_parts, index_parts = [], []
-    for _, table in iter_partitions(input_dir):
-        q, part = profile_partition(_to_pandas(table), schema, policies)
-        quasi_parts.append(q)
-        index_parts.append(part)
-    index = IdentifierIndex.merge(index_parts)
-    del index_parts
-    quasi = pd.concat(quasi_parts, ignore_index=True) if quasi_parts else pd.DataFrame()
-    del quasi_parts
-    sizes = class_sizes(quasi) if len(quasi) else pd.Series(dtype="int64")
-    before = risk_report(sizes)
+    params = {"schema": str(schema), "policies": {n: str(p) for n, p in policies.items()}}
+    code = code_digest(__file__)
+    files = dict(partition_names(input_dir))
+    profile_tasks = [
+        PartitionTask(
+            name,
+            digest(file_hash(file), params, keys.key_id(key), code),
+            profile_file,
+            (file, schema, policies, key),
+        )
+        for name, file in files.items()
+    ]
+    profiled = list(run_tasks("anonymize (pass 1)", profile_tasks, CacheDir("anonymize-profile")))
+
+    # The global identifier index, once on disk for the worker processes.
+    index = IdentifierIndex.merge(load_index(d.file("index.npz")) for d in profiled)
+    scan_cache = CacheDir("anonymize-scan")
+    index_file = scan_cache.path / f".index-{os.getpid()}.npz"
+    save_index(index, index_file)
+    classes = [np.load(d.file("quasi.npy")) for d in profiled]
+    all_classes = np.concatenate(classes) if classes else np.empty(0, np.uint64)
+    _, inverse, class_count = np.unique(all_classes, return_inverse=True, return_counts=True)
+    sizes = class_count[inverse.reshape(-1)]
+    before = risk_report(pd.Series(sizes, dtype="int64"))
+
+    scan_tasks, stale = [], []
+    for d in profiled:
+        names_seen = relevant(index.names, np.load(d.file("names.npy")))
+        task_key = digest(d.task.key, names_seen, index.max_tokens, code)
+        entry = scan_cache.get(task_key)
+        if entry is not None:
+            if json.loads((entry / INDEX_SEEN).read_text()) != index_seen(index, entry):
+                stale.append(entry)  # a new identifier value may occur in it: scan again
+        args = (d.file("policy.parquet"), index_file, schema, policies)
+        scan_tasks.append(PartitionTask(d.task.name, task_key, scan_file, args))
+    for entry in stale:
+        shutil.rmtree(entry, ignore_errors=True)
+    try:
+        scanned = list(run_tasks("anonymize (pass 2)", scan_tasks, scan_cache))
+    finally:
+        index_file.unlink(missing_ok=True)
+    for done in scanned:
+        if not done.reused:
+            (done.dir / INDEX_SEEN).write_text(json.dumps(index_seen(index, done.dir)))
+
     findings: list[dict[str, str]] = []
     counts: dict[str, Counter] = {}
-    kept_sizes = []
-    out, quarantine = AtomicDir(output_dir), AtomicDir(quarantine_dir)
-    try:
-        for name, table in iter_partitions(input_dir):
-            df = _to_pandas(table)
-            summary.rows_in += len(df)
-            res = anonymize_partition(df, schema, policies, key, index, sizes, config.k)
-            for col, c in res.counts.items():
-                counts.setdefault(col, Counter()).update(c)
-            kept_sizes.append(res.kept[RECORD_ID])
-            findings += res.findings
-            out.write_table(name, _to_arrow(res.kept))
-            quarantine.write_table(name, _to_arrow(res.dropped))
-            summary.rows_out += len(res.kept)
-            summary.quarantined["k_anonymity"] += len(res.dropped)
+    kept_classes = []
+    final_cache = CacheDir("anonymize-final")
+    final_keys = []
+    offset = 0
+    with AtomicDir(output_dir) as out, AtomicDir(quarantine_dir) as quarantine:
+        for p, s, part_classes in zip(profiled, scanned, classes, strict=True):
+            n = p.result["rows"]
+            row_sizes = sizes[offset : offset + n]
+            offset += n
+            small = row_sizes < config.k if config.k else np.zeros(n, dtype=bool)
+            kept_classes.append(part_classes[~small])
+            suppressed = np.flatnonzero(small)
+            final_key = digest(s.task.key, _sha(suppressed, row_sizes[small]), config.k)
+            final_keys.append(final_key)
+            entry = final_cache.get(final_key)
+            if entry is None:
+                staged = final_cache.staging(final_key)
+                released = pq.read_table(s.file("released.parquet"))
+                mask = pa.array(small)
+                write_parquet(released.filter(pc.invert(mask)), staged / "kept.parquet")
+                dropped = released.filter(mask).to_pandas()
+                dropped[REASON] = [
+                    f"k_anonymity: equivalence class of {int(c)} < k={config.k}"
+                    for c in row_sizes[small]
+                ]
+                write_parquet(_to_arrow(dropped), staged / "dropped.parquet")
+                entry = final_cache.put(final_key, staged, {"kept": int(n - small.sum())})
+            out.link(p.task.name, entry / "kept.parquet")
+            quarantine.link(p.task.name, entry / "dropped.parquet")
+            summary.rows_in += n
+            summary.rows_out += n - int(small.sum())
+            summary.quarantined["k_anonymity"] += int(small.sum())
+            _merge_counts(counts, p.result["counts"])
+            _merge_counts(counts, s.result["counts"])
+            findings += s.result["findings"]
         scan = {
             "passed": not findings,
             "findings": len(findings),
@@ -744,26 +955,19 @@ def run(
                     for f in findings[:5]
                 )
             )
-        out.commit()
-        quarantine.commit()
-    except BaseException:
-        out.abort()
-        quarantine.abort()
-        raise
-    kept_ids = pd.concat(kept_sizes) if kept_sizes else pd.Series(dtype="string")
-    after_quasi = quasi[quasi[RECORD_ID].isin(kept_ids)] if len(quasi) else quasi
-    after = (
-        risk_report(class_sizes(after_quasi))
-        if len(after_quasi)
-        else risk_report(pd.Series(dtype="int64"))
-    )
+    CacheDir("anonymize-profile").keep_only(t.key for t in profile_tasks)
+    scan_cache.keep_only(t.key for t in scan_tasks)
+    final_cache.keep_only(final_keys)
+    kept = np.concatenate(kept_classes) if kept_classes else np.empty(0, np.uint64)
+    _, kept_count = np.unique(kept, return_counts=True)
+    after = risk_report(pd.Series(np.repeat(kept_count, kept_count), dtype="int64"))
     summary.extra.update(
         {
             "key_id": keys.key_id(key),
             "policies": {n: describe_policy(p) for n, p in policies.items()},
             "entity_counts": {c: dict(sorted(v.items())) for c, v in counts.items()},
             "scan": {k: v for k, v in scan.items() if k != "details"},
-            "quasi_identifiers": [c for c in quasi.columns if c != RECORD_ID],
+            "quasi_identifiers": profiled[0].result["quasi_identifiers"] if profiled else [],
             "k_threshold": config.k,
             "risk_before_suppression": before,
             "risk_after_suppression": after,

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 
-from stages.anonymize import anonymize_frame, build_index, known_names
+from stages.anonymize import anonymize_frame, build_index
 from stages.clean import REASON, REASON_KIND, CleanConfig, clean_partition, to_arrow
 from stages.ingest import (
     IoConfig,
@@ -103,7 +103,7 @@ def prepare_frame(
     result = clean_partition(frame, optional_label(schema), clean_cfg, seen={})
     # As anonymize reads data/clean: through the clean data contract's Arrow types.
     clean = to_arrow(result.clean, schema).to_pandas()
-    names = known_names(build_index(clean, schema, policies))
+    names = build_index(clean, schema, policies).names
     anon, _ = anonymize_frame(clean, schema, policies, key, names)
     anon = pa.Table.from_pandas(anon.reset_index(drop=True), preserve_index=False).to_pandas()
     rejected = result.quarantine[[RECORD_ID, SOURCE_ROW, REASON_KIND, REASON]].reset_index(

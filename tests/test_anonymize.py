@@ -189,3 +189,58 @@ def test_demo_key_switch(tmp_path):
     assert "DEMO" in done.stderr
     assert (work / ".secrets/demo_hmac.key").exists()
     assert (work / ".secrets/.gitignore").read_text().strip() == "*"
+
+
+def _snapshot(path: Path) -> dict[str, pd.DataFrame]:
+    return {f.name: pd.read_parquet(f) for f in sorted(path.glob("*.parquet"))}
+
+
+def test_a_new_batch_reuses_earlier_partitions_unless_it_concerns_them(
+    tmp_path, params, schema, monkeypatch, capsys
+):
+    """Partitions already anonymized are reused; one whose text names a customer of the new
+    batch is scrubbed again; the result equals a run from scratch."""
+    monkeypatch.chdir(tmp_path)
+    cfg = AnonymizeConfig(policies=params["anonymize"]["policies"], k=2)
+    p0, p1 = clean_frame(300), clean_frame(200, seed=1, start=300)
+    p1.loc[p1.index[0], "notes"] = "referred by Zebulon Quartermaine last spring"
+    write_clean(tmp_path / "clean", [("p0.parquet", p0), ("p1.parquet", p1)])
+    run(tmp_path / "clean", tmp_path / "anon", tmp_path / "q", cfg, schema, KEY)
+    capsys.readouterr()
+    # Not a customer yet: nothing marks the name as one, so it stays (as it would in one run).
+    assert read_dataset(tmp_path / "anon").to_pandas()["notes"].str.contains("Quartermaine").any()
+    # A new batch with that customer: p1 is unchanged but must be scrubbed (and scanned) again.
+    p2 = clean_frame(100, seed=2, start=500)
+    p2.loc[p2.index[0], "full_name"] = "Zebulon Quartermaine"
+    write_clean(tmp_path / "clean", [("p0.parquet", p0), ("p1.parquet", p1), ("p2.parquet", p2)])
+    summary, scan = run(tmp_path / "clean", tmp_path / "anon", tmp_path / "q", cfg, schema, KEY)
+    err = capsys.readouterr().err
+    assert "pass 1): 3 partition(s): 2 reused, 1 to run" in err
+    assert "pass 2): 3 partition(s): 1 reused, 2 to run" in err
+    assert scan["passed"]
+    anon = read_dataset(tmp_path / "anon").to_pandas()
+    assert not anon["notes"].str.contains("Quartermaine").any()
+    # A batch that names no earlier customer: every earlier partition is reused in both passes.
+    p3 = clean_frame(100, seed=3, start=600)
+    p3["full_name"] = [f"Newname{i} Person{i}" for i in range(len(p3))]
+    write_clean(
+        tmp_path / "clean",
+        [("p0.parquet", p0), ("p1.parquet", p1), ("p2.parquet", p2), ("p3.parquet", p3)],
+    )
+    summary, scan = run(tmp_path / "clean", tmp_path / "anon", tmp_path / "q", cfg, schema, KEY)
+    err = capsys.readouterr().err
+    assert "pass 1): 4 partition(s): 3 reused, 1 to run" in err
+    assert "pass 2): 4 partition(s): 3 reused, 1 to run" in err
+    incremental = summary.to_dict()
+    outputs = (_snapshot(tmp_path / "anon"), _snapshot(tmp_path / "q"))
+    monkeypatch.setenv("PIPELINE_PARTITION_CACHE", str(tmp_path / "empty-cache"))
+    fresh, _ = run(tmp_path / "clean", tmp_path / "anon2", tmp_path / "q2", cfg, schema, KEY)
+    fresh_outputs = (_snapshot(tmp_path / "anon2"), _snapshot(tmp_path / "q2"))
+    for a, b in zip(outputs, fresh_outputs, strict=True):
+        assert a.keys() == b.keys()
+        for name in a:
+            pd.testing.assert_frame_equal(a[name], b[name])
+    timing = {"duration_s", "peak_memory_mb"}
+    assert {k: v for k, v in incremental.items() if k not in timing} == {
+        k: v for k, v in fresh.to_dict().items() if k not in timing
+    }

@@ -118,8 +118,12 @@ class CacheDir:
         """Forget every entry (and leftover temporary) whose key is not in `keys`."""
         keep = set(keys)
         for entry in self.path.iterdir():
-            if entry.name not in keep:
+            if entry.name in keep:
+                continue
+            if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def worker_count() -> int:
