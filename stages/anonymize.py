@@ -382,7 +382,7 @@ def index_part(df: pd.DataFrame, schema: Schema, policies: dict[str, Policy]) ->
             digits = pc.replace_substring_regex(pc.utf8_normalize(arr, "NFKC"), r"[^\p{Nd}]", "")
             digits = digits.filter(pc.greater_equal(pc.utf8_length(digits), 7))
             suffix = _strings(pc.utf8_slice_codeunits(digits, -9))
-            phone_hashes.append(HashedSet.from_hashes(_hash(suffix), _codes(entity, suffix)))
+            phone_hashes.append(HashedSet.from_hashes(hash_strings(suffix), _codes(entity, suffix)))
             continue
         norm = norm_array(arr)
         cjk = pc.fill_null(pc.match_substring_regex(norm, f"[{_CJK}]{{2,}}"), False)
@@ -392,7 +392,7 @@ def index_part(df: pd.DataFrame, schema: Schema, policies: dict[str, Policy]) ->
             continue
         max_tokens = max(max_tokens, pc.max(pc.count_substring_regex(norm, _RE2_TOKEN)).as_py())
         values = _strings(norm)
-        hashes.append(_hash(values))
+        hashes.append(hash_strings(values))
         codes.append(_codes(entity, values))
         if entity == PII_ENTITY["name"]:
             name_values.append(values)
@@ -403,10 +403,6 @@ def index_part(df: pd.DataFrame, schema: Schema, policies: dict[str, Policy]) ->
     )
     names = known_name_set(np.concatenate(name_values)) if name_values else HashedSet.empty()
     return IdentifierIndex(values_set, HashedSet.merge(phone_hashes), names, max_tokens)
-
-
-def _hash(values: np.ndarray) -> np.ndarray:
-    return hash_strings(values)
 
 
 def _codes(entity: str, values: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from stages.clean import EMAIL_RE
+from stages.lib.dedup import hash_strings
 from stages.lib.errors import GateFailure, run_stage
 from stages.lib.gx import TYPE_NAMES, Check, build_docs, describe_failure, named, run_checks
 from stages.lib.io import (
@@ -145,7 +146,7 @@ def row_local(checks: Sequence[Check]) -> tuple[Check, ...]:
 
 def key_hashes(keys: pd.Series) -> np.ndarray:
     """64-bit hashes of the non-null keys (the same value hashes the same in every partition)."""
-    return pd.util.hash_array(keys.dropna().to_numpy(dtype=object))
+    return hash_strings(keys.dropna().to_numpy(dtype=object))
 
 
 def validate_partition(df: pd.DataFrame, checks: Sequence[Check], label: str) -> PartitionResult:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,10 +28,16 @@ from stages.lib.io import write_bytes_atomic
 HASH_SCHEME = "siphash24-pandas-v1"
 
 
-def hash_strings(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """64-bit SipHash of each string (nulls hash to a fixed value): stable across runs."""
-    obj = values.to_numpy(zero_copy_only=False)
-    return pd.util.hash_array(obj, categorize=False).astype(np.uint64, copy=False)
+def hash_strings(values: Any) -> np.ndarray:
+    """64-bit SipHash of each string (nulls hash to a fixed value): stable across runs and
+    processes. The project's one string hash (dedup, validate's key check, anonymize's sets)."""
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        obj = values.to_numpy(zero_copy_only=False)
+    else:
+        obj = np.asarray(values, dtype=object)
+    if not len(obj):
+        return np.empty(0, dtype=np.uint64)
+    return pd.util.hash_array(obj.astype(object, copy=False), categorize=False)
 
 
 class DedupIndex:

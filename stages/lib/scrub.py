@@ -32,6 +32,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from stages.lib.dedup import hash_strings
+
 # Placeholder entity types (the text between < and > in the output).
 EMAIL = "EMAIL"
 PHONE = "PHONE"
@@ -579,14 +581,6 @@ def scrub_texts(texts: Iterable[str | None]) -> list[str | None]:
 # ---------------------------------------------------------------------------------------------
 # Hashed string sets: a dataset's identifier values (millions at 10M rows) kept as sorted 64-bit
 # hashes instead of a Python set/dict of strings (~9 bytes per value instead of ~100).
-
-
-def hash_strings(values: Any) -> np.ndarray:
-    """64-bit hashes (pandas' SipHash, in C) of strings; equal strings, equal hashes."""
-    obj = np.asarray(values, dtype=object)
-    if not len(obj):
-        return np.empty(0, dtype=np.uint64)
-    return pd.util.hash_array(obj, categorize=False)
 
 
 def _strings(arr: pa.Array) -> np.ndarray:
