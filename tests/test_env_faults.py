@@ -44,10 +44,12 @@ def project(tmp: Path, rows: int = 20) -> Path:
 
 
 def run_ingest(tmp: Path, user: list[str] | None = None) -> subprocess.CompletedProcess:
+    env = venv_env(PYTHONPATH=str(ROOT), HOME=str(tmp))
+    env.pop("PIPELINE_PARTITION_CACHE")  # the project's own .pipeline-cache, as for a user
     return subprocess.run(
         [*(user or []), sys.executable, "-m", "stages.ingest"],
         cwd=tmp,
-        env=venv_env(PYTHONPATH=str(ROOT), HOME=str(tmp)),
+        env=env,
         capture_output=True,
         text=True,
     )
@@ -68,7 +70,7 @@ def mount(*args: str) -> None:
         pytest.skip(f"cannot mount here ({r.stderr.strip() or r.returncode}): real fault skipped")
 
 
-def test_disk_full_simulated(tmp_path, monkeypatch, key, capsys) -> None:
+def test_disk_full_simulated(tmp_path, monkeypatch, key, capsys, partition_cache) -> None:
     """The disk fills up while ingest writes its second partition."""
     write_project(tmp_path, source_frame(20), io__partition_rows=10)
     monkeypatch.chdir(tmp_path)
@@ -87,10 +89,11 @@ def test_disk_full_simulated(tmp_path, monkeypatch, key, capsys) -> None:
     monkeypatch.setattr(pq.ParquetWriter, "write_table", write_table)
     with pytest.raises(SystemExit) as exit_:
         run_stage(ingest.main)
-    err = capsys.readouterr().err.strip()
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress lines
     assert exit_.value.code == EXIT_WRITE_FAILED
-    assert err.startswith("ERROR: cannot write data/raw/batch-") and "the disk is full" in err
-    assert "MB free on the device holding" in err
+    # The batch's partitions are written where they are stored, then linked into data/raw.
+    assert err.startswith(f"ERROR: cannot write {partition_cache}/ingest/"), err
+    assert "the disk is full" in err and "MB free on the device holding" in err
     assert tree_hashes(tmp_path, OUTPUTS) == before
     assert not leftover_temporaries(tmp_path)
 

@@ -138,8 +138,9 @@ def split_rows(table: pa.Table, rows: int) -> Iterator[pa.Table]:
 
 def write_parquet(table: pa.Table, path: Path) -> None:
     """Write one partition file with the project's settings (zstd, 128K-row row groups)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path, compression="zstd", row_group_size=1 << 17)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path, compression="zstd", row_group_size=1 << 17)
 
 
 class AtomicDir:
