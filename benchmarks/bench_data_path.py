@@ -258,6 +258,27 @@ def gx_compare(runs: int) -> None:
     print(json.dumps(figures))
 
 
+def time_stages(
+    repo: Path, src: Path, stages: tuple[str, ...], runs: int
+) -> tuple[float, dict, dict, float, list]:
+    """Each stage from scratch, `runs` times, beside the pyarrow baseline: (median path
+    seconds, median seconds per stage, peak RSS per stage, peak RSS of the path, baselines)."""
+    per: dict[str, list[tuple[float, float]]] = {s: [] for s in stages}
+    base: list[tuple[float, float]] = []
+    for r in range(runs):
+        clear_outputs(repo)
+        base.append(arrow_baseline(src, repo))
+        for s in stages:
+            per[s].append(timed([sys.executable, "-m", f"stages.{s}"], repo))
+        total = sum(per[s][-1][0] for s in stages)
+        print(f"  run {r + 1}: " + "  ".join(f"{s} {per[s][-1][0]:.1f}" for s in stages)
+              + f"  total {total:.1f} s  (load {os.getloadavg()[0]:.2f})")  # fmt: skip
+    med = {s: statistics.median(x[0] for x in per[s]) for s in stages}
+    rss = {s: max(x[1] for x in per[s]) for s in stages}
+    path_s = statistics.median(sum(per[s][i][0] for s in stages) for i in range(runs))
+    return path_s, med, rss, max(rss.values()), base
+
+
 def fmt_s(x: float) -> str:
     return f"{x:7.1f} s" if x >= 10 else f"{x:7.2f} s"
 
@@ -275,6 +296,16 @@ def main() -> None:
         default="split",
         help="run the stages up to this one only; below split, the DVC and batch parts are skipped",
     )
+    ap.add_argument(
+        "--stages-only", action="store_true", help="only the stages: no DVC, batch or GX parts"
+    )
+    ap.add_argument(
+        "--scale-from",
+        type=int,
+        metavar="ROWS",
+        help="also time the stages on ROWS rows first, and report the time and memory ratio "
+        "(for 10M rows: --scale-from 1000000; goal <= 11x the time, peak < 3 GB)",
+    )
     ap.add_argument("--gx-compare", type=int, metavar="RUNS", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.gx_compare:
@@ -291,20 +322,15 @@ def main() -> None:
     fig: dict = {"rows": args.rows, "runs": args.runs, "nproc": os.cpu_count()}
 
     # 1. Stages as plain subprocesses, and the pyarrow baseline, interleaved run by run.
-    per: dict[str, list[tuple[float, float]]] = {s: [] for s in stages}
-    base: list[tuple[float, float]] = []
-    for r in range(args.runs):
-        clear_outputs(repo)
-        base.append(arrow_baseline(src, repo))
-        for s in stages:
-            per[s].append(timed([sys.executable, "-m", f"stages.{s}"], repo))
-        total = sum(per[s][-1][0] for s in stages)
-        print(f"  run {r + 1}: " + "  ".join(f"{s} {per[s][-1][0]:.1f}" for s in stages)
-              + f"  total {total:.1f} s  (load {os.getloadavg()[0]:.2f})")  # fmt: skip
+    if args.scale_from:
+        small = make_input(args.scale_from, cache)
+        small_repo = project_copy(work / "repo-small", small)
+        print(f"scale baseline: {args.scale_from:,} rows, same stages, same runs")
+        small_s, _, _, small_rss, _ = time_stages(small_repo, small, stages, args.runs)
+        fig["scale_from"] = {"rows": args.scale_from, "s": small_s, "peak_rss_mib": small_rss}
+        shutil.rmtree(small_repo, ignore_errors=True)
+    path_s, med, rss, _, base = time_stages(repo, src, stages, args.runs)
     rows_out = {s: json.loads((repo / f"metrics/{s}.json").read_text()) for s in stages}
-    med = {s: statistics.median(x[0] for x in per[s]) for s in stages}
-    rss = {s: max(x[1] for x in per[s]) for s in stages}
-    path_s = statistics.median(sum(per[s][i][0] for s in stages) for i in range(args.runs))
     fig["stages"] = {s: {"s": med[s], "peak_rss_mib": rss[s]} for s in stages}
     fig["data_path_s"] = path_s
     fig["data_path_peak_rss_mib"] = max(rss.values())
@@ -314,7 +340,7 @@ def main() -> None:
     }
     fig["rows_out"] = {s: rows_out[s].get("rows_out") for s in stages}
 
-    full = args.upto == "split"
+    full = args.upto == "split" and not args.stages_only
     if full:
         # 2. DVC: from scratch, then no-op; baseline `dvc --version`.
         clear_outputs(repo)
@@ -335,16 +361,21 @@ def main() -> None:
         fig["batch_share"] = batch_s / dvc_full
 
     # 4. GX against pandas on the clean data (with the batch when it ran).
-    proc = subprocess.run(
-        [sys.executable, __file__, "--gx-compare", str(args.runs)],
-        cwd=repo,
-        env=dict(env(), PYTHONPATH=str(repo)),
-        capture_output=True,
-        text=True,
+    proc = (
+        None
+        if args.stages_only
+        else subprocess.run(
+            [sys.executable, __file__, "--gx-compare", str(args.runs)],
+            cwd=repo,
+            env=dict(env(), PYTHONPATH=str(repo)),
+            capture_output=True,
+            text=True,
+        )
     )
-    if proc.returncode != 0:
+    if proc is not None and proc.returncode != 0:
         raise SystemExit(f"GX comparison failed:\n{proc.stderr[-3000:]}")
-    fig["gx"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if proc is not None:
+        fig["gx"] = json.loads(proc.stdout.strip().splitlines()[-1])
 
     # Report.
     ab = fig["arrow_baseline"]
@@ -362,8 +393,19 @@ def main() -> None:
         f"({GOAL_1M_S:.0f} s per 1M rows): {verdict}"
     )
     print(f"{'pyarrow csv->parquet':20} {fmt_s(ab['s'])} {ab['peak_rss_mib']:8.0f} MiB  (baseline)")
+    if "scale_from" in fig:
+        sf = fig["scale_from"]
+        ratio = path_s / sf["s"]
+        limit = 11 * args.rows / sf["rows"] / 10
+        mem_ok = "ok" if fig["data_path_peak_rss_mib"] < 3 * 1024 else "MISSED"
+        print(
+            f"scaling: {sf['rows']:,} rows {fmt_s(sf['s'])} {sf['peak_rss_mib']:6.0f} MiB -> "
+            f"{args.rows:,} rows {fmt_s(path_s)} = {ratio:.1f}x the time; goal <= {limit:.0f}x: "
+            f"{'ok' if ratio <= limit else 'MISSED'}; peak {fig['data_path_peak_rss_mib']:.0f} "
+            f"MiB, goal < 3 GiB: {mem_ok}"
+        )
     if not full:
-        print(f"stages after {args.upto}, dvc repro and the 1% batch: skipped (--upto)")
+        print(f"stages after {args.upto}, dvc repro and the 1% batch: skipped")
     else:
         print(f"dvc repro split, from scratch: {fmt_s(dvc_full)}  (stages {path_s:.1f} s + DVC)")
         noop_ok = "ok" if fig["dvc_noop_s"] <= GOAL_NOOP_S else "MISSED"
@@ -377,11 +419,12 @@ def main() -> None:
             f"1% batch ({fig['batch_rows']:,} rows): {fmt_s(batch_s)} = "
             f"{fig['batch_share']:.0%} of the full run; goal <= {GOAL_BATCH_SHARE:.0%}: {share_ok}"
         )
-    g = fig["gx"]
-    print(f"GX suite ({g['checks']} checks, {g['rows']:,} rows, {g['partitions']} partitions): "
-          f"{fmt_s(g['gx_s'])} (+context {g['gx_context_s']:.1f} s, +Data Docs "
-          f"{g['gx_docs_s']:.1f} s); pandas same checks {fmt_s(g['pandas_s'])}; "
-          f"ratio {g['gx_s'] / g['pandas_s']:.1f}x; disagreements {g['disagree']}")  # fmt: skip
+    g = fig.get("gx")
+    if g:
+        print(f"GX suite ({g['checks']} checks, {g['rows']:,} rows, {g['partitions']} partitions): "
+              f"{fmt_s(g['gx_s'])} (+context {g['gx_context_s']:.1f} s, +Data Docs "
+              f"{g['gx_docs_s']:.1f} s); pandas same checks {fmt_s(g['pandas_s'])}; "
+              f"ratio {g['gx_s'] / g['pandas_s']:.1f}x; disagreements {g['disagree']}")  # fmt: skip
     print(f"load {os.getloadavg()}")
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=2))
