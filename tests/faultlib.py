@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -121,6 +122,8 @@ def dvc(root: Path, *args: str, env: dict | None = None, timeout: int = 600):
 def fault_env(spec: str, log: Path, **extra: str) -> dict[str, str]:
     """Environment that arms the fault hook in stage processes: FAULT_SPEC=stage:mode:n."""
     env = venv_env(**extra)
+    # The repository's own .pipeline-cache, as in a user's run: the hook sees its writes.
+    env.pop("PIPELINE_PARTITION_CACHE", None)
     env["PYTHONPATH"] = str(HOOK_DIR)
     env["FAULT_SPEC"] = spec
     env["FAULT_LOG"] = str(log)
@@ -193,3 +196,8 @@ def scan_for_secrets(
                     if any(v in data for v in variants):
                         findings.append(f"{where}: holds a form of {secret[:4]}…")
     return scanned, findings
+
+
+def forget_stored_partitions(repo: Path) -> None:
+    """Delete the stored partition results, so that a stage run does all its work (and writes)."""
+    shutil.rmtree(repo / ".pipeline-cache", ignore_errors=True)

@@ -21,6 +21,7 @@ from tests.faultlib import (
     dvc,
     dvc_stages,
     fault_env,
+    forget_stored_partitions,
     leftover_temporaries,
     module_stages,
     pipeline_clone,
@@ -143,6 +144,7 @@ def test_killed_stage_reruns_to_the_same_result(runs, stage: str, point: str, tm
     repo = b.root
     k = kill_points(b, stage)[point]
     log = tmp_path / "kill.jsonl"
+    forget_stored_partitions(repo)  # the stage must do its work to be killed in the middle of it
     r = dvc(
         repo, "repro", "--force", "--single-item", stage, env=fault_env(f"{stage}:kill:{k}", log)
     )
@@ -299,6 +301,7 @@ def test_stages_that_write_name_the_fault_and_keep_previous_outputs(runs) -> Non
         # The first real data write (a Parquet partition or a file opened for writing).
         n = next(e["event"] for e in b.log_events if e["stage"] == stage and e["kind"] != "replace")
         log = repo.parent / f"fail-{stage}.jsonl"
+        forget_stored_partitions(repo)
         env = fault_env(f"{stage}:fail:{n}", log)
         env.update(env_base)
         r = subprocess.run(
