@@ -816,6 +816,8 @@ def scan_file(
     scan_identifier_leaks(anon, scan_cols, recorder, pseudonymized)
     findings += scan_identifier_leaks(anon, scan_cols, index, pseudonymized)
     np.savez(out_dir / "leak.npz", values=recorder.hashes(), phones=recorder.phones.hashes())
+    # What of the global index this scan could see: a later run reuses it while that is unchanged.
+    (out_dir / INDEX_SEEN).write_text(json.dumps(index_seen(index, out_dir)))
     return {"counts": found, "findings": findings}
 
 
@@ -875,6 +877,7 @@ def run(
     all_classes = np.concatenate(classes) if classes else np.empty(0, np.uint64)
     _, inverse, class_count = np.unique(all_classes, return_inverse=True, return_counts=True)
     sizes = class_count[inverse.reshape(-1)]
+    del all_classes, inverse
     before = risk_report(pd.Series(sizes, dtype="int64"))
 
     scan_tasks, stale = [], []
@@ -889,13 +892,11 @@ def run(
         scan_tasks.append(PartitionTask(d.task.name, task_key, scan_file, args))
     for entry in stale:
         shutil.rmtree(entry, ignore_errors=True)
+    del index  # the workers load it from index_file: one copy fewer while they run
     try:
         scanned = list(run_tasks("anonymize (pass 2)", scan_tasks, scan_cache))
     finally:
         index_file.unlink(missing_ok=True)
-    for done in scanned:
-        if not done.reused:
-            (done.dir / INDEX_SEEN).write_text(json.dumps(index_seen(index, done.dir)))
 
     findings: list[dict[str, str]] = []
     counts: dict[str, Counter] = {}
