@@ -689,34 +689,42 @@ def _to_arrow(df: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
 
 
-class Recorder:
-    """Stands in for a HashedSet or an IdentifierIndex: finds nothing, keeps every candidate
-    hash looked up. What a scan looked up is all it can depend on, so a stored result stays
-    valid while the global sets, restricted to those candidates, are unchanged."""
+class RecordingSet:
+    """A HashedSet (or, with None, an empty one) that keeps every candidate hash looked up.
 
-    def __init__(self, max_tokens: int = 1):
-        self.max_tokens = max_tokens
-        self.values, self.phones = self, _PhoneRecorder()
+    What a scan looked up is all its result can depend on, so a stored result stays valid while
+    the global sets, restricted to those candidates, are unchanged (see `relevant`)."""
+
+    def __init__(self, target: HashedSet | None = None):
+        self.target = target
         self.seen: list[np.ndarray] = []
 
     def __len__(self) -> int:
-        return 1  # never "empty": scans skip empty sets without looking anything up
+        # Never "empty": scans skip an empty set without generating (and recording) candidates.
+        return max(1, len(self.target) if self.target is not None else 0)
 
     def lookup_hashes(self, hashes: np.ndarray) -> np.ndarray:
+        """The target's codes (-1: absent), recording the hashes."""
         self.seen.append(np.asarray(hashes, dtype=np.uint64))
-        return np.full(len(hashes), -1, dtype=np.int8)
-
-    def match(self, candidates: Any, phones: bool = False) -> np.ndarray:
-        return (self.phones if phones else self).lookup_hashes(hash_strings(candidates))
+        if self.target is None:
+            return np.full(len(hashes), -1, dtype=np.int8)
+        return self.target.lookup_hashes(hashes)
 
     def hashes(self) -> np.ndarray:
         """Every distinct candidate hash looked up."""
         return np.unique(np.concatenate(self.seen)) if self.seen else np.empty(0, np.uint64)
 
 
-class _PhoneRecorder(Recorder):
-    def __init__(self):
-        self.seen = []
+class RecordingIndex:
+    """An IdentifierIndex whose value and phone lookups are recorded (RecordingSet)."""
+
+    def __init__(self, index: IdentifierIndex):
+        self.values, self.phones = RecordingSet(index.values), RecordingSet(index.phones)
+        self.max_tokens = index.max_tokens
+
+    def match(self, candidates: Any, phones: bool = False) -> np.ndarray:
+        """As IdentifierIndex.match."""
+        return (self.phones if phones else self.values).lookup_hashes(hash_strings(candidates))
 
 
 def relevant(found: HashedSet, candidates: np.ndarray) -> str:
@@ -756,7 +764,7 @@ def profile_file(
     np.save(out_dir / "quasi.npy", quasi_hashes(quasi))
     index = index_part(df, schema, policies)
     save_index(index, out_dir / "index.npz")
-    names = Recorder()
+    names = RecordingSet()
     for col in schema.with_role("text"):
         if col in anon.columns:
             known_name_spans(as_string_array(anon[col]), names)
@@ -812,10 +820,9 @@ def scan_file(
     pseudonymized = {c for c in scan_cols if policies[c].action == "pseudonymize"}
     findings = gx_scan(pattern_cols).run(anon)
     findings += scan_checksummed(anon, pattern_cols)
-    recorder = Recorder(index.max_tokens)
-    scan_identifier_leaks(anon, scan_cols, recorder, pseudonymized)
-    findings += scan_identifier_leaks(anon, scan_cols, index, pseudonymized)
-    np.savez(out_dir / "leak.npz", values=recorder.hashes(), phones=recorder.phones.hashes())
+    recorder = RecordingIndex(index)
+    findings += scan_identifier_leaks(anon, scan_cols, recorder, pseudonymized)
+    np.savez(out_dir / "leak.npz", values=recorder.values.hashes(), phones=recorder.phones.hashes())
     # What of the global index this scan could see: a later run reuses it while that is unchanged.
     (out_dir / INDEX_SEEN).write_text(json.dumps(index_seen(index, out_dir)))
     return {"counts": found, "findings": findings}
