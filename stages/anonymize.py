@@ -157,14 +157,24 @@ def anonymize_frame(
     """One clean frame as the stage releases it (before k-suppression): policies applied, then
     the dataset's known person `names` scrubbed from its text columns; returns entity counts."""
     anon, found = apply_policies(df, schema, policies, key)
+    anon, named = scrub_names(anon, schema, names)
+    for col, n_names in named.items():
+        found[col] = {
+            **found.get(col, {}),
+            "KNOWN_PERSON": found.get(col, {}).get("KNOWN_PERSON", 0) + n_names,
+        }
+    return anon, found
+
+
+def scrub_names(
+    anon: pd.DataFrame, schema: Schema, names: HashedSet
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The dataset's known person names scrubbed from the text columns; names found per column."""
+    scrubbed, counts = {}, {}
     for col in schema.with_role("text"):
         if col in anon.columns:
-            anon[col], n_names = scrub_known_names(anon[col], names)
-            found[col] = {
-                **found.get(col, {}),
-                "KNOWN_PERSON": found.get(col, {}).get("KNOWN_PERSON", 0) + n_names,
-            }
-    return anon, found
+            scrubbed[col], counts[col] = scrub_known_names(anon[col], names)
+    return anon.assign(**scrubbed), counts
 
 
 def describe_policy(policy: Policy) -> str:
@@ -201,14 +211,25 @@ def quasi_frame(df: pd.DataFrame, schema: Schema, policies: dict[str, Policy]) -
 _BUCKETS = ((1, 1), (2, 2), (3, 4), (5, 9), (10, 19), (20, 49), (50, 99), (100, None))
 
 
-def class_sizes(quasi: pd.DataFrame) -> pd.Series:
-    """Equivalence-class size of each row (index: record_id); nulls form their own value."""
+def quasi_hashes(quasi: pd.DataFrame) -> np.ndarray:
+    """One 64-bit hash per row of its released quasi-identifier values (its class)."""
     cols = [c for c in quasi.columns if c != RECORD_ID]
     if not cols:
-        return pd.Series(len(quasi), index=quasi[RECORD_ID].to_numpy(), dtype="int64")
+        return np.zeros(len(quasi), dtype=np.uint64)
     keyed = quasi[cols].astype("string").fillna("\x00null")
-    sizes = keyed.groupby(cols, dropna=False)[cols[0]].transform("size")
-    return pd.Series(sizes.to_numpy(dtype="int64"), index=quasi[RECORD_ID].to_numpy())
+    return pd.util.hash_pandas_object(keyed, index=False).to_numpy(dtype=np.uint64)
+
+
+def class_sizes(quasi: pd.DataFrame) -> pd.Series:
+    """Equivalence-class size of each row (index: record_id); nulls form their own value."""
+    sizes = sizes_of(quasi_hashes(quasi))
+    return pd.Series(sizes, index=quasi[RECORD_ID].to_numpy(), dtype="int64")
+
+
+def sizes_of(classes: np.ndarray) -> np.ndarray:
+    """The size of each row's class, from per-row class hashes (see quasi_hashes)."""
+    _, inverse, counts = np.unique(classes, return_inverse=True, return_counts=True)
+    return counts[inverse.reshape(-1)]
 
 
 def risk_report(sizes: pd.Series) -> dict[str, Any]:
@@ -622,52 +643,6 @@ def build_index(df: pd.DataFrame, schema: Schema, policies: dict[str, Policy]) -
     return index_part(df, schema, policies)
 
 
-def profile_partition(
-    df: pd.DataFrame, schema: Schema, policies: dict[str, Policy]
-) -> tuple[pd.DataFrame, IdentifierIndex]:
-    """Pass 1 over one clean partition: its released quasi-identifiers and identifier index."""
-    return quasi_frame(df, schema, policies), index_part(df, schema, policies)
-
-
-@dataclass(frozen=True)
-class PartitionResult:
-    """What pass 2 makes of one partition."""
-
-    kept: pd.DataFrame  # released rows
-    dropped: pd.DataFrame  # k-suppressed rows, with REASON
-    counts: dict[str, dict[str, int]]  # scrubbed entities per text column
-    findings: list[dict[str, str]]  # the independent scan's findings (empty: passed)
-
-
-def anonymize_partition(
-    df: pd.DataFrame,
-    schema: Schema,
-    policies: dict[str, Policy],
-    key: bytes,
-    index: IdentifierIndex,
-    sizes: pd.Series,
-    k: int | None,
-) -> PartitionResult:
-    """Pass 2 over one clean partition: anonymize, suppress classes smaller than k (`sizes`:
-    class size by record_id over the whole dataset) and scan the released rows."""
-    anon, found = anonymize_frame(df, schema, policies, key, index.names)
-    row_sizes = sizes.reindex(anon[RECORD_ID].to_numpy()).to_numpy()
-    small = row_sizes < k if k else np.zeros(len(anon), dtype=bool)
-    kept, dropped = anon[~small], anon[small].copy()
-    dropped[REASON] = [
-        f"k_anonymity: equivalence class of {int(n)} < k={k}" for n in row_sizes[small]
-    ]
-    # The scan: GX regexes on text columns, checksums and identifier values everywhere.
-    # Every string column is scanned; pseudonymized ones (HMAC hex) only for known values.
-    scan_cols = string_columns(anon)
-    pattern_cols = [c for c in scan_cols if policies[c].action != "pseudonymize"]
-    pseudonymized = {c for c in scan_cols if policies[c].action == "pseudonymize"}
-    findings = gx_scan(pattern_cols).run(anon)
-    findings += scan_checksummed(anon, pattern_cols)
-    findings += scan_identifier_leaks(anon, scan_cols, index, pseudonymized)
-    return PartitionResult(kept, dropped, found, findings)
-
-
 def string_columns(df: pd.DataFrame) -> list[str]:
     """Output columns holding text (lineage ids and numbers excluded)."""
     return [
@@ -742,15 +717,6 @@ def _sha(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def quasi_hashes(quasi: pd.DataFrame) -> np.ndarray:
-    """One 64-bit hash per row of its released quasi-identifier values (its class)."""
-    cols = [c for c in quasi.columns if c != RECORD_ID]
-    if not cols:
-        return np.zeros(len(quasi), dtype=np.uint64)
-    keyed = quasi[cols].astype("string").fillna("\x00null")
-    return pd.util.hash_pandas_object(keyed, index=False).to_numpy(dtype=np.uint64)
-
-
 def profile_file(
     path: Path, schema: Schema, policies: dict[str, Policy], key: bytes, out_dir: Path
 ) -> dict[str, Any]:
@@ -809,11 +775,8 @@ def scan_file(
     candidate hashes the identifier-value scan looked up (leak.npz)."""
     anon = _to_pandas(pq.read_table(policy_file))
     index = load_index(index_file)
-    found: dict[str, dict[str, int]] = {}
-    for col in schema.with_role("text"):
-        if col in anon.columns:
-            anon[col], n_names = scrub_known_names(anon[col], index.names)
-            found[col] = {"KNOWN_PERSON": n_names}
+    anon, named = scrub_names(anon, schema, index.names)
+    found = {col: {"KNOWN_PERSON": n} for col, n in named.items()}
     write_parquet(_to_arrow(anon), out_dir / "released.parquet")
     scan_cols = string_columns(anon)
     pattern_cols = [c for c in scan_cols if policies[c].action != "pseudonymize"]
@@ -873,7 +836,8 @@ def run(
         )
         for name, file in files.items()
     ]
-    profiled = list(run_tasks("anonymize (pass 1)", profile_tasks, CacheDir("anonymize-profile")))
+    profile_cache = CacheDir("anonymize-profile")
+    profiled = list(run_tasks("anonymize (pass 1)", profile_tasks, profile_cache))
 
     # The global identifier index, once on disk for the worker processes.
     index = IdentifierIndex.merge(load_index(d.file("index.npz")) for d in profiled)
@@ -882,9 +846,8 @@ def run(
     save_index(index, index_file)
     classes = [np.load(d.file("quasi.npy")) for d in profiled]
     all_classes = np.concatenate(classes) if classes else np.empty(0, np.uint64)
-    _, inverse, class_count = np.unique(all_classes, return_inverse=True, return_counts=True)
-    sizes = class_count[inverse.reshape(-1)]
-    del all_classes, inverse
+    sizes = sizes_of(all_classes)
+    del all_classes
     before = risk_report(pd.Series(sizes, dtype="int64"))
 
     scan_tasks, stale = [], []
@@ -959,12 +922,11 @@ def run(
                     for f in findings[:5]
                 )
             )
-    CacheDir("anonymize-profile").keep_only(t.key for t in profile_tasks)
+    profile_cache.keep_only(t.key for t in profile_tasks)
     scan_cache.keep_only(t.key for t in scan_tasks)
     final_cache.keep_only(final_keys)
     kept = np.concatenate(kept_classes) if kept_classes else np.empty(0, np.uint64)
-    _, kept_count = np.unique(kept, return_counts=True)
-    after = risk_report(pd.Series(np.repeat(kept_count, kept_count), dtype="int64"))
+    after = risk_report(pd.Series(sizes_of(kept), dtype="int64"))
     summary.extra.update(
         {
             "key_id": keys.key_id(key),

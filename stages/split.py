@@ -62,24 +62,18 @@ def hash64(record_ids: list[str], seed: str) -> np.ndarray:
     )
 
 
-def hash_unit(record_ids: list[str], seed: str) -> np.ndarray:
-    """A uniform number in [0, 1) per record id: SHA-256 of seed and id."""
-    return hash64(record_ids, seed).astype(np.float64) / float(1 << 64)
-
-
 def assign(record_ids: list[str], fractions: dict[str, float], seed: str) -> np.ndarray:
     """The split name of each record id."""
+    return split_of(hash64(record_ids, seed), fractions)
+
+
+def split_of(hashes: np.ndarray, fractions: dict[str, float]) -> np.ndarray:
+    """The split name of each record from its hash64 (a uniform number in [0, 1))."""
     check_fractions(fractions)
-    u = hash_unit(record_ids, seed)
+    u = hashes.astype(np.float64) / float(1 << 64)
     edges = np.cumsum([fractions[s] for s in SPLITS])
     idx = np.searchsorted(edges, u, side="right").clip(0, len(SPLITS) - 1)
     return np.array(SPLITS, dtype=object)[idx]
-
-
-def split_table(table: pa.Table, config: SplitConfig) -> dict[str, pa.Table]:
-    """One partition split into {split: rows}."""
-    labels = assign(table.column(RECORD_ID).to_pylist(), dict(config.fractions), config.seed)
-    return {s: table.filter(pa.array(labels == s)) for s in SPLITS}
 
 
 def class_balance(counts: dict[str, dict[str, int]], classes: list[str]) -> dict[str, Any]:
@@ -104,11 +98,15 @@ def split_partition(path: str, config: SplitConfig, label: str, out_dir: Path) -
     Also stores each split's record-id hashes (ids.npz) for the cross-partition overlap check.
     """
     table = pq.read_table(path)
+    hashes = hash64(table.column(RECORD_ID).to_pylist(), config.seed)
+    labels = split_of(hashes, dict(config.fractions))
     rows: dict[str, dict[str, int]] = {}
     ids = {}
-    for s, part in split_table(table, config).items():
+    for s in SPLITS:
+        mask = labels == s
+        part = table.filter(pa.array(mask))
         write_parquet(part, out_dir / f"{s}.parquet")
-        ids[s] = hash64(part.column(RECORD_ID).to_pylist(), config.seed)
+        ids[s] = hashes[mask]
         rows[s] = {
             str(item["values"]): item["counts"]
             for item in pc.value_counts(part.column(label)).to_pylist()

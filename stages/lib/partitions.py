@@ -167,13 +167,13 @@ def run_tasks(
     """Run or reuse every task; yield results in task order as they become available."""
     cache = cache or CacheDir(stage)
     done: dict[str, Path] = {}
-    todo: list[PartitionTask] = []
+    todo: dict[str, PartitionTask] = {}  # by key: equal keys run once
     for t in tasks:
         hit = cache.get(t.key)
         if hit is not None:
             done[t.key] = hit
-        elif all(t.key != o.key for o in todo):
-            todo.append(t)
+        else:
+            todo.setdefault(t.key, t)
     reused = len(tasks) - len(todo)
     start = time.monotonic()
     if tasks:
@@ -182,8 +182,8 @@ def run_tasks(
             f"{stage}: {len(tasks)} partition(s): {reused} reused, {len(todo)} to run on {where}",
             file=sys.stderr,
         )
-    staged = {t.key: cache.staging(t.key) for t in todo}
-    pending = iter(_submit(todo, staged))
+    staged = {key: cache.staging(key) for key in todo}
+    pending = iter(_submit(list(todo.values()), staged))
     finished = 0
     try:
         for t in tasks:
