@@ -105,11 +105,6 @@ def batch_id(path: Path, digest: str) -> str:
     return f"{stem}-{digest[:10]}"
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    return file_hash(path)
-
-
 def check_content(path: Path, fmt: str) -> None:
     """Fail early when a file is empty or is not what its extension says."""
     with path.open("rb") as f:
@@ -352,7 +347,7 @@ def main() -> None:
     for path in find_batch_files(cfg.sources):
         fmt = file_format(path)
         check_content(path, fmt)
-        digest_ = file_digest(path)
+        digest_ = file_hash(path)
         if digest_ in seen_digests:
             raise InputError(
                 f"{path}: identical to the earlier batch {seen_digests[digest_]}; "

@@ -35,13 +35,12 @@ from stages.ingest import (
     batch_id,
     check_columns,
     check_content,
-    file_digest,
     file_format,
     read_batches,
 )
 from stages.lib.errors import InputError, run_stage
 from stages.lib.features import Policy, column_policies, feature_spec
-from stages.lib.io import write_bytes_atomic, write_text_atomic
+from stages.lib.io import file_hash, write_bytes_atomic, write_text_atomic
 from stages.lib.keys import key_id, load_key
 from stages.lib.params import load_params, section
 from stages.lib.schema import RECORD_ID, SOURCE_ROW, Schema, load_schema
@@ -157,7 +156,7 @@ def read_input(path: Path, block_rows: int) -> tuple[pd.DataFrame, str]:
         raise InputError(f"{path}: has a header but no data rows")
     table = pa.concat_tables(tables, promote_options="default")
     raw = table.to_pandas(types_mapper=pd.ArrowDtype).astype("string")
-    return raw, batch_id(path, file_digest(path))
+    return raw, batch_id(path, file_hash(path))
 
 
 def write_frame(df: pd.DataFrame, path: Path) -> None:
