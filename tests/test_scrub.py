@@ -25,19 +25,29 @@ def test_checksums():
         ("ring +44 20 7946 0958.", "ring <PHONE>."),
         ("office 010-12345678 or (030) 1234 5678", "office <PHONE> or <PHONE>"),
         ("card 4111 1111 1111 1111 ok", "card <CREDIT_CARD> ok"),
-        ("card 4111-1111-1111-1112 stays", "card 4111-1111-1111-1112 stays"),
+        # Luhn-invalid: no card, but a long digit run all the same (the digit-run rule).
+        ("card 4111-1111-1111-1112 stays", "card <NUMBER> stays"),
         ("IBAN DE89 3704 0044 0532 0130 00, thanks", "IBAN <IBAN>, thanks"),
-        ("SSN 123-45-6789 and 000-12-3456", "SSN <US_SSN> and 000-12-3456"),
+        ("SSN 123-45-6789 and 000-12-3456", "SSN <US_SSN> and <NUMBER>"),
         ("from 192.168.1.10 and 2001:db8::8a2e:370:7334", "from <IP_ADDRESS> and <IP_ADDRESS>"),
         ("see https://example.com/a?b=1. end", "see <URL>. end"),
         (
-            "meeting 2023-01-15 at 10:30, order 12345678",
-            "meeting 2023-01-15 at 10:30, order 12345678",
+            "meeting 2023-01-15 at 10:30, order 123456, years 1990-2000",
+            "meeting 2023-01-15 at 10:30, order 123456, years 1990-2000",
         ),
+        ("order 12345678", "order <NUMBER>"),
     ],
 )
 def test_patterns(text, expected):
     assert scrub_texts([text]) == [expected]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["card 4111-1111-1111-1112 stays", "SSN 000-12-3456 is not issued", "order 12345678"],
+)
+def test_digit_run_rule_can_be_switched_off(text):
+    assert scrub_texts([text], min_digit_run=None) == [text]
 
 
 def test_invalid_iban_is_not_an_iban():
@@ -59,7 +69,8 @@ def test_chinese_text_phones_ids_and_full_width():
     out = scrub_texts(texts)
     assert out[0] == "客户王小明来电,手机<PHONE>,身份证<CN_RESIDENT_ID>。"
     assert out[1] == "手机:<PHONE>,邮箱<EMAIL>"
-    assert "<CN_RESIDENT_ID>" not in out[2] and invalid in out[2]
+    # A wrong check digit: no resident ID, but 18 digits all the same (the digit-run rule).
+    assert out[2] == "编号<NUMBER>不是身份证"
     assert out[3] == "电话<PHONE>或<PHONE>"
     assert out[4] == "身份证号<CN_RESIDENT_ID>"
 

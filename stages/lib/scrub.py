@@ -19,7 +19,6 @@ are matched like their ASCII forms. Matches become typed placeholders such as `<
 from __future__ import annotations
 
 import ipaddress
-import operator
 import re
 import unicodedata
 from collections import Counter
@@ -31,6 +30,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from stdnum import luhn
+from stdnum.exceptions import ValidationError
+from stdnum.cn import ric
+from stdnum.iso7064 import mod_97_10
 
 from stages.lib.dedup import hash_strings
 
@@ -46,6 +49,8 @@ URL = "URL"
 PERSON = "PERSON"
 NATIONAL_ID = "NATIONAL_ID"
 ADDRESS = "ADDRESS"
+IDENTIFIER = "IDENTIFIER"
+NUMBER = "NUMBER"
 
 # Which placeholder a record's own identifier of each schema `pii` kind becomes.
 PII_ENTITY = {
@@ -54,6 +59,7 @@ PII_ENTITY = {
     "phone": PHONE,
     "national_id": NATIONAL_ID,
     "address": ADDRESS,
+    "key": IDENTIFIER,  # the source's record key (customer id), which record_id replaces
 }
 
 
@@ -68,33 +74,32 @@ def placeholder(entity: str) -> str:
 # number still yield the entity at its start.
 
 
-_DOUBLED = str.maketrans("0123456789", "0246813579")  # digit -> digit sum of its double
-
-
 def luhn_ok(digits: str) -> bool:
-    """Whether a digit string passes the Luhn checksum (payment cards)."""
-    # Every second digit from the right is doubled; translate() does it in C.
-    kept = digits[-1::-2]
-    doubled = digits[-2::-2].translate(_DOUBLED)
-    total = sum(kept.encode()) + sum(doubled.encode()) - 48 * len(digits)
-    return total % 10 == 0
+    """Whether a digit string passes the Luhn checksum (payment cards; python-stdnum)."""
+    return luhn.is_valid(digits)
 
 
-# Issued card lengths; 17 and 18 are left out, so an 18-digit Chinese resident ID number with a
-# wrong check digit that happens to pass Luhn is not taken for a card.
-CARD_LENGTHS = (13, 14, 15, 16, 19)
+# Issued card lengths: 12 (Maestro) to 19. 17 and 18 are left out, so an 18-digit Chinese
+# resident ID number with a wrong check digit that happens to pass Luhn is not taken for a card
+# (the digit-run rule masks it anyway).
+CARD_LENGTHS = (12, 13, 14, 15, 16, 19)
+_SEPARATORS = " .-"
 
 
 def _card_prefix(candidate: str) -> int:
     """Longest prefix, cut at a separator or the end, that is a Luhn-valid card-length number."""
-    cuts = [i for i, ch in enumerate(candidate) if ch in " -"] + [len(candidate)]
+    cuts = [i for i, ch in enumerate(candidate) if ch in _SEPARATORS] + [len(candidate)]
     for cut in reversed(cuts):
-        digits = candidate[:cut].replace(" ", "").replace("-", "")
-        if len(digits) < 13:
+        digits = _compact(candidate[:cut])
+        if len(digits) < min(CARD_LENGTHS):
             break
-        if len(digits) in CARD_LENGTHS and luhn_ok(digits):
+        if len(digits) in CARD_LENGTHS and luhn.is_valid(digits):
             return cut
     return 0
+
+
+def _compact(value: str) -> str:
+    return value.replace(" ", "").replace("-", "").replace(".", "")
 
 
 # IBAN lengths by country (ISO 13616 registry, common countries); others: any length 15-34.
@@ -107,21 +112,18 @@ IBAN_LENGTHS = {
 }  # fmt: skip
 
 
-_LETTER_DIGITS = {ord(c): str(10 + i) for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZ")}
-
-
 def iban_ok(compact: str) -> bool:
-    """Whether an IBAN without spaces passes the ISO 13616 mod-97 check."""
+    """Whether an IBAN without separators passes the ISO 13616 mod-97 check (python-stdnum)."""
+    compact = compact.upper()
     if len(compact) < 15 or not compact[:2].isalpha() or not compact[2:4].isdigit():
         return False
-    moved = compact[4:] + compact[:4]
-    return int(moved.upper().translate(_LETTER_DIGITS)) % 97 == 1
+    return mod_97_10.is_valid(compact[4:] + compact[:4])
 
 
 def _iban_prefix(candidate: str) -> int:
-    """Length of the valid IBAN at the start of the candidate (spaces allowed), else 0."""
-    positions = [i for i, ch in enumerate(candidate) if ch != " "]
-    compact = candidate.replace(" ", "")
+    """Length of the valid IBAN at the start of the candidate (spaces, dashes), else 0."""
+    positions = [i for i, ch in enumerate(candidate) if ch not in " -"]
+    compact = candidate.replace(" ", "").replace("-", "").upper()
     lengths = [IBAN_LENGTHS[compact[:2]]] if compact[:2] in IBAN_LENGTHS else range(34, 14, -1)
     for n in lengths:
         if n <= len(compact) and iban_ok(compact[:n]):
@@ -129,23 +131,48 @@ def _iban_prefix(candidate: str) -> int:
     return 0
 
 
-_GB11643_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-_GB11643_SUM = sum(_GB11643_WEIGHTS)  # removes the ASCII offset of the digits' bytes
-
-
 def cn_id_ok(value: str) -> bool:
-    """Whether an 18-character Chinese resident ID has a valid GB 11643 check character."""
-    if len(value) != 18 or not value[:17].isdigit():
+    """Whether an 18-character Chinese resident ID has a valid GB 11643 check character and
+    birth date (python-stdnum). The region is not checked: stdnum's list of region codes lags
+    behind the ones in use, and an ID of an unlisted region is still an identifier."""
+    compact = value.replace(" ", "").upper()
+    if len(compact) != 18 or not compact[:17].isdigit():
         return False
-    total = sum(map(operator.mul, value[:17].encode(), _GB11643_WEIGHTS)) - 48 * _GB11643_SUM
-    return "10X98765432"[total % 11] == value[17].upper()
+    try:
+        ric.get_birth_date(compact)
+    except ValidationError:
+        return False
+    return ric.calc_check_digit(compact) == compact[17]
 
 
 def _ssn_prefix(candidate: str) -> int:
     """The SSN's length if its area, group and serial are ones the SSA issues, else 0."""
-    area, group, serial = candidate.split("-")
+    digits = _compact(candidate)
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
     ok = area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
     return len(candidate) if ok else 0
+
+
+_DATE_SHAPES = re.compile(
+    r"(?:1[89]|20)\d\d([-/. ])(?:0?[1-9]|1[0-2])\1(?:0?[1-9]|[12]\d|3[01])"  # 2023-01-15
+    r"|(?:0?[1-9]|[12]\d|3[01])([-/. ])(?:0?[1-9]|1[0-2])\2(?:1[89]|20)\d\d"  # 15.01.2023
+    r"|(?:0?[1-9]|1[0-2])([-/. ])(?:0?[1-9]|[12]\d|3[01])\3(?:1[89]|20)\d\d"  # 01/15/2023
+    r"|(?:1[89]|20)\d\d ?[-/] ?(?:1[89]|20)\d\d"  # a range of years: 1990-2000
+)
+
+
+def is_date_shaped(candidate: str) -> bool:
+    """Whether a run of digits and separators reads as a date or a range of years."""
+    return _DATE_SHAPES.fullmatch(candidate.strip("()+ ")) is not None
+
+
+def _digit_run_validator(min_digits: int) -> Callable[[str], int]:
+    def validate(candidate: str) -> int:
+        if is_date_shaped(candidate) or sum(ch.isdigit() for ch in candidate) < min_digits:
+            return 0
+        return len(candidate)
+
+    return validate
 
 
 def _ipv6_prefix(candidate: str) -> int:
@@ -184,28 +211,45 @@ class Pattern:
     validator: Callable[[str], int] | None = None
 
 
+_EXTENSION = r"(?:[ ]?(?i:x|ext\.?|extension)[ ]?\d{1,6})?"
+_OBFUSCATED_AT = r"(?:[ ]?[\[({]at[\])}][ ]?| at )"
+_OBFUSCATED_DOT = r"(?:[ ]?[\[({]dot[\])}][ ]?| dot )"
+
 PATTERNS: tuple[Pattern, ...] = (
     Pattern(
         EMAIL,
         r"()([A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,})",
     ),
+    # Obfuscated: name[at]example.com, name (at) example (dot) com, name at example dot com
+    # (the spelled-out ' at ' only together with a spelled-out dot, so prose is left alone).
+    Pattern(
+        EMAIL,
+        r"(?i)()([a-z0-9._%+\-]+"
+        r"(?:[ ]?[\[({]at[\])}][ ]?[a-z0-9\-]+(?:(?:\.|" + _OBFUSCATED_DOT + r")[a-z0-9\-]+)*"
+        r"(?:\.|" + _OBFUSCATED_DOT + r")[a-z]{2,6}"
+        r"| at [a-z0-9\-]+(?:(?:\.|"
+        + _OBFUSCATED_DOT
+        + r")[a-z0-9\-]+)*"
+        + _OBFUSCATED_DOT
+        + r"[a-z]{2,6}))\b",
+    ),
     Pattern(
         URL,
-        rf"()((?:https?|ftp)://{_URL_CHARS}*{_URL_END}|www\.{_URL_CHARS}*{_URL_END})",
+        rf"(?i)()((?:https?|ftp)://{_URL_CHARS}*{_URL_END}|www\.{_URL_CHARS}*{_URL_END})",
     ),
     Pattern(
         IBAN,
-        _LEAD + r"([A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?)\b",
+        r"(?i)" + _LEAD + r"([A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?)\b",
         _iban_prefix,
     ),
     Pattern(
         CN_RESIDENT_ID,
-        _LEAD + r"([1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}"
+        _LEAD + r"([1-9]\d{5} ?(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01]) ?\d{3}"
         r"[0-9Xx])\b",
         _whole(cn_id_ok),
     ),
-    Pattern(CREDIT_CARD, _LEAD_NOPLUS + r"([2-6]\d(?:[ -]?\d){11,17})\b", _card_prefix),
-    Pattern(US_SSN, _LEAD + r"(\d{3}-\d{2}-\d{4})\b", _ssn_prefix),
+    Pattern(CREDIT_CARD, _LEAD_NOPLUS + r"([1-6]\d(?:[ .-]?\d){10,17})\b", _card_prefix),
+    Pattern(US_SSN, _LEAD + r"(\d{3}[ .-]?\d{2}[ .-]?\d{4})\b", _ssn_prefix),
     Pattern(
         IP_ADDRESS,
         r"(^|[^0-9A-Za-z_:])((?:"
@@ -220,22 +264,44 @@ PATTERNS: tuple[Pattern, ...] = (
     Pattern(IP_ADDRESS, r"(^|[^0-9A-Za-z_.])((?:" + _OCTET + r"\.){3}" + _OCTET + r")\b"),
     Pattern(
         PHONE,
-        _LEAD_NOPLUS + r"("
+        _LEAD_NOPLUS + r"((?:"
         # Chinese mobile, optionally with +86 / 0086
         r"(?:(?:\+|00)86[ -]?)?1[3-9]\d(?:[ .-]?\d{4}){2}"
         # international: +CC, optional (area) or (0), then digit groups
         r"|(?:\+|00)[1-9]\d{0,2}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){2,6}"
-        # North American: (555) 123-4567, 555-123-4567, 1-800-555-0199
-        r"|(?:1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}"
+        # North American: (555) 123-4567, 555-123-4567, 415/867-5314, 1-800-555-0199
+        r"|(?:1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ ./-])\d{3}[ .-]\d{4}"
         # North American written as ten bare digits (NANP: area and exchange start 2-9)
         r"|[2-9]\d{2}[2-9]\d{6}"
         # national with trunk 0: 020 7946 0958, (030) 1234 5678, 010-12345678
         r"|(?:\(0[1-9]\d{0,3}\)|0[1-9]\d{0,3})[ .-]?\d{3,4}[ .-]?\d{3,4}"
-        r")\b",
+        r")" + _EXTENSION + r")\b",
     ),
 )
 
-ENTITY_TYPES = tuple(dict.fromkeys([p.entity for p in PATTERNS] + list(PII_ENTITY.values())))
+
+def digit_run_pattern(min_digits: int) -> Pattern:
+    """The conservative rule for what no pattern classified: a run of `min_digits` or more digits
+    (single separators, brackets and an extension allowed; glued to letters too), not a date.
+    It catches phone and national-number formats of any country, at the cost of masking long
+    order or reference numbers as well."""
+    return Pattern(
+        NUMBER,
+        r"(^|[^0-9])(\+?\(?\d(?:(?:[ .\-/]|\) ?|[ ]?\()?\d){"
+        + str(max(min_digits - 1, 1))
+        + ",}"
+        + _EXTENSION
+        + ")",
+        _digit_run_validator(min_digits),
+    )
+
+
+# What `scrub_column` masks by default: runs of 7 digits or more (anonymize.min_digit_run).
+DEFAULT_MIN_DIGIT_RUN = 7
+
+ENTITY_TYPES = tuple(
+    dict.fromkeys([p.entity for p in PATTERNS] + [NUMBER] + list(PII_ENTITY.values()))
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,6 +331,8 @@ def normalize_text(values: Any) -> pa.Array:
     The control characters NUL, SOH and STX, which the scrubber uses as markers, are removed.
     """
     arr = pc.utf8_normalize(as_string_array(values), "NFKC")
+    # Typographic apostrophes become ASCII ones, so "O’Rourke" is matched like "O'Rourke".
+    arr = pc.replace_substring_regex(arr, "[\u2018\u2019\u02bc]", "'")
     return pc.replace_substring_regex(arr, "[\x00-\x02]", "")
 
 
@@ -285,11 +353,17 @@ def _replace_rows(arr: pa.Array, rows: np.ndarray, new_values: list[str]) -> pa.
 # Pattern pass
 
 
-def scrub_patterns(texts: Any, counts: Counter | None = None) -> tuple[pa.Array, Counter]:
-    """Replace pattern-detected identifiers in a (normalised) text column; count per type."""
+def scrub_patterns(
+    texts: Any, counts: Counter | None = None, min_digit_run: int | None = DEFAULT_MIN_DIGIT_RUN
+) -> tuple[pa.Array, Counter]:
+    """Replace pattern-detected identifiers in a (normalised) text column; count per type.
+
+    Last, runs of `min_digit_run` or more digits that no pattern classified become <NUMBER>
+    (None or 0: off)."""
     arr = as_string_array(texts)
     counts = Counter() if counts is None else counts
-    for pattern in PATTERNS:
+    patterns = PATTERNS + ((digit_run_pattern(min_digit_run),) if min_digit_run else ())
+    for pattern in patterns:
         tag = placeholder(pattern.entity)
         if pattern.validator is None:
             # Count the placeholders before and after (a literal count is cheaper than a second
@@ -325,7 +399,9 @@ def scrub_patterns(texts: Any, counts: Counter | None = None) -> tuple[pa.Array,
 # Record-aware pass
 
 _CJK = "[\u3400-\u9fff\uf900-\ufaff]"  # literal characters: RE2 has no \\u escapes
-_PHONE_SEP = r"[\s().\-]*"
+# Scripts written without spaces: a Latin name glued to them still stands alone.
+_UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_PHONE_SEP = r"[\s()./\-]*"
 
 
 @dataclass(frozen=True)
@@ -370,6 +446,14 @@ def _needles(identifiers: Mapping[str, Iterable[tuple[str, Any]]], n_rows: int) 
                 add(entity, every, dig, 7, True)
                 continue
             add(entity, every, vals, 3 if kind == "name" else 4, False)
+            if kind == "national_id":
+                # Written with other separators or none: compare the digits (7 or more).
+                dig = pc.replace_substring_regex(vals, r"[^0-9]", "")
+                add(entity, every, dig, 7, True)
+            if kind == "address":
+                # The street line alone ("1280 Chestnut Rd"), without city and state.
+                street = pc.utf8_trim_whitespace(pc.replace_substring_regex(vals, ",.*$", ""))
+                add(entity, every, street, 6, False)
             if kind != "name":
                 continue
             # Given and family names (two characters or more) of names with several parts.
@@ -383,10 +467,28 @@ def _needles(identifiers: Mapping[str, Iterable[tuple[str, Any]]], n_rows: int) 
             cjk = pc.fill_null(pc.match_substring_regex(vals, rf"^{_CJK}{{3,4}}$"), False)
             given = pc.if_else(cjk, pc.utf8_slice_codeunits(vals, 1), pa.scalar("", vals.type))
             add(entity, every, given, 2, False)
+            # A Chinese name's pinyin in either order ("Zhou Wei", "Wei Zhou", "Zhouwei").
+            chinese = np.flatnonzero(
+                pc.fill_null(pc.match_substring_regex(vals, rf"^{_CJK}{{2,4}}$"), False).to_numpy(
+                    zero_copy_only=False
+                )
+            )
+            for variant in range(3):
+                spelled = [pinyin_forms(v)[variant] for v in vals.take(chinese).to_pylist()]
+                add(entity, chinese, pa.array(spelled, vals.type), 5, False)
     if not rows:
         empty = np.array([], dtype=np.dtypes.StringDType())
         return _Needles(np.array([], dtype=np.int64), [], empty, np.array([], dtype=bool))
     return _Needles(np.concatenate(rows), ents, np.concatenate(needles), np.concatenate(digits))
+
+
+def pinyin_forms(name: str) -> tuple[str, str, str]:
+    """A Chinese name in pinyin: surname first, given name first, and run together."""
+    from pypinyin import lazy_pinyin  # only data with Chinese names pays for its import
+
+    surname, *given = lazy_pinyin(name)
+    rest = "".join(given)
+    return f"{surname} {rest}", f"{rest} {surname}", f"{surname}{rest}"
 
 
 def _needle_regex(entity: str, needle: str, is_digits: bool) -> str:
@@ -397,7 +499,7 @@ def _needle_regex(entity: str, needle: str, is_digits: bool) -> str:
     escaped = re.escape(needle)
     if re.search(_CJK, needle):
         return escaped  # Chinese text has no word boundaries
-    return rf"(?<!\w){escaped}(?!\w)"
+    return rf"(?<![^\W{_UNSPACED}]){escaped}(?![^\W{_UNSPACED}])"
 
 
 def _row_regex(items: list[tuple[str, str, bool]]) -> re.Pattern[str]:
@@ -428,14 +530,16 @@ def _casefix_map() -> dict[int, str]:
 _CASEFIX = _casefix_map()
 _PHONE_START = re.compile(r"(?<!\d)[+(\d]")
 _CJK_RX = re.compile(_CJK)
+_UNSPACED_RX = re.compile(f"[{_UNSPACED}]")
 
 
 def _is_word(ch: str) -> bool:
-    return ch.isalnum() or ch == "_"  # what `re`'s \w matches
+    # `re`'s \w, less the scripts written without spaces (the regex's boundary).
+    return (ch.isalnum() or ch == "_") and _UNSPACED_RX.match(ch) is None
 
 
 def _is_phone_sep(ch: str) -> bool:
-    return ch.isspace() or ch in "().-"  # _PHONE_SEP
+    return ch.isspace() or ch in "()./-"  # _PHONE_SEP
 
 
 def _phone_core(text: str, q: int, needle: str) -> int:
@@ -561,20 +665,24 @@ def scrub_record_identifiers(
 
 
 def scrub_column(
-    texts: Any, identifiers: Mapping[str, Iterable[tuple[str, Any]]] | None = None
+    texts: Any,
+    identifiers: Mapping[str, Iterable[tuple[str, Any]]] | None = None,
+    min_digit_run: int | None = DEFAULT_MIN_DIGIT_RUN,
 ) -> tuple[pa.Array, Counter]:
     """Scrub a text column: NFKC, the rows' own identifiers, then patterns. Returns counts."""
     counts: Counter = Counter()
     arr = normalize_text(texts)
     if identifiers:
         arr, counts = scrub_record_identifiers(arr, identifiers, counts)
-    arr, counts = scrub_patterns(arr, counts)
+    arr, counts = scrub_patterns(arr, counts, min_digit_run)
     return arr, counts
 
 
-def scrub_texts(texts: Iterable[str | None]) -> list[str | None]:
+def scrub_texts(
+    texts: Iterable[str | None], min_digit_run: int | None = DEFAULT_MIN_DIGIT_RUN
+) -> list[str | None]:
     """Convenience: pattern-scrub a list of strings (no record-aware pass)."""
-    arr, _ = scrub_column(list(texts))
+    arr, _ = scrub_column(list(texts), min_digit_run=min_digit_run)
     return arr.to_pylist()
 
 
@@ -646,26 +754,52 @@ class HashedSet:
 # ---------------------------------------------------------------------------------------------
 # Known names (anyone's) in text
 
-_WORD = re.compile(r"[^\W\d_]+")
+# A word of a name: letters of a spaced script (a Latin name glued to Chinese text stands apart).
+_WORD = re.compile(f"[^\\W\\d_{_UNSPACED}]+")
 _CJK_SPAN = re.compile("[\u3400-\u9fff\uf900-\ufaff]{2,}")
-_NAME_GAPS = (" ", ". ")  # words of a name: a space, or an initial's dot and a space
+# Between the words of a name: a space, an initial's dot and a space, an apostrophe (O'Rourke),
+# a hyphen (Jean-Luc) or a comma after a surname written first (VANDERMEULEN, LUCINDA).
+_NAME_GAPS = (" ", ". ", "'", "-", ", ")
 MAX_NAME_WORDS = 4
+# Titles before a surname: "Mr. Featherstonehaugh" names a known customer by the surname alone.
+TITLES = frozenset(
+    "mr mrs ms miss mx dr prof sir madam herr frau m mme mlle monsieur madame sr sra srta don "
+    "sig signor signora dhr mevr heer mevrouw senhor senhora".split()
+)
+_TITLED = "\x01"  # marks a surname entry of the deny-list: it counts only after a title
+_APOSTROPHES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'"})
 
 
 def _fold(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
+    text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)
+    return " ".join(text.lower().split())
+
+
+def name_variants(folded: str) -> list[str]:
+    """The forms of a folded full name that the deny-list holds: as written, surname first
+    (with and without a comma), the surname after a title, and a Chinese name's pinyin."""
+    if _CJK_SPAN.fullmatch(folded):
+        return [folded, *pinyin_forms(folded)[:2]]
+    if len(_WORD.findall(folded)) < 2:
+        return []
+    words = folded.split(" ")
+    out = [folded]
+    if len(words) >= 2:
+        first, last = " ".join(words[:-1]).rstrip("."), words[-1]
+        out += [f"{last} {first}", f"{last}, {first}"]
+        if len(last) >= 3:
+            out.append(_TITLED + last)
+    return out
 
 
 def known_name_set(values: Iterable[Any]) -> HashedSet:
     """Full names worth a deny-list (two or more words, or two or more Chinese characters),
-    folded, as a hashed set."""
+    folded, in every form `name_variants` gives, as a hashed set."""
     names = set()
     for v in values:
         if v is None or v is pd.NA or (isinstance(v, float) and v != v):
             continue
-        folded = _fold(str(v))
-        if len(_WORD.findall(folded)) >= 2 or _CJK_SPAN.fullmatch(folded):
-            names.add(folded)
+        names.update(name_variants(_fold(str(v))))
     return HashedSet.from_hashes(hash_strings(list(names)), np.zeros(len(names), dtype=np.int8))
 
 
@@ -741,6 +875,18 @@ def _ascii_name_candidates(lower: pa.Array, rows: np.ndarray, out: _Candidates) 
                 pieces.append(gap_after.take(pa.array(idx + j)))
         gram = pc.binary_join_element_wise(*pieces, pa.scalar("", words.type))
         out.add(rows[local[idx]], start[idx], end[idx + n - 1], idx, _strings(gram))
+        if n == 2:  # a title and the word after it: a candidate surname
+            titled = pc.and_(
+                pc.is_in(pieces[0], value_set=pa.array(sorted(TITLES), words.type)),
+                pc.is_in(pieces[1], value_set=pa.array([" ", ". "], words.type)),
+            ).to_numpy(zero_copy_only=False)
+            t = idx[titled]
+            surnames = pc.binary_join_element_wise(
+                pa.scalar(_TITLED, words.type),
+                words.take(pa.array(t + 1)),
+                pa.scalar("", words.type),
+            )
+            out.add(rows[local[t]], start[t], end[t + 1], t, _strings(surnames))
 
 
 def _python_name_candidates(texts: list[str], rows: np.ndarray, out: _Candidates) -> None:
@@ -759,6 +905,10 @@ def _python_name_candidates(texts: list[str], rows: np.ndarray, out: _Candidates
                 a, b = words[i][0], words[i + n - 1][1]
                 r.append(row), s.append(a), e.append(b), w.append(word_id + i)
                 t.append(folded[a:b])
+                first = folded[words[i][0] : words[i][1]]
+                if n == 2 and first in TITLES and folded[words[i][1] : words[i + 1][0]] in " . ":
+                    r.append(row), s.append(a), e.append(b), w.append(word_id + i)
+                    t.append(_TITLED + folded[words[i + 1][0] : b])
         word_id += len(words)
         for run in _CJK_SPAN.finditer(folded):
             g = run.group()
@@ -772,8 +922,9 @@ def _python_name_candidates(texts: list[str], rows: np.ndarray, out: _Candidates
 def known_name_spans(texts: pa.Array, names: HashedSet) -> dict[int, list[tuple[int, int]]]:
     """Row -> merged character spans of known names in it (matched case-insensitively).
 
-    At each word the longest run of 2-4 words (joined by ' ' or '. ') that is a known name
-    counts; in Chinese, every 2-4 character substring that is one.
+    At each word the longest run of 2-4 words (joined by a `_NAME_GAPS` gap) that is a known
+    name, or a title and a known surname, counts; in Chinese, every 2-4 character substring that
+    is one.
     """
     arr = pc.fill_null(as_string_array(texts), "")
     if not len(names) or not len(arr):
