@@ -32,10 +32,12 @@ from stages.lib import keys
 from stages.lib.errors import GateFailure, run_stage
 from stages.lib.features import Policy, column_policies
 from stages.lib.io import AtomicDir, file_hash, partition_names, write_json_atomic, write_parquet
-from stages.lib.params import load_params, section
+from stages.lib.leakscan import ValueScanner, find_numbers
+from stages.lib.params import ParamsError, load_params, section
 from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
-from stages.lib.schema import LINEAGE_COLUMNS, RECORD_ID, Schema, load_schema
+from stages.lib.schema import LINEAGE_COLUMNS, RECORD_ID, RELEASED_LINEAGE, Schema, load_schema
 from stages.lib.scrub import (
+    DEFAULT_MIN_DIGIT_RUN,
     PII_ENTITY,
     HashedSet,
     as_string_array,
@@ -62,6 +64,20 @@ class AnonymizeConfig:
     # Rows in equivalence classes (over the quasi-identifiers) smaller than k are suppressed to
     # quarantine; null only measures.
     k: int | None = None
+    # Free text: runs of this many digits or more that no pattern classified are masked as
+    # <NUMBER> (null: off). See params.yaml for what it costs.
+    min_digit_run: int | None = DEFAULT_MIN_DIGIT_RUN
+
+    def __post_init__(self) -> None:
+        if self.k is not None and self.k < 1:
+            raise ParamsError(
+                f"anonymize.k: expected 1 or more (or null to only measure), got {self.k}"
+            )
+        if self.min_digit_run is not None and not 5 <= self.min_digit_run <= 20:
+            raise ParamsError(
+                f"anonymize.min_digit_run: expected 5..20 (or null to switch the rule off), "
+                f"got {self.min_digit_run}"
+            )
 
 
 class ScanFailed(GateFailure):
@@ -110,19 +126,28 @@ def mask(values: pd.Series, policy: Policy) -> pd.Series:
 
 
 def own_identifiers(df: pd.DataFrame, schema: Schema) -> dict[str, list[tuple[str, Any]]]:
-    """The rows' own identifiers by pii kind: {kind: [(column, values)]} (for record-aware)."""
+    """The rows' own identifiers by pii kind: {kind: [(column, values)]} (for record-aware);
+    the source key counts as kind 'key'."""
     out: dict[str, list[tuple[str, Any]]] = {}
     for name, col in schema.columns.items():
-        if col.pii and name in df.columns:
-            out.setdefault(col.pii, []).append((name, df[name].astype("string")))
+        kind = "key" if col.role == "key" else col.pii
+        if kind and name in df.columns:
+            out.setdefault(kind, []).append((name, df[name].astype("string")))
     return out
 
 
 def apply_policies(
-    df: pd.DataFrame, schema: Schema, policies: dict[str, Policy], key: bytes
+    df: pd.DataFrame,
+    schema: Schema,
+    policies: dict[str, Policy],
+    key: bytes,
+    min_digit_run: int | None = DEFAULT_MIN_DIGIT_RUN,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
-    """Anonymize one clean frame: policies per column, text scrubbed; returns entity counts."""
-    out = {c: df[c] for c in LINEAGE_COLUMNS if c in df.columns}
+    """Anonymize one clean frame: policies per column, text scrubbed; returns entity counts.
+
+    Source positions (_source_file, _source_row) stay behind: on a public table the row number
+    is often the dropped id itself, which would rejoin each released row to its name."""
+    out = {c: df[c] for c in RELEASED_LINEAGE if c in df.columns}
     counts: dict[str, dict[str, int]] = {}
     identifiers = own_identifiers(df, schema)
     for name, col in schema.columns.items():
@@ -134,7 +159,7 @@ def apply_policies(
             continue
         if col.role == "text":
             # Free text is always scrubbed, whatever the policy says on top.
-            scrubbed, found = scrub_column(values.astype("string"), identifiers)
+            scrubbed, found = scrub_column(values.astype("string"), identifiers, min_digit_run)
             values = pd.Series(scrubbed.to_pylist(), index=df.index, dtype="string")
             counts[name] = dict(sorted(found.items()))
         if policy.action == "pseudonymize":
@@ -152,11 +177,16 @@ def apply_policies(
 
 
 def anonymize_frame(
-    df: pd.DataFrame, schema: Schema, policies: dict[str, Policy], key: bytes, names: HashedSet
+    df: pd.DataFrame,
+    schema: Schema,
+    policies: dict[str, Policy],
+    key: bytes,
+    names: HashedSet,
+    min_digit_run: int | None = DEFAULT_MIN_DIGIT_RUN,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
     """One clean frame as the stage releases it (before k-suppression): policies applied, then
     the dataset's known person `names` scrubbed from its text columns; returns entity counts."""
-    anon, found = apply_policies(df, schema, policies, key)
+    anon, found = apply_policies(df, schema, policies, key, min_digit_run)
     anon, named = scrub_names(anon, schema, names)
     for col, n_names in named.items():
         found[col] = {
@@ -336,8 +366,9 @@ def norm_array(values: Any) -> pa.Array:
 
 _CJK = "\u3400-\u9fff\uf900-\ufaff"
 _CJK_RUN = re.compile(f"[{_CJK}]{{2,}}")
-_TOKEN_SEP = "\"',;:!?()\\[\\]<>，。；：！？、"
-_TOKEN = re.compile(rf"[^\s{_TOKEN_SEP}]+")
+# Everything that is not part of a value's token: punctuation, including '.' (so a customer id
+# before a full stop is a token of its own), '/', '-' and apostrophes.
+_TOKEN_SEP = "\"',;:!?()\\[\\]<>，。；：！？、./\\-"
 _DIGIT_RUN = re.compile(r"\+?\(?\d[\d\s().-]{5,}\d")
 # RE2 (Arrow) forms. Normalised text has no whitespace but ' '. Python's \s is str.isspace():
 # the ASCII ones, NEL and Unicode's Z categories; \d is Nd.
@@ -411,12 +442,13 @@ def index_part(df: pd.DataFrame, schema: Schema, policies: dict[str, Policy]) ->
         norm = norm.filter(pc.greater_equal(pc.utf8_length(norm), min_len))
         if not len(norm):
             continue
-        max_tokens = max(max_tokens, pc.max(pc.count_substring_regex(norm, _RE2_TOKEN)).as_py())
-        values = _strings(norm)
+        tokens = token_form(norm)
+        max_tokens = max(max_tokens, pc.max(pc.count_substring_regex(tokens, _RE2_TOKEN)).as_py())
+        values = _strings(tokens)
         hashes.append(hash_strings(values))
         codes.append(_codes(entity, values))
         if entity == PII_ENTITY["name"]:
-            name_values.append(values)
+            name_values.append(_strings(norm))
     values_set = (
         HashedSet.from_hashes(np.concatenate(hashes), np.concatenate(codes))
         if hashes
@@ -424,6 +456,16 @@ def index_part(df: pd.DataFrame, schema: Schema, policies: dict[str, Policy]) ->
     )
     names = known_name_set(np.concatenate(name_values)) if name_values else HashedSet.empty()
     return IdentifierIndex(values_set, HashedSet.merge(phone_hashes), names, max_tokens)
+
+
+def token_form(norm: pa.Array) -> pa.Array:
+    """Normalised text as its tokens joined by single spaces: the form the index hashes values
+    in and the scan looks n-grams up in. A switch between Chinese and other characters splits
+    tokens too (a Latin name glued to Chinese text)."""
+    for pattern in (f"([{_CJK}])([^{_CJK} ])", f"([^{_CJK} ])([{_CJK}])"):
+        norm = pc.replace_substring_regex(norm, pattern, "\\1 \\2")
+    tokens = pc.split_pattern_regex(norm, _RE2_TOKEN_SPLIT)
+    return pc.utf8_trim(pc.binary_join(tokens, pa.scalar(" ", norm.type)), " ")
 
 
 def _codes(entity: str, values: np.ndarray) -> np.ndarray:
@@ -450,7 +492,7 @@ def leak_entities(texts: pa.Array, index: IdentifierIndex, whole_cell_only: bool
     then token n-grams (up to index.max_tokens), Chinese 2-4 character substrings, and phone
     digit runs (by their last 9 digits)."""
     raw = pc.fill_null(as_string_array(texts), "")
-    norm = norm_array(raw)
+    norm = token_form(norm_array(raw))
     ent = index.match(_strings(norm))
     if whole_cell_only:
         return ent
@@ -718,13 +760,18 @@ def _sha(*arrays: np.ndarray) -> str:
 
 
 def profile_file(
-    path: Path, schema: Schema, policies: dict[str, Policy], key: bytes, out_dir: Path
+    path: Path,
+    schema: Schema,
+    policies: dict[str, Policy],
+    key: bytes,
+    min_digit_run: int | None,
+    out_dir: Path,
 ) -> dict[str, Any]:
     """Task, pass 1 over one clean partition, needing nothing global: policies applied and text
     scrubbed (policy.parquet), its identifier index (index.npz), its rows' class hashes
     (quasi.npy) and the name candidates of its text (names.npy)."""
     df = _to_pandas(pq.read_table(path))
-    anon, counts = apply_policies(df, schema, policies, key)
+    anon, counts = apply_policies(df, schema, policies, key, min_digit_run)
     write_parquet(_to_arrow(anon), out_dir / "policy.parquet")
     quasi = quasi_frame(df, schema, policies)
     np.save(out_dir / "quasi.npy", quasi_hashes(quasi))
@@ -766,8 +813,10 @@ def load_index(path: Path) -> IdentifierIndex:
 def scan_file(
     policy_file: Path,
     index_file: Path,
+    clean_file: Path,
     schema: Schema,
     policies: dict[str, Policy],
+    min_digit_run: int | None,
     out_dir: Path,
 ) -> dict[str, Any]:
     """Task, pass 2 over one partition: the dataset's known names scrubbed from its text
@@ -785,6 +834,11 @@ def scan_file(
     findings += scan_checksummed(anon, pattern_cols)
     recorder = RecordingIndex(index)
     findings += scan_identifier_leaks(anon, scan_cols, recorder, pseudonymized)
+    leak_cols = leak_columns(schema, policies)
+    clean = pq.read_table(clean_file, columns=leak_cols)
+    findings += scan_values_and_numbers(
+        anon, pattern_cols, ValueScanner(identifier_values(clean, schema, leak_cols)), min_digit_run
+    )
     np.savez(out_dir / "leak.npz", values=recorder.values.hashes(), phones=recorder.phones.hashes())
     # What of the global index this scan could see: a later run reuses it while that is unchanged.
     (out_dir / INDEX_SEEN).write_text(json.dumps(index_seen(index, out_dir)))
@@ -792,6 +846,40 @@ def scan_file(
 
 
 INDEX_SEEN = "index_seen.json"
+
+
+def identifier_values(clean: pa.Table, schema: Schema, columns: list[str]) -> list[tuple[str, str]]:
+    """(value, entity) of every identifier value in the given clean columns."""
+    out = []
+    for name in columns:
+        if name not in clean.column_names:
+            continue
+        entity = PII_ENTITY.get(schema.columns[name].pii or "", "IDENTIFIER")
+        values = pc.unique(clean.column(name).drop_null()).to_pylist()
+        out += [(str(v), entity) for v in values]
+    return out
+
+
+def scan_values_and_numbers(
+    anon: pd.DataFrame, columns: list[str], scanner: ValueScanner, min_digit_run: int | None
+) -> list[dict[str, str]]:
+    """The second method (stages/lib/leakscan.py): identifier values by Aho-Corasick over
+    canonical text, numbers by libphonenumber and the digit-run rule; each distinct value once."""
+    findings = []
+    record_ids = anon[RECORD_ID].astype(str).to_numpy()
+    for col in columns:
+        values, idx = _distinct(anon, col)
+        for position, text in enumerate(values.to_pylist()):
+            entity, check = scanner.find(text), "identifier_value_ac"
+            if entity is None:
+                entity, check = find_numbers(text, min_digit_run), "number"
+            if entity is None:
+                continue
+            findings += [
+                {"record_id": record_ids[r], "column": col, "entity": entity, "check": check}
+                for r in np.flatnonzero(idx == position)
+            ]
+    return findings
 
 
 def index_seen(index: IdentifierIndex, entry: Path) -> list[str]:
@@ -824,7 +912,11 @@ def run(
     """
     summary = StageSummary("anonymize")
     policies = column_policies(schema, dict(config.policies))
-    params = {"schema": str(schema), "policies": {n: str(p) for n, p in policies.items()}}
+    params = {
+        "schema": str(schema),
+        "policies": {n: str(p) for n, p in policies.items()},
+        "min_digit_run": config.min_digit_run,
+    }
     code = code_digest(__file__)
     files = dict(partition_names(input_dir))
     profile_tasks = [
@@ -832,7 +924,7 @@ def run(
             name,
             digest(file_hash(file), params, keys.key_id(key), code),
             profile_file,
-            (file, schema, policies, key),
+            (file, schema, policies, key, config.min_digit_run),
         )
         for name, file in files.items()
     ]
@@ -858,7 +950,14 @@ def run(
         if entry is not None:
             if json.loads((entry / INDEX_SEEN).read_text()) != index_seen(index, entry):
                 stale.append(entry)  # a new identifier value may occur in it: scan again
-        args = (d.file("policy.parquet"), index_file, schema, policies)
+        args = (
+            d.file("policy.parquet"),
+            index_file,
+            files[d.task.name],
+            schema,
+            policies,
+            config.min_digit_run,
+        )
         scan_tasks.append(PartitionTask(d.task.name, task_key, scan_file, args))
     for entry in stale:
         shutil.rmtree(entry, ignore_errors=True)
@@ -909,7 +1008,7 @@ def run(
             "passed": not findings,
             "findings": len(findings),
             "by_entity": dict(Counter(f["entity"] for f in findings)),
-            "checks": ["gx_regex", "checksum", "identifier_value"],
+            "checks": ["gx_regex", "checksum", "identifier_value", "identifier_value_ac", "number"],
             "details": findings[:1000],
         }
         write_json_atomic(SCAN_REPORT, scan)

@@ -16,6 +16,9 @@ BATCH = "_batch"
 SOURCE_FILE = "_source_file"
 SOURCE_ROW = "_source_row"
 LINEAGE_COLUMNS = (RECORD_ID, BATCH, SOURCE_FILE, SOURCE_ROW)
+# What anonymize releases of them: source positions stay on the raw side (lineage trace reads
+# them there), since a row number can be a public table's dropped id.
+RELEASED_LINEAGE = (RECORD_ID, BATCH)
 
 
 @dataclass(frozen=True)

@@ -287,7 +287,7 @@ def digit_run_pattern(min_digits: int) -> Pattern:
     order or reference numbers as well."""
     return Pattern(
         NUMBER,
-        r"(^|[^0-9])(\+?\(?\d(?:(?:[ .\-/]|\) ?|[ ]?\()?\d){"
+        r"(^|[^0-9])(\+?\(?\d(?:(?:[ .\-/]{1,2}|\) ?|[ ]?\()?\d){"
         + str(max(min_digits - 1, 1))
         + ",}"
         + _EXTENSION
