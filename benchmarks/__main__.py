@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # name -> (script, quick arguments, full arguments, summary lines to repeat)
 BENCHMARKS: dict[str, tuple[str, list[str], list[str], int]] = {
-    "scrub": ("bench_scrub.py", ["--n", "3000", "--repeats", "3"], [], 20),
+    "scrub": ("bench_scrub.py", ["--n", "2000", "--repeats", "3"], [], 36),
     "train": ("bench_train.py", ["--quick"], [], 8),
     "flow": ("bench_flow.py", ["--runs", "3"], ["--runs", "5"], 4),
     "data_path": ("bench_data_path.py", [], [], 14),
