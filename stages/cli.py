@@ -6,11 +6,12 @@ import sys
 
 import typer
 
-from stages import lineage, predict
+from stages import forget, lineage, predict
 
 app = typer.Typer(help="Reproducible, privacy-safe ML pipeline.", no_args_is_help=True)
 app.add_typer(lineage.app, name="lineage")
 app.command("predict")(predict.predict)
+app.command("forget")(forget.forget)
 
 
 @app.command("demo-key")

@@ -529,12 +529,14 @@ def append_run_record(
     return record
 
 
-def repro_and_record(targets: list[str] | None = None, force: bool = False) -> int:
+def repro_and_record(
+    targets: list[str] | None = None, force: bool = False, trigger: str = "pipeline repro"
+) -> int:
     """`dvc repro` then, when it succeeds, a run record: the project's way to run the pipeline."""
     cmd = [sys.executable, "-m", "dvc", "repro", *(["--force"] if force else []), *(targets or [])]
     rc = subprocess.call(cmd, env=interpreter_env())
     if rc == 0:
-        record = append_run_record(".", trigger="pipeline repro")
+        record = append_run_record(".", trigger=trigger)
         typer.echo(f"lineage: run {record['run_id']} recorded in {RECORDS}", err=True)
     return rc
 
