@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from stages.lib.errors import InputError, run_stage
 from stages.lib.io import AtomicDir, file_hash, write_parquet
-from stages.lib.keys import key_id, load_key, pseudonymize
+from stages.lib.keys import is_sample, key_id, load_key, pseudonymize
 from stages.lib.params import load_params, section
 from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
 from stages.lib.schema import BATCH, RECORD_ID, SOURCE_FILE, SOURCE_ROW, Schema, load_schema
@@ -340,10 +340,9 @@ def main() -> None:
     cfg = section(IngestConfig, "ingest", params)
     io_cfg = section(IoConfig, "io", params)
     schema = load_schema(params)
-    key = load_key()
     summary = StageSummary("ingest")
     code = code_digest(__file__)
-    tasks, digests, seen_digests = [], {}, {}
+    found, seen_digests = [], {}
     for path in find_batch_files(cfg.sources):
         fmt = file_format(path)
         check_content(path, fmt)
@@ -354,6 +353,11 @@ def main() -> None:
                 "remove the copy (a batch is ingested once)"
             )
         seen_digests[digest_] = str(path)
+        found.append((path, fmt, digest_))
+    # The published demo key serves only when every batch is the bundled sample.
+    key = load_key(sample=is_sample(d for _, _, d in found))
+    tasks, digests = [], {}
+    for path, fmt, digest_ in found:
         batch = batch_id(path, digest_)
         digests[batch] = digest_
         task_key = digest(
