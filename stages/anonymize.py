@@ -35,7 +35,14 @@ from stages.lib.io import AtomicDir, file_hash, partition_names, write_json_atom
 from stages.lib.leakscan import ValueScanner, find_numbers
 from stages.lib.params import ParamsError, load_params, section
 from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
-from stages.lib.schema import LINEAGE_COLUMNS, RECORD_ID, RELEASED_LINEAGE, Schema, load_schema
+from stages.lib.schema import (
+    BATCH,
+    LINEAGE_COLUMNS,
+    RECORD_ID,
+    RELEASED_LINEAGE,
+    Schema,
+    load_schema,
+)
 from stages.lib.scrub import (
     DEFAULT_MIN_DIGIT_RUN,
     PII_ENTITY,
@@ -1041,6 +1048,16 @@ def run(
     return summary, scan
 
 
+def batch_digests(path: Path) -> set[str]:
+    """The content-hash prefixes in the input's batch ids (`_batch`, ingest's batch_id:
+    "<stem>-<sha256[:10]>"): which source files the rows came from."""
+    found: set[str] = set()
+    for _, file in partition_names(path):
+        column = pq.read_table(file, columns=[BATCH]).column(BATCH)
+        found.update(b.rsplit("-", 1)[-1] for b in pc.unique(column).to_pylist() if b)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the stage from params.yaml."""
     parser = argparse.ArgumentParser(prog="python -m stages.anonymize", description=__doc__)
@@ -1056,7 +1073,8 @@ def main(argv: list[str] | None = None) -> int:
     schema = load_schema(params)
     if args.demo_key and not os.environ.get(keys.KEY_ENV):
         keys.create_demo_key()
-    key = keys.load_key()  # run_stage turns a missing key into exit 2 with how to set one
+    # run_stage turns a missing key into exit 2 with how to set one.
+    key = keys.load_key(sample=keys.is_sample(batch_digests(INPUT)))
     # A scan hit raises ScanFailed, a gate failure: run_stage exits 3, never retried.
     summary, _ = run(INPUT, OUTPUT, QUARANTINE, config, schema, key)
     data = summary.write()

@@ -16,12 +16,14 @@ app.command("forget")(forget.forget)
 
 @app.command("demo-key")
 def demo_key() -> None:
-    """Create a random DEMO pseudonymisation key in a git-ignored file (never for real data)."""
+    """Create a random local DEMO pseudonymisation key in a git-ignored file (never for real
+    data). The bundled sample needs none: it runs under the published demo key."""
     from stages.lib.keys import KEY_ENV, create_demo_key
 
     path = create_demo_key()
     typer.secho(
-        f"Demo key at {path} (git-ignored). For real data, set {KEY_ENV} from a secret store.",
+        f"WARNING: a random DEMO key is at {path} (git-ignored); every stage now uses it when "
+        f"{KEY_ENV} is unset. It is not for real data: set {KEY_ENV} from a secret store.",
         fg=typer.colors.YELLOW,
         err=True,
     )

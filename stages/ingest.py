@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import posixpath
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -18,16 +19,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+import yaml
 
 from stages.lib.errors import InputError, run_stage
 from stages.lib.io import AtomicDir, file_hash, write_parquet
-from stages.lib.keys import key_id, load_key, pseudonymize
+from stages.lib.keys import is_sample, key_id, load_key, pseudonymize
 from stages.lib.params import load_params, section
 from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
 from stages.lib.schema import BATCH, RECORD_ID, SOURCE_FILE, SOURCE_ROW, Schema, load_schema
 from stages.lib.summary import StageSummary
 
 OUT_DIR = Path("data/raw")
+DVC_FILE = Path("dvc.yaml")
 FORMATS = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -331,6 +334,37 @@ def ingest_file(
     return {"rows": rows, "partitions": part}
 
 
+def check_sources_are_deps(sources: tuple[str, ...], dvc_file: Path = DVC_FILE) -> None:
+    """Fail when a source in params.yaml is not a dep of the ingest stage in dvc.yaml.
+
+    DVC cannot expand a list from params.yaml into a stage's deps (treeverse/dvc#8171), so
+    dvc.yaml lists the sources itself; a source it does not list is data DVC cannot see change
+    (`dvc status` would say up to date after an edit). Outside a DVC project: nothing to check.
+    """
+    if not dvc_file.exists():
+        return
+    stages = (yaml.safe_load(dvc_file.read_text(encoding="utf-8")) or {}).get("stages") or {}
+    deps = [
+        d if isinstance(d, str) else next(iter(d))
+        for d in stages.get("ingest", {}).get("deps") or []
+    ]
+    deps = [posixpath.normpath(d) for d in deps]
+    missing = [
+        s
+        for s in sources
+        if not any(
+            (n := posixpath.normpath(Path(s).as_posix())) == d or n.startswith(d + "/")
+            for d in deps
+        )
+    ]
+    if missing:
+        raise InputError(
+            f"ingest.sources in params.yaml names {missing}, which {dvc_file} does not list as "
+            "deps of the ingest stage, so DVC could not see them change: add each to "
+            f"stages.ingest.deps in {dvc_file} (DVC cannot take that list from params.yaml)"
+        )
+
+
 def main() -> None:
     """Ingest every batch file named by params into data/raw/<batch>/part-NNNNN.parquet.
 
@@ -340,10 +374,10 @@ def main() -> None:
     cfg = section(IngestConfig, "ingest", params)
     io_cfg = section(IoConfig, "io", params)
     schema = load_schema(params)
-    key = load_key()
+    check_sources_are_deps(cfg.sources)
     summary = StageSummary("ingest")
     code = code_digest(__file__)
-    tasks, digests, seen_digests = [], {}, {}
+    found, seen_digests = [], {}
     for path in find_batch_files(cfg.sources):
         fmt = file_format(path)
         check_content(path, fmt)
@@ -354,6 +388,11 @@ def main() -> None:
                 "remove the copy (a batch is ingested once)"
             )
         seen_digests[digest_] = str(path)
+        found.append((path, fmt, digest_))
+    # The published demo key serves only when every batch is the bundled sample.
+    key = load_key(sample=is_sample(d for _, _, d in found))
+    tasks, digests = [], {}
+    for path, fmt, digest_ in found:
         batch = batch_id(path, digest_)
         digests[batch] = digest_
         task_key = digest(

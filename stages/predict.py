@@ -41,7 +41,7 @@ from stages.ingest import (
 from stages.lib.errors import InputError, run_stage
 from stages.lib.features import Policy, column_policies, feature_spec
 from stages.lib.io import file_hash, write_bytes_atomic, write_text_atomic
-from stages.lib.keys import key_id, load_key
+from stages.lib.keys import SAMPLE_KEY, key_id, load_key
 from stages.lib.params import load_params, section
 from stages.lib.schema import RECORD_ID, SOURCE_ROW, Schema, load_schema
 
@@ -191,7 +191,8 @@ def run_predict(model: Path, input: Path, output: Path, rejected: Path | None) -
     clean_cfg = section(CleanConfig, "clean", params)
     io_cfg = section(IoConfig, "io", params)
     policies = column_policies(schema, dict(params["anonymize"]["policies"]))
-    key = load_key()
+    # The published demo key only for a model trained on the bundled sample under that key.
+    key = load_key(sample=trained_key_id() == key_id(SAMPLE_KEY))
     if not model.exists():
         raise FileNotFoundError(f"{model}: no such model; train one with `pipeline repro train`")
     predictor = load_predictor(model)
@@ -216,12 +217,17 @@ def run_predict(model: Path, input: Path, output: Path, rejected: Path | None) -
         print("  rejected: " + ", ".join(f"{k} {n}" for k, n in kinds.items()))
 
 
+def trained_key_id() -> str | None:
+    """The id of the key the training data was pseudonymized with (anonymize's summary)."""
+    try:
+        return json.loads(ANON_METRICS.read_text()).get("key_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _warn_on_other_key(key: bytes) -> None:
     """Say so when the training data was pseudonymized with another key (ids will not join)."""
-    try:
-        trained = json.loads(ANON_METRICS.read_text()).get("key_id")
-    except (OSError, ValueError, AttributeError):
-        return
+    trained = trained_key_id()
     if trained and trained != key_id(key):
         print(
             f"WARNING: the key (id {key_id(key)}) is not the one the training data was "

@@ -22,6 +22,8 @@ OFFLINE_ENV = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 os.environ.update(OFFLINE_ENV)
+# Untracked files that a project copy takes (source, not data: a user's batch stays out).
+SOURCE_SUFFIXES = (".py", ".j2", ".md", ".toml", ".yaml", ".yml", ".cfg", ".ini", ".sh")
 
 
 @pytest.fixture(autouse=True)
@@ -90,20 +92,46 @@ def write_project(
     return tmp / "data/in" / name
 
 
+def produced_paths(root: Path = ROOT) -> set[str]:
+    """What running the pipeline writes: dvc.lock, the run log, every stage's outs, metrics
+    and plots in dvc.yaml."""
+    produced = {"dvc.lock", "lineage/runs.jsonl"}
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind) or []:
+                produced.add(entry if isinstance(entry, str) else next(iter(entry)))
+    return produced
+
+
+def copied_files(root: Path = ROOT) -> list[str]:
+    """The project's files a copy holds: git's tracked files and its untracked-not-ignored
+    source files (new modules and tests not committed yet), less anything a run produced or
+    DVC tracks (a user's dvc.lock, outputs, .dvc files of batches), even when committed: tests
+    must not depend on what the user's runs left behind, nor copy a user's data files."""
+
+    def ls(*args: str) -> list[str]:
+        done = subprocess.run(
+            ["git", "ls-files", *args], cwd=root, capture_output=True, text=True, check=True
+        )
+        return done.stdout.splitlines()
+
+    untracked = [f for f in ls("--others", "--exclude-standard") if f.endswith(SOURCE_SUFFIXES)]
+    produced = produced_paths(root)
+    return [
+        f
+        for f in ls("--cached") + untracked
+        if not f.endswith(".dvc")
+        and not any(f == p or f.startswith(p.rstrip("/") + "/") for p in produced)
+        and (root / f).is_file()
+    ]
+
+
 def project_copy(dest: Path) -> Path:
-    """A fresh git repository holding the project's committed and untracked-not-ignored files."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for f in files:
-        src = ROOT / f
-        if src.is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / f)
+    """A fresh git repository holding the project's source files (copied_files), no run's."""
+    for f in copied_files():
+        (dest / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, dest / f)
     git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
     subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
     subprocess.run([*git, "add", "-A"], cwd=dest, check=True)

@@ -1,9 +1,12 @@
 """The pseudonymisation key and keyed HMAC pseudonyms.
 
 The key comes from the environment variable PIPELINE_HMAC_KEY (production: set it from a secret
-store or a Prefect Secret block) or, for demos only, from a git-ignored file made by
-`pipeline demo-key`. It never goes into params.yaml, git, logs or artefacts; only its identifier
-(an HMAC of a fixed label, which reveals nothing of the key) is recorded, so a rotation shows.
+store or a Prefect Secret block); for demos only, from a git-ignored file of a random key made by
+`pipeline demo-key`; and for the bundled sample only (public data, synthetic identities), from
+SAMPLE_KEY, a fixed key published here so that every machine gets the same record_ids, split and
+metrics from the sample. A real key never goes into params.yaml, git, logs or artefacts; only its
+identifier (an HMAC of a fixed label, which reveals nothing of the key) is recorded, so a
+rotation shows.
 """
 
 from __future__ import annotations
@@ -19,30 +22,65 @@ from pathlib import Path
 KEY_ENV = "PIPELINE_HMAC_KEY"
 DEMO_KEY_FILE = Path(".secrets/demo_hmac.key")
 MIN_KEY_BYTES = 16
+# The published demo key: used only when no other key is set and every batch is one of the
+# bundled sample files below. It is public, so it protects nothing: never use it for real data.
+SAMPLE_KEY = b"privacy-pipeline published demo key: bundled sample only, never real data"
+# SHA-256 of the bundled sample files (data/sample/README.md; tests/test_keys.py checks them).
+# A file counts as the sample by content, not by place: a copy in data/incoming (the new-data
+# demo) still is the sample, and real data saved over data/sample/ is not.
+SAMPLE_SHA256 = frozenset(
+    {
+        "186f9b54dbeb4aac3393a0b5d77ec1fa981d83825dd9ac0cd830f5bced65d61e",  # customers_batch1
+        "d17392a5dbfff87ed3e7d65346de49eecf4b79bff8098069953ab821d9be7066",  # customers_batch2
+    }
+)
+# Shortest digest prefix accepted (batch ids carry the first 10 hex digits of their file's hash).
+MIN_PREFIX = 10
 
 
 class MissingKeyError(RuntimeError):
     """No pseudonymisation key was provided."""
 
 
-def load_key() -> bytes:
-    """The HMAC key from $PIPELINE_HMAC_KEY, else the demo key file (with a loud warning)."""
+def is_sample(digests: Iterable[str]) -> bool:
+    """True when there is at least one digest and every one is (a prefix of) a bundled sample
+    file's SHA-256: the data is the public sample, for which the published key may serve."""
+    found = list(digests)
+    return bool(found) and all(
+        len(d) >= MIN_PREFIX and any(s.startswith(d) for s in SAMPLE_SHA256) for d in found
+    )
+
+
+def load_key(sample: bool = False) -> bytes:
+    """The HMAC key: $PIPELINE_HMAC_KEY; else the random demo key file; else, when `sample`
+    (every batch is the bundled sample, see is_sample), the published SAMPLE_KEY. The two demo
+    keys come with a loud warning; with none of them a MissingKeyError says how to set a key."""
     value = os.environ.get(KEY_ENV)
     if value:
         key = value.encode("utf-8")
     elif DEMO_KEY_FILE.exists():
         key = DEMO_KEY_FILE.read_bytes().strip()
         print(
-            f"WARNING: using the DEMO pseudonymisation key in {DEMO_KEY_FILE}. It is fine for the "
-            f"bundled sample, not for real data: set {KEY_ENV} from your secret store instead.",
+            f"WARNING: using the random local DEMO pseudonymisation key in {DEMO_KEY_FILE}. It is "
+            f"not for real data: set {KEY_ENV} from your secret store instead.",
+            file=sys.stderr,
+        )
+    elif sample:
+        key = SAMPLE_KEY
+        print(
+            f"WARNING: using the PUBLISHED demo pseudonymisation key (id {key_id(SAMPLE_KEY)}): "
+            f"{KEY_ENV} is not set and the data is the bundled sample. Anyone can "
+            f"recompute its pseudonyms: for real data, set {KEY_ENV} from your secret store.",
             file=sys.stderr,
         )
     else:
         raise MissingKeyError(
-            f"No pseudonymisation key: set the environment variable {KEY_ENV} to a secret of at "
-            f"least {MIN_KEY_BYTES} characters (for example from a Prefect Secret block), or run "
-            f"`pipeline demo-key` to create a random demo key in {DEMO_KEY_FILE} "
-            "(never for real data)."
+            f"No pseudonymisation key: the published demo key serves only the bundled sample "
+            f"(data/sample/), and this data is not it. Set {KEY_ENV} to a secret of at least "
+            f"{MIN_KEY_BYTES} characters from your secret store (or a Prefect Secret block), e.g. "
+            f"export {KEY_ENV}=$(python -c 'import secrets;print(secrets.token_hex(32))') and "
+            "keep it: record_ids cannot be rebuilt without it. Or run `pipeline demo-key` for a "
+            f"random local demo key in {DEMO_KEY_FILE} (never for real data)."
         )
     if len(key) < MIN_KEY_BYTES:
         raise MissingKeyError(f"{KEY_ENV} is too short: use at least {MIN_KEY_BYTES} characters")
