@@ -31,8 +31,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from stdnum import luhn
-from stdnum.exceptions import ValidationError
 from stdnum.cn import ric
+from stdnum.exceptions import ValidationError
 from stdnum.iso7064 import mod_97_10
 
 from stages.lib.dedup import hash_strings
