@@ -194,8 +194,8 @@ def _whole(check: Callable[[str], bool]) -> Callable[[str], int]:
 # look-behind) and group 2 = the entity. Order matters: checksum-validated numbers go before
 # phones so a card or ID is typed as such, e-mails before URLs.
 
-_LEAD = r"(^|[^0-9A-Za-z_])"  # not inside a word or number
-_LEAD_NOPLUS = r"(^|[^0-9A-Za-z_+])"  # ... and not after '+', which starts a phone number
+_LEAD = r"(^|[^0-9])"  # not inside a number (glued to letters is fine: "SSN223-59-8379")
+_LEAD_NOPLUS = r"(^|[^0-9+])"  # ... and not after '+', which starts a phone number
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _HEX = r"[0-9A-Fa-f]{0,4}"
 _URL_CHARS = r"[A-Za-z0-9\-._~:/?#\[\]@!$&()*+,;=%]"
@@ -237,9 +237,17 @@ PATTERNS: tuple[Pattern, ...] = (
         URL,
         rf"(?i)()((?:https?|ftp)://{_URL_CHARS}*{_URL_END}|www\.{_URL_CHARS}*{_URL_END})",
     ),
+    # A number written with '+' is a phone number, before any checksum could claim part of it
+    # ("+49(0) 443164431" holds a valid-looking SSN).
+    Pattern(
+        PHONE,
+        _LEAD_NOPLUS + r"(\+[1-9]\d{0,2}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){2,6}"
+        + _EXTENSION + r")\b",
+    ),
     Pattern(
         IBAN,
-        r"(?i)" + _LEAD + r"([A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?)\b",
+        # No boundary before it: "IBANGB21..." is common, and mod 97 decides.
+        r"(?i)()([A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?)\b",
         _iban_prefix,
     ),
     Pattern(
@@ -249,10 +257,11 @@ PATTERNS: tuple[Pattern, ...] = (
         _whole(cn_id_ok),
     ),
     Pattern(CREDIT_CARD, _LEAD_NOPLUS + r"([1-6]\d(?:[ .-]?\d){10,17})\b", _card_prefix),
-    Pattern(US_SSN, _LEAD + r"(\d{3}[ .-]?\d{2}[ .-]?\d{4})\b", _ssn_prefix),
+    # With separators: nine bare digits are as often a phone number (the digit-run rule masks them).
+    Pattern(US_SSN, _LEAD + r"(\d{3}[ .-]\d{2}[ .-]\d{4})\b", _ssn_prefix),
     Pattern(
         IP_ADDRESS,
-        r"(^|[^0-9A-Za-z_:])((?:"
+        r"(^|[^0-9A-Fa-f:])((?:"
         + _HEX
         + r":){2,6}\d{1,3}(?:\.\d{1,3}){3}|(?:"
         + _HEX
@@ -261,7 +270,12 @@ PATTERNS: tuple[Pattern, ...] = (
         + r")",
         _ipv6_prefix,
     ),
-    Pattern(IP_ADDRESS, r"(^|[^0-9A-Za-z_.])((?:" + _OCTET + r"\.){3}" + _OCTET + r")\b"),
+    # Greedy over further ".digits", so "+33.(0)4.75.86.81.27" (a phone) is no address.
+    Pattern(
+        IP_ADDRESS,
+        r"(^|[^0-9.])((?:" + _OCTET + r"\.){3}" + _OCTET + r"(?:\.\d+)*)\b",
+        lambda c: len(c) if c.count(".") == 3 else 0,
+    ),
     Pattern(
         PHONE,
         _LEAD_NOPLUS + r"((?:"
@@ -287,7 +301,7 @@ def digit_run_pattern(min_digits: int) -> Pattern:
     order or reference numbers as well."""
     return Pattern(
         NUMBER,
-        r"(^|[^0-9])(\+?\(?\d(?:(?:[ .\-/]{1,2}|\) ?|[ ]?\()?\d){"
+        r"(^|[^0-9])(\+?\(?\d(?:[ .\-/()]{0,3}\d){"
         + str(max(min_digits - 1, 1))
         + ",}"
         + _EXTENSION
@@ -298,6 +312,10 @@ def digit_run_pattern(min_digits: int) -> Pattern:
 
 # What `scrub_column` masks by default: runs of 7 digits or more (anonymize.min_digit_run).
 DEFAULT_MIN_DIGIT_RUN = 7
+
+# E-mails and URLs hold other identifiers (a name in "wang.singh@..."): they go first, before a
+# record's own name parts could break them up.
+CONTAINERS = PATTERNS[:3]
 
 ENTITY_TYPES = tuple(
     dict.fromkeys([p.entity for p in PATTERNS] + [NUMBER] + list(PII_ENTITY.values()))
@@ -354,7 +372,10 @@ def _replace_rows(arr: pa.Array, rows: np.ndarray, new_values: list[str]) -> pa.
 
 
 def scrub_patterns(
-    texts: Any, counts: Counter | None = None, min_digit_run: int | None = DEFAULT_MIN_DIGIT_RUN
+    texts: Any,
+    counts: Counter | None = None,
+    min_digit_run: int | None = DEFAULT_MIN_DIGIT_RUN,
+    skip_containers: bool = False,
 ) -> tuple[pa.Array, Counter]:
     """Replace pattern-detected identifiers in a (normalised) text column; count per type.
 
@@ -363,7 +384,7 @@ def scrub_patterns(
     arr = as_string_array(texts)
     counts = Counter() if counts is None else counts
     patterns = PATTERNS + ((digit_run_pattern(min_digit_run),) if min_digit_run else ())
-    for pattern in patterns:
+    for pattern in patterns[len(CONTAINERS) :] if skip_containers else patterns:
         tag = placeholder(pattern.entity)
         if pattern.validator is None:
             # Count the placeholders before and after (a literal count is cheaper than a second
@@ -452,7 +473,10 @@ def _needles(identifiers: Mapping[str, Iterable[tuple[str, Any]]], n_rows: int) 
                 add(entity, every, dig, 7, True)
             if kind == "address":
                 # The street line alone ("1280 Chestnut Rd"), without city and state.
-                street = pc.utf8_trim_whitespace(pc.replace_substring_regex(vals, ",.*$", ""))
+                # (a house number written first with a comma, "12, rue des Lilas", is kept)
+                street = pc.utf8_trim_whitespace(
+                    pc.replace_substring_regex(vals, r"^(\d+[a-z]?,)?([^,]*),.*$", "\\1\\2")
+                )
                 add(entity, every, street, 6, False)
             if kind != "name":
                 continue
@@ -462,7 +486,8 @@ def _needles(identifiers: Mapping[str, Iterable[tuple[str, Any]]], n_rows: int) 
             flat = pc.list_flatten(parts)
             parent = pc.list_parent_indices(parts).to_numpy(zero_copy_only=False)
             multi = lengths[parent] > 1
-            add(entity, parent[multi], flat.filter(pa.array(multi)), 2, False)
+            part = pc.and_(pa.array(multi), pc.invert(pc.is_in(flat, value_set=_PARTICLES)))
+            add(entity, parent[part.to_numpy(zero_copy_only=False)], flat.filter(part), 2, False)
             # A Chinese name written without spaces: the given name after the surname.
             cjk = pc.fill_null(pc.match_substring_regex(vals, rf"^{_CJK}{{3,4}}$"), False)
             given = pc.if_else(cjk, pc.utf8_slice_codeunits(vals, 1), pa.scalar("", vals.type))
@@ -480,6 +505,13 @@ def _needles(identifiers: Mapping[str, Iterable[tuple[str, Any]]], n_rows: int) 
         empty = np.array([], dtype=np.dtypes.StringDType())
         return _Needles(np.array([], dtype=np.int64), [], empty, np.array([], dtype=bool))
     return _Needles(np.concatenate(rows), ents, np.concatenate(needles), np.concatenate(digits))
+
+
+# Name particles: parts of a name, but words of their own in running text ("van", "de").
+_PARTICLES = pa.array(
+    "van von der den de da di del della la le du dos das do bin ibn al el y e ter ten 't".split(),
+    pa.large_string(),
+)
 
 
 def pinyin_forms(name: str) -> tuple[str, str, str]:
@@ -617,6 +649,29 @@ def _row_matches(
     return spans
 
 
+_NEXT_NAME = re.compile(r" [A-Z][a-z'-]+")
+_PREVIOUS_NAME = re.compile(r"(?<=[a-z,;] )[A-Z][a-z'-]+ $")
+
+
+def _whole_names(text: str, spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """A row's own given name or surname that stands inside another person's full name
+    ("Spoke with William King" when the row is William Robertson) takes the whole name with it:
+    leaving "<PERSON> King" would keep half a name and hide the rest from the known-name pass."""
+    out = []
+    for i, (start, end, entity) in enumerate(spans):
+        if entity == PERSON and " " not in text[start:end]:
+            limit = spans[i + 1][0] if i + 1 < len(spans) else len(text)
+            after = _NEXT_NAME.match(text, end)
+            if after and after.end() <= limit:
+                end = after.end()
+            floor = out[-1][1] if out else 0
+            before = _PREVIOUS_NAME.search(text[:start])
+            if before and before.start() >= floor:
+                start = before.start()
+        out.append((start, end, entity))
+    return out
+
+
 def scrub_record_identifiers(
     texts: Any,
     identifiers: Mapping[str, Iterable[tuple[str, Any]]],
@@ -652,6 +707,7 @@ def scrub_record_identifiers(
             spans = [
                 (m.start(), m.end(), groups[m.lastgroup]) for m in _row_regex(items).finditer(text)
             ]
+        spans = _whole_names(text, spans)
         pieces, last = [], 0
         for start, end, entity in spans:
             pieces += [text[last:start], placeholder(entity)]
@@ -673,9 +729,31 @@ def scrub_column(
     counts: Counter = Counter()
     arr = normalize_text(texts)
     if identifiers:
+        arr, counts = _scrub_containers(arr, counts)
         arr, counts = scrub_record_identifiers(arr, identifiers, counts)
-    arr, counts = scrub_patterns(arr, counts, min_digit_run)
+    arr, counts = scrub_patterns(arr, counts, min_digit_run, skip_containers=bool(identifiers))
+    return tidy_placeholders(arr), counts
+
+
+def _scrub_containers(arr: pa.Array, counts: Counter) -> tuple[pa.Array, Counter]:
+    for pattern in CONTAINERS:
+        tag = placeholder(pattern.entity)
+        before = pc.sum(pc.count_substring(arr, tag)).as_py() or 0
+        arr = pc.replace_substring_regex(arr, pattern.regex, "\\1" + tag)
+        counts[pattern.entity] += (pc.sum(pc.count_substring(arr, tag)).as_py() or 0) - before
     return arr, counts
+
+
+def tidy_placeholders(arr: pa.Array) -> pa.Array:
+    """What a placeholder leaves of its entity: an extension after a number ("<PHONE> ext. 12"),
+    a country code or trunk prefix before one ("+49(0) <PHONE>"), initials before a name."""
+    arr = pc.replace_substring_regex(
+        arr, r"(<PHONE>|<NUMBER>)[ ]?(?i:x|ext\.?|extension)[ ]?\d{1,6}", "\\1"
+    )
+    arr = pc.replace_substring_regex(
+        arr, r"(^|[^0-9A-Za-z])\+?\d{1,4}(?:[ .-]?\(0\))?[ .-]?(<PHONE>|<NUMBER>)", "\\1\\2"
+    )
+    return pc.replace_substring_regex(arr, r"\b(?:[A-Z]\. ?){1,3}<PERSON>", "<PERSON>")
 
 
 def scrub_texts(
@@ -759,7 +837,10 @@ _WORD = re.compile(f"[^\\W\\d_{_UNSPACED}]+")
 _CJK_SPAN = re.compile("[\u3400-\u9fff\uf900-\ufaff]{2,}")
 # Between the words of a name: a space, an initial's dot and a space, an apostrophe (O'Rourke),
 # a hyphen (Jean-Luc) or a comma after a surname written first (VANDERMEULEN, LUCINDA).
-_NAME_GAPS = (" ", ". ", "'", "-", ", ")
+_CJK_SPACED = re.compile("[\u3400-\u9fff\uf900-\ufaff]{1,3} [\u3400-\u9fff\uf900-\ufaff]{1,3}")
+MAX_CJK_NAME = 4
+_CJK_PAIR = re.compile("([\u3400-\u9fff\uf900-\ufaff]+)(?= ([\u3400-\u9fff\uf900-\ufaff]+))")
+_NAME_GAPS = (" ", ". ", "'", "-", ", ", " '")
 MAX_NAME_WORDS = 4
 # Titles before a surname: "Mr. Featherstonehaugh" names a known customer by the surname alone.
 TITLES = frozenset(
@@ -780,6 +861,9 @@ def name_variants(folded: str) -> list[str]:
     (with and without a comma), the surname after a title, and a Chinese name's pinyin."""
     if _CJK_SPAN.fullmatch(folded):
         return [folded, *pinyin_forms(folded)[:2]]
+    if _CJK_SPACED.fullmatch(folded):  # 佐藤 花子: with its space and without
+        joined = folded.replace(" ", "")
+        return [folded, joined] if len(joined) <= MAX_CJK_NAME else [folded]
     if len(_WORD.findall(folded)) < 2:
         return []
     words = folded.split(" ")
@@ -910,6 +994,11 @@ def _python_name_candidates(texts: list[str], rows: np.ndarray, out: _Candidates
                     r.append(row), s.append(a), e.append(b), w.append(word_id + i)
                     t.append(_TITLED + folded[words[i + 1][0] : b])
         word_id += len(words)
+        for m in _CJK_PAIR.finditer(folded):  # two CJK runs around one space: 佐藤 花子
+            a, b = m.start(1), m.end(2)
+            for i in range(max(a, m.end(1) - 3), m.end(1)):
+                for j in range(m.start(2) + 1, min(b, m.start(2) + 3) + 1):
+                    r.append(row), s.append(i), e.append(j), w.append(-1), t.append(folded[i:j])
         for run in _CJK_SPAN.finditer(folded):
             g = run.group()
             for size in (4, 3, 2):
