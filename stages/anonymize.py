@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stages.lib import keys
-from stages.lib.errors import GateFailure, run_stage
+from stages.lib.errors import GateFailure, InputError, run_stage
 from stages.lib.features import Policy, column_policies
 from stages.lib.io import AtomicDir, file_hash, partition_names, write_json_atomic, write_parquet
 from stages.lib.leakscan import ValueScanner, find_numbers
@@ -784,6 +784,7 @@ def profile_file(
     np.save(out_dir / "quasi.npy", quasi_hashes(quasi))
     index = index_part(df, schema, policies)
     save_index(index, out_dir / "index.npz")
+    suspects = mislabelled_columns(df, schema, policies, index)
     names = RecordingSet()
     for col in schema.with_role("text"):
         if col in anon.columns:
@@ -793,7 +794,93 @@ def profile_file(
         "rows": len(df),
         "counts": counts,
         "quasi_identifiers": [c for c in quasi.columns if c != RECORD_ID],
+        "suspects": suspects,
     }
+
+
+# A released column is taken for a mislabelled identifier when at least this share of its
+# values are identifier values of the dataset or identifier patterns, or (categorical columns)
+# when this share of them are distinct free strings.
+MISLABEL_SHARE = 0.5
+NEAR_UNIQUE_SHARE = 0.9
+NEAR_UNIQUE_MIN_ROWS = 100
+# "Given Surname" (with initials, particles, apostrophes, hyphens) or a 2-4 character Chinese
+# name; counted only with this many distinct such values (a column of a few cities is no list of
+# people).
+_PERSON_NAME = (
+    r"^[A-Z][a-z]+(?:-[A-Z][a-z]+)?\.?(?: [A-Z]\.)*(?: (?:(?:van|de|von|der|da|di|le|la) )*[A-Z][A-Za-z'-]+){1,2}$"
+    r"|^[\x{4e00}-\x{9fff}]{2,4}$"
+)
+NAME_MIN_DISTINCT = 50
+
+
+def mislabelled_columns(
+    df: pd.DataFrame, schema: Schema, policies: dict[str, Policy], index: IdentifierIndex
+) -> dict[str, str]:
+    """Released columns that look like direct identifiers: column -> why (empty: none)."""
+    suspects = {}
+    for name, col in schema.columns.items():
+        if (
+            col.role in ("key", "identifier", "label")
+            or col.not_identifier
+            or name not in df.columns
+        ):
+            continue
+        if policies[name].action in ("drop", "pseudonymize"):
+            continue
+        values = as_string_array(df[name].astype("string")).drop_null()
+        if not len(values):
+            continue
+        enc = pc.dictionary_encode(values)
+        distinct = enc.dictionary
+        counts = np.bincount(enc.indices.to_numpy(zero_copy_only=False), minlength=len(distinct))
+        known = index.match(_strings(token_form(norm_array(distinct)))) >= 0
+        share_known = counts[known].sum() / len(values)
+        if share_known >= MISLABEL_SHARE:
+            suspects[name] = f"{share_known:.0%} of its values are identifier values of the data"
+            continue
+        if col.role != "numeric":
+            scrubbed, _ = scrub_column(distinct, min_digit_run=None)
+            whole = pc.match_substring_regex(scrubbed, r"^<[A-Z_]+>$").to_numpy(
+                zero_copy_only=False
+            )
+            share = counts[whole].sum() / len(values)
+            if share >= MISLABEL_SHARE:
+                suspects[name] = (
+                    f"{share:.0%} of its values are e-mails, phones or other identifiers"
+                )
+                continue
+        if col.role in ("text", "numeric") or col.type in ("int", "float", "date"):
+            continue  # free text is scrubbed, and measurements are distinct by nature
+        if len(values) >= NEAR_UNIQUE_MIN_ROWS and len(distinct) / len(values) >= NEAR_UNIQUE_SHARE:
+            suspects[name] = f"{len(distinct) / len(values):.0%} of its values are distinct"
+            continue
+        named = pc.match_substring_regex(distinct, _PERSON_NAME).to_numpy(zero_copy_only=False)
+        share = counts[named].sum() / len(values)
+        if share >= MISLABEL_SHARE and named.sum() >= NAME_MIN_DISTINCT:
+            suspects[name] = f"{share:.0%} of its values are shaped like personal names"
+    return suspects
+
+
+class MislabelledColumn(InputError):
+    """A column about to be released looks like a direct identifier."""
+
+
+def check_mislabelled(results: Iterable[dict[str, Any]]) -> None:
+    """Stop (exit 2) before anything is released when a partition found a mislabelled column."""
+    found: dict[str, str] = {}
+    for result in results:
+        for name, why in result.get("suspects", {}).items():
+            found.setdefault(name, why)
+    if found:
+        first = next(iter(found))
+        raise MislabelledColumn(
+            "anonymize: column(s) "
+            + "; ".join(f"'{n}' ({why})" for n, why in found.items())
+            + " would be released but look like direct identifiers. In params.yaml set "
+            f"schema.columns.{first}.role: identifier (with its pii kind), or give it a policy "
+            f"under anonymize.policies (drop, pseudonymize, generalize or mask)."
+        )
 
 
 def save_index(index: IdentifierIndex, path: Path) -> None:
@@ -937,6 +1024,7 @@ def run(
     ]
     profile_cache = CacheDir("anonymize-profile")
     profiled = list(run_tasks("anonymize (pass 1)", profile_tasks, profile_cache))
+    check_mislabelled(d.result for d in profiled)
 
     # The global identifier index, once on disk for the worker processes.
     index = IdentifierIndex.merge(load_index(d.file("index.npz")) for d in profiled)

@@ -499,6 +499,14 @@ def main() -> None:
     unknown = [c for c in slice_columns if c not in schema.columns]
     if unknown:
         raise ParamsError(f"evaluate.slices: {unknown} are not schema columns")
+    policies = column_policies(schema, params["anonymize"]["policies"])
+    hidden = [c for c in slice_columns if policies[c].action in ("drop", "pseudonymize")]
+    if hidden:
+        # Slicing by a column anonymize does not release would print its values in the report.
+        raise ParamsError(
+            f"evaluate.slices: {hidden} are not released by anonymize (policy drop or "
+            "pseudonymize); slice by a released column, or generalize the column instead"
+        )
 
     summary = StageSummary("evaluate")
     predictor = load_predictor(MODEL_PATH)
