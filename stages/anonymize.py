@@ -784,7 +784,7 @@ def profile_file(
     np.save(out_dir / "quasi.npy", quasi_hashes(quasi))
     index = index_part(df, schema, policies)
     save_index(index, out_dir / "index.npz")
-    suspects = mislabelled_columns(df, schema, policies, index)
+    suspects = mislabelled_columns(anon, schema, policies, index)  # the values as released
     names = RecordingSet()
     for col in schema.with_role("text"):
         if col in anon.columns:

@@ -104,6 +104,8 @@ def prepare_frame(
     clean = to_arrow(result.clean, schema).to_pandas()
     names = build_index(clean, schema, policies).names
     anon, _ = anonymize_frame(clean, schema, policies, key, names)
+    # anonymize releases no source positions; predictions answer the user with their own rows.
+    anon[SOURCE_ROW] = clean[SOURCE_ROW]
     anon = pa.Table.from_pandas(anon.reset_index(drop=True), preserve_index=False).to_pandas()
     rejected = result.quarantine[[RECORD_ID, SOURCE_ROW, REASON_KIND, REASON]].reset_index(
         drop=True
