@@ -808,7 +808,8 @@ NEAR_UNIQUE_MIN_ROWS = 100
 # name; counted only with this many distinct such values (a column of a few cities is no list of
 # people).
 _PERSON_NAME = (
-    r"^[A-Z][a-z]+(?:-[A-Z][a-z]+)?\.?(?: [A-Z]\.)*(?: (?:(?:van|de|von|der|da|di|le|la) )*[A-Z][A-Za-z'-]+){1,2}$"
+    r"^[A-Z][a-z]+(?:-[A-Z][a-z]+)?\.?(?: [A-Z]\.)*"
+    r"(?: (?:(?:van|de|von|der|da|di|le|la) )*[A-Z][A-Za-z'-]+){1,2}$"
     r"|^[\x{4e00}-\x{9fff}]{2,4}$"
 )
 NAME_MIN_DISTINCT = 50

@@ -241,8 +241,10 @@ PATTERNS: tuple[Pattern, ...] = (
     # ("+49(0) 443164431" holds a valid-looking SSN).
     Pattern(
         PHONE,
-        _LEAD_NOPLUS + r"(\+[1-9]\d{0,2}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){2,6}"
-        + _EXTENSION + r")\b",
+        _LEAD_NOPLUS
+        + r"(\+[1-9]\d{0,2}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){2,6}"
+        + _EXTENSION
+        + r")\b",
     ),
     Pattern(
         IBAN,
