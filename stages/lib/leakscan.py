@@ -27,13 +27,10 @@ from dataclasses import dataclass
 import ahocorasick
 import phonenumbers
 
-from stages.lib.scrub import is_date_shaped, pinyin_forms
+from stages.lib.scrub import APOSTROPHES, UNSPACED_CHAR, is_date_shaped, pinyin_forms
 
-# Letters and digits of scripts written without spaces (CJK, kana, hangul).
-_UNSPACED = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 _DIGIT_GAP = re.compile(r"(?<=\d)[\s().\-/]+(?=\d)")
 _SPACES = re.compile(r"\s+")
-_APOSTROPHES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'"})
 # Digits joined by up to two separators or brackets (the scrubber's rule allows the same).
 _DIGIT_RUN = re.compile(r"\+?\(?\d(?:[\s().\-/]{0,2}\d)*")
 MIN_VALUE_CHARS = 4  # shorter values (initials, 'n/a') would match everywhere
@@ -43,12 +40,12 @@ MIN_DIGITS = 6  # a digits-only value shorter than this is a number, not an iden
 
 def canonical(text: str) -> str:
     """NFKC, case-folded, ASCII apostrophes, no separators between digits, single spaces."""
-    text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES).casefold()
+    text = unicodedata.normalize("NFKC", text).translate(APOSTROPHES).casefold()
     return _SPACES.sub(" ", _DIGIT_GAP.sub("", text)).strip()
 
 
 def _script(ch: str) -> str:
-    if _UNSPACED.match(ch):
+    if UNSPACED_CHAR.match(ch):
         return "unspaced"
     return "spaced" if ch.isalnum() else ""
 
@@ -86,7 +83,7 @@ def value_forms(value: str, entity: str) -> list[str]:
         if len(words) >= 2:
             forms += [f"{words[-1]} {' '.join(words[:-1])}", f"{words[-1]}, {' '.join(words[:-1])}"]
         forms += [f.replace("-", " ") for f in forms if "-" in f]
-        if _UNSPACED.match(form[0]) and len(form) <= 4:
+        if UNSPACED_CHAR.match(form[0]) and len(form) <= 4:
             forms += [canonical(f) for f in pinyin_forms(form)[:2]]
     return [f for f in dict.fromkeys(forms) if _long_enough(f)]
 
@@ -94,7 +91,7 @@ def value_forms(value: str, entity: str) -> list[str]:
 def _long_enough(form: str) -> bool:
     if form.isdigit():
         return len(form) >= MIN_DIGITS
-    if _UNSPACED.match(form[0]):
+    if UNSPACED_CHAR.match(form[0]):
         return len(form) >= MIN_CJK_CHARS
     return len(form) >= MIN_VALUE_CHARS
 

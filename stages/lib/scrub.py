@@ -387,35 +387,42 @@ def scrub_patterns(
     counts = Counter() if counts is None else counts
     patterns = PATTERNS + ((digit_run_pattern(min_digit_run),) if min_digit_run else ())
     for pattern in patterns[len(CONTAINERS) :] if skip_containers else patterns:
-        tag = placeholder(pattern.entity)
-        if pattern.validator is None:
-            # Count the placeholders before and after (a literal count is cheaper than a second
-            # regex pass over the column).
-            before = pc.sum(pc.count_substring(arr, tag)).as_py() or 0
-            arr = pc.replace_substring_regex(arr, pattern.regex, "\\1" + tag)
-            counts[pattern.entity] += (pc.sum(pc.count_substring(arr, tag)).as_py() or 0) - before
-            continue
-        # Checksummed identifiers: RE2 marks every candidate in the column (\x01 cand \x02);
-        # Python only splits the marked rows and runs the checksum on each candidate.
-        marked = pc.replace_substring_regex(arr, pattern.regex, "\\1" + _OPEN + "\\2" + _CLOSE)
-        hits = pc.fill_null(pc.count_substring(marked, _OPEN), 0).to_numpy(zero_copy_only=False)
-        rows = np.flatnonzero(hits)
-        if not rows.size:
-            continue
-        pieces = _SEP.join(marked.take(pa.array(rows)).to_pylist()).split(_OPEN)
-        out, n, validate = [pieces[0]], 0, pattern.validator
-        for piece in pieces[1:]:
-            cand, _, rest = piece.partition(_CLOSE)
-            length = validate(cand)
-            if length:
-                n += 1
-                out.append(tag + cand[length:] + rest)
-            else:
-                out.append(cand + rest)
-        if n:
-            arr = _replace_rows(arr, rows, "".join(out).split(_SEP))
-            counts[pattern.entity] += n
+        arr = _apply_pattern(arr, pattern, counts)
     return arr, counts
+
+
+def _apply_pattern(arr: pa.Array, pattern: Pattern, counts: Counter) -> pa.Array:
+    """One pattern's matches replaced by its placeholder (validated first, if it has a validator);
+    counts the replacements."""
+    tag = placeholder(pattern.entity)
+    if pattern.validator is None:
+        # Count the placeholders before and after (a literal count is cheaper than a second
+        # regex pass over the column).
+        before = pc.sum(pc.count_substring(arr, tag)).as_py() or 0
+        arr = pc.replace_substring_regex(arr, pattern.regex, "\\1" + tag)
+        counts[pattern.entity] += (pc.sum(pc.count_substring(arr, tag)).as_py() or 0) - before
+        return arr
+    # Checksummed identifiers: RE2 marks every candidate in the column (\x01 cand \x02);
+    # Python only splits the marked rows and runs the checksum on each candidate.
+    marked = pc.replace_substring_regex(arr, pattern.regex, "\\1" + _OPEN + "\\2" + _CLOSE)
+    hits = pc.fill_null(pc.count_substring(marked, _OPEN), 0).to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(hits)
+    if not rows.size:
+        return arr
+    pieces = _SEP.join(marked.take(pa.array(rows)).to_pylist()).split(_OPEN)
+    out, n, validate = [pieces[0]], 0, pattern.validator
+    for piece in pieces[1:]:
+        cand, _, rest = piece.partition(_CLOSE)
+        length = validate(cand)
+        if length:
+            n += 1
+            out.append(tag + cand[length:] + rest)
+        else:
+            out.append(cand + rest)
+    if n:
+        arr = _replace_rows(arr, rows, "".join(out).split(_SEP))
+        counts[pattern.entity] += n
+    return arr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,7 +430,7 @@ def scrub_patterns(
 
 _CJK = "[\u3400-\u9fff\uf900-\ufaff]"  # literal characters: RE2 has no \\u escapes
 # Scripts written without spaces: a Latin name glued to them still stands alone.
-_UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _PHONE_SEP = r"[\s()./\-]*"
 
 
@@ -533,7 +540,7 @@ def _needle_regex(entity: str, needle: str, is_digits: bool) -> str:
     escaped = re.escape(needle)
     if re.search(_CJK, needle):
         return escaped  # Chinese text has no word boundaries
-    return rf"(?<![^\W{_UNSPACED}]){escaped}(?![^\W{_UNSPACED}])"
+    return rf"(?<![^\W{UNSPACED}]){escaped}(?![^\W{UNSPACED}])"
 
 
 def _row_regex(items: list[tuple[str, str, bool]]) -> re.Pattern[str]:
@@ -564,12 +571,12 @@ def _casefix_map() -> dict[int, str]:
 _CASEFIX = _casefix_map()
 _PHONE_START = re.compile(r"(?<!\d)[+(\d]")
 _CJK_RX = re.compile(_CJK)
-_UNSPACED_RX = re.compile(f"[{_UNSPACED}]")
+UNSPACED_CHAR = re.compile(f"[{UNSPACED}]")
 
 
 def _is_word(ch: str) -> bool:
     # `re`'s \w, less the scripts written without spaces (the regex's boundary).
-    return (ch.isalnum() or ch == "_") and _UNSPACED_RX.match(ch) is None
+    return (ch.isalnum() or ch == "_") and UNSPACED_CHAR.match(ch) is None
 
 
 def _is_phone_sep(ch: str) -> bool:
@@ -731,19 +738,11 @@ def scrub_column(
     counts: Counter = Counter()
     arr = normalize_text(texts)
     if identifiers:
-        arr, counts = _scrub_containers(arr, counts)
+        for pattern in CONTAINERS:
+            arr = _apply_pattern(arr, pattern, counts)
         arr, counts = scrub_record_identifiers(arr, identifiers, counts)
     arr, counts = scrub_patterns(arr, counts, min_digit_run, skip_containers=bool(identifiers))
     return tidy_placeholders(arr), counts
-
-
-def _scrub_containers(arr: pa.Array, counts: Counter) -> tuple[pa.Array, Counter]:
-    for pattern in CONTAINERS:
-        tag = placeholder(pattern.entity)
-        before = pc.sum(pc.count_substring(arr, tag)).as_py() or 0
-        arr = pc.replace_substring_regex(arr, pattern.regex, "\\1" + tag)
-        counts[pattern.entity] += (pc.sum(pc.count_substring(arr, tag)).as_py() or 0) - before
-    return arr, counts
 
 
 def tidy_placeholders(arr: pa.Array) -> pa.Array:
@@ -835,7 +834,7 @@ class HashedSet:
 # Known names (anyone's) in text
 
 # A word of a name: letters of a spaced script (a Latin name glued to Chinese text stands apart).
-_WORD = re.compile(f"[^\\W\\d_{_UNSPACED}]+")
+_WORD = re.compile(f"[^\\W\\d_{UNSPACED}]+")
 _CJK_SPAN = re.compile("[\u3400-\u9fff\uf900-\ufaff]{2,}")
 # Between the words of a name: a space, an initial's dot and a space, an apostrophe (O'Rourke),
 # a hyphen (Jean-Luc) or a comma after a surname written first (VANDERMEULEN, LUCINDA).
@@ -850,11 +849,11 @@ TITLES = frozenset(
     "sig signor signora dhr mevr heer mevrouw senhor senhora".split()
 )
 _TITLED = "\x01"  # marks a surname entry of the deny-list: it counts only after a title
-_APOSTROPHES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'"})
+APOSTROPHES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u02bc": "'"})
 
 
 def _fold(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)
+    text = unicodedata.normalize("NFKC", text).translate(APOSTROPHES)
     return " ".join(text.lower().split())
 
 
