@@ -146,3 +146,16 @@ def venv_env(**extra: str) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("PYTHONPATH", None)
     return env
+
+
+def run_module(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m ARGS` in `cwd`, output captured, in venv_env() unless `env` is given."""
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        env=venv_env() if env is None else env,
+        capture_output=True,
+        text=True,
+    )

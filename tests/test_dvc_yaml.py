@@ -6,14 +6,13 @@ from __future__ import annotations
 import ast
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from stages import lineage, report
-from tests.conftest import project_copy, source_frame, venv_env
+from tests.conftest import project_copy, run_module, source_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -58,13 +57,7 @@ def test_ingest_deps_are_the_sources_in_params():
 
 
 def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=root,
-        env=venv_env(),
-        capture_output=True,
-        text=True,
-    )
+    return run_module(root, "dvc", *args)
 
 
 @pytest.mark.slow

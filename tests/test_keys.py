@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +15,7 @@ import pytest
 from stages import anonymize, ingest
 from stages.lib import keys
 from stages.lib.io import file_hash
-from tests.conftest import ROOT, source_frame, venv_env, write_project
+from tests.conftest import ROOT, run_module, source_frame, venv_env, write_project
 
 SAMPLE = "data/sample/customers_batch1.csv.gz"
 
@@ -46,13 +45,7 @@ def _sample_project(tmp: Path, batch: Path, where: str = SAMPLE) -> Path:
 def _ingest_without_key(project: Path) -> subprocess.CompletedProcess:
     env = venv_env(PIPELINE_WORKERS="1")
     env.pop("PIPELINE_HMAC_KEY")
-    return subprocess.run(
-        [sys.executable, "-m", "stages.ingest"],
-        cwd=project,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-    )
+    return run_module(project, "stages.ingest", env={**env, "PYTHONPATH": str(ROOT)})
 
 
 def test_sample_without_a_key_uses_the_published_key_on_every_machine(tmp_path):

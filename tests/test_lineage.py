@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from stages import lineage
-from tests.conftest import params, project_copy, source_frame, venv_env
+from tests.conftest import params, project_copy, run_module, source_frame, venv_env
 
 pytestmark = pytest.mark.slow
 
@@ -69,13 +69,7 @@ def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "stages.lineage", *args],
-        cwd=root,
-        env=venv_env(),
-        capture_output=True,
-        text=True,
-    )
+    return run_module(root, "stages.lineage", *args)
 
 
 def _batch(path: Path, prefix: str, n: int, bad_row: int) -> None:
