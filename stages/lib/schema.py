@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from stages.lib.params import coerce, load_params
+from stages.lib.params import ParamsError, coerce, load_params
 
 ColumnType = Literal["string", "int", "float", "category", "date"]
 Role = Literal["key", "label", "numeric", "categorical", "text", "identifier", "attribute"]
@@ -56,12 +56,16 @@ class Schema:
         return [n for n, c in self.columns.items() if c.role in roles]
 
     @property
-    def key(self) -> str:
-        """The source record key column."""
-        (key,) = self.with_role("key") or [None]
-        if key is None:
-            raise ValueError("schema: exactly one column needs role 'key'")
-        return key
+    def key(self) -> str | None:
+        """The source record key column, or None when the data has none (record_id then comes
+        from the row's content, see stages/ingest.py). More than one is a ParamsError."""
+        keys = self.with_role("key")
+        if len(keys) > 1:
+            raise ParamsError(
+                f"schema: {len(keys)} columns have role 'key' ({keys}); at most one may: give the "
+                "others another role (e.g. attribute), or none for keyless data"
+            )
+        return keys[0] if keys else None
 
     @property
     def label(self) -> str:
