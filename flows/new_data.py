@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ from flows.pipeline import (
     pipeline_lock,
     working_dir,
 )
-from stages.lib.io import file_hash
+from stages.ingest import not_data
+from stages.lib.errors import InputError
+from stages.lib.io import file_hash, writing
 
 INCOMING = "data/incoming"
 _SKIP_SUFFIXES = (".dvc",)
@@ -37,7 +40,7 @@ def file_md5(path: Path) -> str:
 
 
 def expand_batch(path_or_glob: str | Path) -> list[Path]:
-    """The files a path, directory or glob names (sorted); FileNotFoundError if none."""
+    """The files a path, directory or glob names (sorted); InputError if none."""
     text = str(path_or_glob)
     p = Path(text)
     if p.is_dir():
@@ -47,8 +50,40 @@ def expand_batch(path_or_glob: str | Path) -> list[Path]:
     else:
         files = [Path(f) for f in sorted(glob.glob(text, recursive=True)) if Path(f).is_file()]
     if not files:
-        raise FileNotFoundError(f"no batch file matches {text!r}")
+        what = "is an empty folder" if p.is_dir() else "does not exist and matches no file"
+        raise InputError(f"add-batch: {text} {what}; give a batch file, a folder or a glob")
     return [f.resolve() for f in files]
+
+
+def batch_files(
+    path_or_glob: str | Path, fmt: str | None = None
+) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The data files a path, directory or glob names, and the others with why they are not
+    data (hidden, unsupported type: ingest would not read them); InputError if none is data."""
+    text = str(path_or_glob)
+    base = Path(text).resolve() if Path(text).is_dir() else None
+    files, skipped = [], []
+    for f in expand_batch(text):
+        why = not_data(f.relative_to(base) if base else Path(f.name), fmt)
+        if why is None and f.suffix in (*_SKIP_SUFFIXES, ".tmp"):
+            why = "DVC's or a temporary file, not data"
+        if why is None:
+            files.append(f)
+        else:
+            skipped.append((f, why))
+    if not files:
+        shown = "; ".join(f"{f.name}: {why}" for f, why in skipped[:10])
+        raise InputError(f"add-batch: nothing to add from {text}: no data file ({shown})")
+    return files, skipped
+
+
+def ingest_format(root: Path) -> str | None:
+    """params.yaml's ingest.format (files of any name read as that format), else None."""
+    params = root / "params.yaml"
+    if not params.is_file():
+        return None
+    data = yaml.safe_load(params.read_text(encoding="utf-8")) or {}
+    return (data.get("ingest") or {}).get("format")
 
 
 def _is_batch_file(p: Path) -> bool:
@@ -77,31 +112,36 @@ def add_batch(
 ) -> list[Path]:
     """Copy new batch files into `incoming` and `dvc add` them; return the paths added.
 
-    A file whose content is already there is skipped. A different file with a taken name gets
-    its hash prefix appended. If `incoming` is tracked as a whole directory (`<incoming>.dvc`),
-    the directory is re-added instead of each file.
+    Files that are not data (hidden, an unsupported type) are skipped with a warning naming
+    each; InputError when none is data or the path names nothing; WriteError when `incoming`
+    cannot be written. A file whose content is already there is skipped. A different file
+    with a taken name gets its hash prefix appended. If `incoming` is tracked as a whole
+    directory (`<incoming>.dvc`), the directory is re-added instead of each file.
     """
     from dvc.repo import Repo
 
     root = Path(repo_root).resolve()
-    files = expand_batch(path_or_glob)
+    files, skipped = batch_files(path_or_glob, ingest_format(root))
+    for f, why in skipped:
+        print(f"WARNING: add-batch: {f} skipped: {why}", file=sys.stderr)
     target_dir = root / incoming
-    target_dir.mkdir(parents=True, exist_ok=True)
     seen = known_hashes(target_dir)
     added: list[Path] = []
-    for src in files:
-        md5 = file_md5(src)
-        if md5 in seen:
-            continue
-        dest = target_dir / src.name
-        if dest.exists():
-            stem, dot, rest = src.name.partition(".")
-            dest = target_dir / f"{stem}-{md5[:8]}{dot}{rest}"
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)  # atomic: a reader never sees half a batch
-        seen.add(md5)
-        added.append(dest)
+    with writing(target_dir):  # a read-only folder or a full disk: a message, not a traceback
+        target_dir.mkdir(parents=True, exist_ok=True)
+        for src in files:
+            md5 = file_md5(src)
+            if md5 in seen:
+                continue
+            dest = target_dir / src.name
+            if dest.exists():
+                stem, dot, rest = src.name.partition(".")
+                dest = target_dir / f"{stem}-{md5[:8]}{dot}{rest}"
+            tmp = dest.with_name(f".{dest.name}.tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)  # atomic: a reader never sees half a batch
+            seen.add(md5)
+            added.append(dest)
     if added:
         whole_dir = target_dir.with_name(target_dir.name + ".dvc").is_file()
         targets = [str(target_dir)] if whole_dir else [str(p) for p in added]

@@ -39,12 +39,17 @@ def repro(targets: list[str] = typer.Argument(None), force: bool = False) -> Non
 def add_batch(path: str = typer.Argument(..., help="A batch file, or a glob of them")) -> None:
     """Bring a new batch under DVC in data/incoming (an identical batch is skipped)."""
     from flows.new_data import add_batch as add
+    from stages.lib.errors import run_stage
 
-    added = add(".", path)
-    for p in added:
-        typer.echo(f"added {p} (tracked by DVC); run `pipeline repro` to process it")
-    if not added:
-        typer.echo(f"nothing new: every file of {path} is already in data/incoming")
+    def main() -> None:
+        # run_stage: a missing path, no data file or a read-only folder is a message, no traceback
+        added = add(".", path)
+        for p in added:
+            typer.echo(f"added {p} (tracked by DVC); run `pipeline repro` to process it")
+        if not added:
+            typer.echo(f"nothing new: every data file of {path} is already in data/incoming")
+
+    run_stage(main)
 
 
 if __name__ == "__main__":

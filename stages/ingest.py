@@ -112,7 +112,7 @@ def list_sources(
             for p in sorted(path.rglob("*")):
                 if not p.is_file() or _bookkeeping(p):
                     continue
-                why = _not_data(p.relative_to(path), fmt)
+                why = not_data(p.relative_to(path), fmt)
                 if why is None:
                     files.append(p)
                 else:
@@ -138,8 +138,8 @@ def _bookkeeping(path: Path) -> bool:
     return path.name in BOOKKEEPING_NAMES or path.suffix in BOOKKEEPING_SUFFIXES
 
 
-def _not_data(relative: Path, fmt: str | None) -> str | None:
-    """Why a file of a source folder is not read as data, or None when it is."""
+def not_data(relative: Path, fmt: str | None) -> str | None:
+    """Why a file (its path inside a source folder) is not read as data, or None when it is."""
     if any(part.startswith(".") for part in relative.parts):
         return "a hidden file"
     try:
