@@ -296,6 +296,7 @@ def _read_delimited(
         invalid_row_handler=on_invalid,
     )
     names = _header_names(path, fmt, d) if header else list(columns or [])
+    check_names(path, names)  # before the rows: an empty name makes every row look malformed
     rows = 0
     try:
         reader = pacsv.open_csv(
@@ -529,8 +530,22 @@ def _read_parquet(path: Path, block_rows: int) -> Iterator[pa.RecordBatch]:
             )
     for batch in pf.iter_batches(batch_size=block_rows):
         yield pa.RecordBatch.from_arrays(
-            [as_strings(c) for c in batch.columns], names=batch.schema.names
+            [
+                _column_strings(path, n, c)
+                for n, c in zip(batch.schema.names, batch.columns, strict=True)
+            ],
+            names=batch.schema.names,
         )
+
+
+def _column_strings(path: Path, name: str, col: pa.Array) -> pa.Array:
+    try:
+        return as_strings(col)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        why = "not valid UTF-8 text" if "UTF8" in str(e) else f"cannot be read as text: {_short(e)}"
+        raise InputError(
+            f"{path}: column {name} ({col.type}): {why}; store it as UTF-8 strings"
+        ) from e
 
 
 def as_strings(col: pa.Array) -> pa.Array:
@@ -559,9 +574,9 @@ def _timestamp_strings(col: pa.Array) -> pa.Array:
     return pc.strftime(seconds if whole else col, format=fmt)
 
 
-def check_columns(path: Path, names: list[str], schema: Schema) -> None:
-    """Fail when the file's columns differ from the schema's: missing or unexpected columns."""
-    cleaned = [unicodedata.normalize("NFKC", n).strip() for n in names]
+def check_names(path: Path, names: list[str]) -> list[str]:
+    """The header's names, normalised; InputError on an empty or repeated name."""
+    cleaned = [_norm(n) for n in names]
     empty = [i + 1 for i, n in enumerate(cleaned) if not n]
     if empty:
         trailing = empty == list(range(len(cleaned) - len(empty) + 1, len(cleaned) + 1))
@@ -577,6 +592,12 @@ def check_columns(path: Path, names: list[str], schema: Schema) -> None:
     repeated = sorted({n for n in cleaned if cleaned.count(n) > 1})
     if repeated:
         raise InputError(f"{path}: duplicate column name(s) {repeated} in the header")
+    return cleaned
+
+
+def check_columns(path: Path, names: list[str], schema: Schema) -> None:
+    """Fail when the file's columns differ from the schema's: missing or unexpected columns."""
+    cleaned = check_names(path, names)
     expected = list(schema.columns)
     missing = [c for c in expected if c not in cleaned]
     extra = [c for c in cleaned if c not in expected]
