@@ -48,7 +48,8 @@ ZIP_MAGIC = b"PK\x03\x04"
 
 
 Format = Literal["csv", "tsv", "jsonl", "parquet"]
-# What a source folder holds besides data that is DVC's or git's bookkeeping: never reported.
+# What a source folder holds besides data that is DVC's or git's bookkeeping, or its README:
+# never reported.
 BOOKKEEPING_SUFFIXES = (".dvc",)
 BOOKKEEPING_NAMES = (".gitignore", ".dvcignore")
 # Bytes per CSV read block; quoted values may span lines and blocks (newlines_in_values).
@@ -135,7 +136,12 @@ def find_batch_files(sources: tuple[str, ...], fmt: str | None = None) -> list[P
 
 
 def _bookkeeping(path: Path) -> bool:
-    return path.name in BOOKKEEPING_NAMES or path.suffix in BOOKKEEPING_SUFFIXES
+    # A folder's README documents it (data/incoming has one): not data, and no news.
+    return (
+        path.name in BOOKKEEPING_NAMES
+        or path.suffix in BOOKKEEPING_SUFFIXES
+        or path.name in ("README", "README.md", "README.txt")
+    )
 
 
 def not_data(relative: Path, fmt: str | None) -> str | None:

@@ -114,15 +114,23 @@ def test_headerless_extensionless_tsv_with_format_param(tmp_path: Path, monkeypa
 
 
 def test_files_not_read_are_named(tmp_path: Path, monkeypatch, key, capsys) -> None:
-    """Issue 14: a folder's .xlsx, .md and .DS_Store files were ignored without a word."""
+    """Issue 14: a folder's .xlsx, .md and .DS_Store files were ignored without a word. DVC's
+    .dvc and .gitignore files and the folder's README are not data and no news."""
     write_project(tmp_path, source_frame(5), ingest__sources=["data/in"])
-    for name in ("report.xlsx", "README.md", ".DS_Store", "batch.csv.dvc", ".gitignore"):
+    for name in (
+        "report.xlsx",
+        "notes.md",
+        ".DS_Store",
+        "batch.csv.dvc",
+        ".gitignore",
+        "README.md",
+    ):
         (tmp_path / "data/in" / name).write_bytes(b"x")
     run_ingest(tmp_path, monkeypatch)
     skipped = json.loads((tmp_path / "metrics/ingest.json").read_text())["skipped_files"]
     assert [(Path(s["file"]).name, s["reason"][:11]) for s in skipped] == [
         (".DS_Store", "a hidden fi"),
-        ("README.md", "unsupported"),
+        ("notes.md", "unsupported"),
         ("report.xlsx", "unsupported"),
     ]
     err = capsys.readouterr().err
