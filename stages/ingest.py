@@ -479,7 +479,8 @@ def _read_jsonl(path: Path, block_rows: int, columns: list[str] | None) -> Itera
 
 def _json_object(path: Path, lineno: int, line: str) -> dict:
     try:
-        obj = json.loads(line)
+        # Numbers keep their source spelling (a 20-digit id, 1e308): raw holds text, clean types.
+        obj = json.loads(line, parse_int=str, parse_float=str, parse_constant=str)
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: line {lineno} is not valid JSON: {e.msg}") from e
     if not isinstance(obj, dict):
@@ -511,8 +512,6 @@ def _json_value(path: Path, lineno: int, key: str, value: object) -> str | None:
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
-        return json.dumps(value)
     kind = "object" if isinstance(value, dict) else "array"
     raise InputError(
         f"{path}: line {lineno}, column {_norm(key)}: a nested JSON {kind}; expected a single "

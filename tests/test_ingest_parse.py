@@ -135,17 +135,29 @@ def test_jsonl_keys_checked_on_every_line(tmp_path: Path) -> None:
 
 
 def test_jsonl_scalars_as_text(tmp_path: Path) -> None:
-    """Numbers keep their JSON spelling (20 digits, 1e308), booleans true/false, null null;
-    keys may come in any order and Unicode-normalised spelling."""
+    """Numbers keep their source spelling (20 digits, 1e308, 1.50), booleans are true/false,
+    null is null; keys may come in any order."""
     path = tmp_path / "b.jsonl"
     rows = [
         {"id": "1", "note": True, "n": 12345678901234567890},
         {"n": 1e308, "note": None, "id": "2"},
     ]
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    path.write_text(
+        "\n".join(json.dumps(r) for r in rows) + '\n{"id": 3, "note": 1.50, "n": 1E308}\n\n'
+    )
     assert read(path, "jsonl").to_pylist() == [
         {"id": "1", "note": "true", "n": "12345678901234567890"},
         {"id": "2", "note": None, "n": "1e+308"},
+        {"id": "3", "note": "1.50", "n": "1E308"},
+    ]
+
+
+def test_huge_numbers_stay_text(tmp_path: Path) -> None:
+    """A 20-digit or 1e308 value reaches raw as the source wrote it (clean types it)."""
+    path = tmp_path / "b.csv"
+    path.write_text("id,note,n\n12345678901234567890,1e308,-0.000\n")
+    assert read(path, "csv").to_pylist() == [
+        {"id": "12345678901234567890", "note": "1e308", "n": "-0.000"}
     ]
 
 
