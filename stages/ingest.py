@@ -325,6 +325,8 @@ def _read_delimited(
             rows += rb.num_rows
             yield rb
     except pa.ArrowInvalid as e:
+        if "straddling object" in str(e):
+            raise _straddling(path, d, block_size) from e
         m = re.search(r"column #(\d+): Row #(\d+): .*invalid UTF8", str(e))
         if m is None:
             raise
@@ -363,6 +365,17 @@ def _check_records(
             f"records in {scan.last_line:,} lines; a record was merged or dropped: check the "
             "quoting, or report this file's shape as a bug"
         )
+
+
+def _straddling(path: Path, d: Dialect, block_size: int) -> InputError:
+    """Arrow met a record longer than its read block: a quote never closed, or a huge value."""
+    scan = scan_records(path, d)
+    if scan.problem:
+        return InputError(f"{path}: {scan.problem}")
+    return InputError(
+        f"{path}: a record is longer than the {block_size / (1 << 20):g} MiB read block (a "
+        "value of many MB?); split the value, or store the data as Parquet"
+    )
 
 
 @dataclass(frozen=True)

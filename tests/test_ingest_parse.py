@@ -81,6 +81,17 @@ def test_unterminated_quote_at_the_end_is_named(tmp_path: Path) -> None:
         read(path, "csv")
 
 
+def test_stray_quote_in_a_big_file_is_named(tmp_path: Path) -> None:
+    """A quote never closed swallows the rest of the file into one value: when that is longer
+    than a read block, Arrow's own message ("straddling object") is replaced by the line."""
+    rows = ["id,note,n", *(f"{i},note {i},{i}" for i in range(5000))]
+    rows[11] = '10,"stray quote,10'
+    path = tmp_path / "b.csv"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(InputError, match=r"b\.csv: line 12: a quoted value opened there"):
+        read(path, "csv", block_size=1 << 12)
+
+
 def test_text_after_a_closing_quote_is_named(tmp_path: Path) -> None:
     path = tmp_path / "b.csv"
     path.write_text('id,note,n\n1,a,1\n2,"5 ft"3 in,2\n')
