@@ -332,9 +332,9 @@ def _read_delimited(
             raise
         col, record = int(m.group(1)), int(m.group(2))
         name = names[col] if col < len(names) else f"#{col + 1}"
-        line = scan_records(path, d, {record}).lines.get(record, f"record {record}")
+        where = _where(record, scan_records(path, d, {record}).lines)
         raise InputError(
-            f"{path}: line {line}, column {name}: not valid UTF-8 text; re-save the file as UTF-8"
+            f"{path}: {where}, column {name}: not valid UTF-8 text; re-save the file as UTF-8"
         ) from e
     _check_records(path, d, header, rows, invalid)
 
@@ -346,11 +346,7 @@ def _check_records(
     from an independent reading of the file: no line is merged or dropped unseen."""
     scan = scan_records(path, d, {n for n, _, _ in invalid[:5] if n is not None})
     if invalid:
-        shown = [
-            f"{f'line {scan.lines.get(n, n)}' if n is not None else 'a row'} has {a} fields, "
-            f"expected {x}"
-            for n, a, x in invalid[:5]
-        ]
+        shown = [f"{_where(n, scan.lines)} has {a} fields, expected {x}" for n, a, x in invalid[:5]]
         hint = f"; {scan.problem}" if scan.problem else ""
         raise InputError(
             f"{path}: {len(invalid)} malformed row(s): {'; '.join(shown)} "
@@ -376,6 +372,13 @@ def _straddling(path: Path, d: Dialect, block_size: int) -> InputError:
         f"{path}: a record is longer than the {block_size / (1 << 20):g} MiB read block (a "
         "value of many MB?); split the value, or store the data as Parquet"
     )
+
+
+def _where(record: int | None, lines: dict[int, int]) -> str:
+    """`line N` for a record whose line the scan found, else `record N` (never a wrong line)."""
+    if record is None:
+        return "a row"
+    return f"line {lines[record]}" if record in lines else f"record {record}"
 
 
 @dataclass(frozen=True)
@@ -410,6 +413,8 @@ def scan_records(path: Path, d: Dialect, wanted: set[int] | frozenset = frozense
                     lines[records] = start
         except csv.Error as e:
             if "unexpected end of data" in str(e):
+                if records + 1 in wanted:  # the record the quote swallowed, as Arrow counts it
+                    lines[records + 1] = last + 1
                 problem = (
                     f"line {last + 1}: a quoted value opened there is never closed (a stray "
                     "'\"'?); close the quote, or double a quote that is part of the text"

@@ -132,7 +132,8 @@ CASES = [
     Bad(
         "unterminated_quote_last_line",
         lambda: {"b.csv": csv_bytes(ML()) + b'C1,"never closed\n'},
-        rf"b\.csv: .*line {multiline_line(N)}: a quoted value opened there is never closed",
+        rf"b\.csv: 1 malformed row\(s\): line {multiline_line(N)} has 2 fields.*"
+        rf"line {multiline_line(N)}: a quoted value opened there is never closed",
     ),
     Bad(
         "text_after_closing_quote",
