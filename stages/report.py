@@ -344,33 +344,52 @@ def plot_training(curve: pd.DataFrame) -> str:
 
 
 def plot_confusion(matrix: pd.DataFrame) -> str:
-    """Confusion matrix heat map: counts and the share of each actual class."""
+    """Confusion matrix heat map, normalised by actual class (each row sums to 100%).
+
+    Up to 6 classes each cell shows its count and share; beyond, only the share, with the font,
+    the figure and the label rotation scaled so that 20 classes stay readable.
+    """
     plt = _plt()
     values = matrix.to_numpy(dtype=float)
     share = values / values.sum(axis=1, keepdims=True).clip(min=1)
     k = len(matrix)
-    fig, ax = plt.subplots(figsize=(max(4.2, 1.3 * k + 2), max(3.6, 1.1 * k + 1.6)))
+    side = min(max(4.2, 0.5 * k + 2.5), 13.0)
+    font = 9 if k <= 6 else max(5.0, 9 - 0.25 * (k - 6))
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
+            if k > 6 and values[i, j] == 0:
+                continue  # empty cells stay blank: the matrix reads at a glance
+            text = f"{int(values[i, j]):,}\n{share[i, j]:.1%}" if k <= 6 else f"{share[i, j]:.0%}"
             ax.text(
                 j,
                 i,
-                f"{int(values[i, j]):,}\n{share[i, j]:.1%}",
+                text,
                 ha="center",
                 va="center",
-                fontsize=9,
+                fontsize=font,
                 color="white" if share[i, j] > 0.6 else "black",
             )
-    ax.set_xticks(range(k), [str(c) for c in matrix.columns])
-    ax.set_yticks(range(k), [str(c) for c in matrix.index])
+    rotate = k > 6 or max((len(str(c)) for c in matrix.columns), default=0) > 8
+    ax.set_xticks(
+        range(k),
+        [str(c) for c in matrix.columns],
+        rotation=45 if rotate else 0,
+        ha="right" if rotate else "center",
+        fontsize=font + 1,
+    )
+    ax.set_yticks(range(k), [str(c) for c in matrix.index], fontsize=font + 1)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("actual class")
-    ax.set_title("Confusion matrix (test split)")
+    ax.set_title("Confusion matrix (test split), share of each actual class")
     ax.grid(False)
     cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     cbar.set_label("share of actual class")
     return figure_uri(fig)
+
+
+CURVE_AVERAGES = ("micro-average", "macro-average")
 
 
 def plot_curve(
@@ -384,20 +403,44 @@ def plot_curve(
     reference_label: str,
     label: str,
 ) -> str:
-    """One curve (ROC, PR) on the unit square with a chance reference line."""
+    """Curves (ROC, PR) on the unit square with a chance reference line.
+
+    A frame with a `curve` column (evaluate's one-vs-rest curves beyond two classes) draws one
+    line per curve, the micro and macro averages dashed and thicker, each with its area.
+    """
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.8, 4.3))
-    ax.plot(frame[x], frame[y], color="#4C72B0", linewidth=2, label=label)
+    many = "curve" in frame.columns
+    fig, ax = plt.subplots(figsize=(7.4 if many else 4.8, 4.3))
+    if many:
+        import numpy as np
+
+        for name, part in frame.groupby("curve", sort=False):
+            part = part.sort_values([x, y])
+            area = float(np.trapezoid(part[y], part[x]))
+            average = name in CURVE_AVERAGES
+            ax.plot(
+                part[x],
+                part[y],
+                linewidth=2.2 if average else 1.0,
+                linestyle="--" if average else "-",
+                color="black" if name == CURVE_AVERAGES[1] else None,
+                label=f"{name} ({area:.3f})",
+            )
+    else:
+        ax.plot(frame[x], frame[y], color="#4C72B0", linewidth=2, label=label)
     if reference is not None:
         (x0, x1), (y0, y1) = reference
-        ax.plot([x0, x1], [y0, y1], linestyle="--", color=COLORS["grey"], label=reference_label)
+        ax.plot([x0, x1], [y0, y1], linestyle=":", color=COLORS["grey"], label=reference_label)
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.set_aspect("equal")
-    ax.legend(fontsize=9, frameon=False, loc="lower right" if x == "fpr" else "lower left")
+    if many:  # up to 12 entries: beside the square, not over the curves
+        ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    else:
+        ax.legend(fontsize=9, frameon=False, loc="lower right" if x == "fpr" else "lower left")
     return figure_uri(fig)
 
 
@@ -508,7 +551,7 @@ def identity_section(inputs: Inputs) -> dict[str, Any]:
     for stage, m in inputs.metrics.items():  # seeds a stage recorded that params do not hold
         if _num(m.get("seed")) is not None and not any(k.startswith(f"{stage}.") for k in seeds):
             seeds[f"{stage}.seed"] = m["seed"]
-    device = _first(train, "device_name", "device")
+    device = _device(train) if train else None
     rows = [
         ("Generated", run.get("generated_at", "—")),
         ("Git commit", run.get("commit") or "not a git repository"),
@@ -516,9 +559,7 @@ def identity_section(inputs: Inputs) -> dict[str, Any]:
         ("Prefect flow run", run.get("prefect_flow_run") or "— (not run by Prefect)"),
         (
             "Training device",
-            f"{device} ({_first(train, 'precision', default='?')})"
-            if device
-            else "— (train not run yet)",
+            f"{device} ({train.get('precision', '?')})" if device else "— (train not run yet)",
         ),
         ("Report host", run.get("host", "—")),
         ("Seeds", ", ".join(f"{k} = {int(v)}" for k, v in sorted(seeds.items())) or "—"),
@@ -541,8 +582,8 @@ def accounting_section(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for stage in [s for s in PIPELINE if s in metrics] + sorted(set(metrics) - set(PIPELINE)):
         m = metrics[stage]
 
-        def count(*keys: str, m: dict[str, Any] = m) -> int | None:
-            x = _num(_first(m, *keys))
+        def count(key: str, m: dict[str, Any] = m) -> int | None:
+            x = _num(m.get(key))
             return None if x is None else int(x)
 
         r = {
@@ -551,7 +592,7 @@ def accounting_section(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "rows_out": count("rows_out"),
             "rows_quarantined": count("rows_quarantined") or 0,
             "duplicates": count("duplicates") or 0,
-            "rows_added": count("rows_added", "added") or 0,
+            "rows_added": count("rows_added") or 0,
             "duration_s": _num(m.get("duration_s")),
             "peak_memory_mb": _num(m.get("peak_memory_mb")),
             "reasons": {
@@ -779,40 +820,45 @@ def _policy_text(policy: Any) -> str:
     return str(policy)
 
 
+def split_balance(split: dict[str, Any] | None) -> dict[str, Any]:
+    """split's class_balance ({split: {rows, classes: {class: {rows, share}}}}) as one row per
+    class and one column per split, so that many classes make the table longer, not wider."""
+    per_split = _dict((split or {}).get("class_balance"))
+    names = list(per_split)
+    totals = {s: int(_num(_dict(per_split[s]).get("rows")) or 0) for s in names}
+    classes: list[str] = []
+    for s in names:
+        classes += [c for c in _dict(_dict(per_split[s]).get("classes")) if c not in classes]
+    rows = []
+    for c in classes:
+        cells = []
+        for s in names:
+            n = int(_num(_dict(_dict(_dict(per_split[s]).get("classes")).get(c)).get("rows")) or 0)
+            cells.append({"rows": n, "share": n / totals[s] if totals[s] else None})
+        rows.append({"class": c, "cells": cells})
+    duplicates = _dict((split or {}).get("feature_duplicates"))
+    return {"names": names, "totals": totals, "rows": rows, "feature_duplicates": duplicates}
+
+
 def augmentation_section(
     augment: dict[str, Any] | None, split: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """Class balance before and after augmentation, and per split."""
-    section: dict[str, Any] = {"available": augment is not None}
-    split_rows, split_classes = [], []
-    per_split = _dict(_first(split or {}, "class_balance", "class_counts", "splits"))
-    for name, counts in per_split.items():
-        counts = _dict(counts)
-        inner = _first(counts, "classes", "class_counts")
-        if isinstance(inner, Mapping):  # {rows: n, classes: {c: {rows, share}}}
-            counts = dict(inner)
-        nums = {}
-        for c, v in counts.items():
-            v = _first(v, "rows", "count", "n") if isinstance(v, Mapping) else v
-            if _num(v) is not None:
-                nums[str(c)] = int(_num(v))
-        if nums:
-            split_rows.append({"split": name, "counts": nums, "total": sum(nums.values())})
-            split_classes += [c for c in nums if c not in split_classes]
-    section["splits"] = split_rows
-    section["split_classes"] = split_classes
-    section["split_available"] = split is not None
+    """Class balance per split, and before and after augmentation (the keys the stages write)."""
+    balance = split_balance(split)
+    section: dict[str, Any] = {
+        "available": augment is not None,
+        "split": balance,
+        "split_available": split is not None and bool(balance["rows"]),
+    }
     if augment is None:
         section["note"] = "Stage 'augment' not run yet."
         return section
-    before = _dict(_first(augment, "class_counts_before", "before"))
-    after = _dict(_first(augment, "class_counts_after", "after"))
+    before = _dict(augment.get("class_counts_before"))
+    after = _dict(augment.get("class_counts_after"))
     classes = list(dict.fromkeys([*before, *after]))
+    tb = sum(int(_num(v) or 0) for v in before.values())
+    ta = sum(int(_num(v) or 0) for v in after.values())
     rows = []
-    tb, ta = (
-        sum(int(_num(v) or 0) for v in before.values()),
-        sum(int(_num(v) or 0) for v in after.values()),
-    )
     for c in classes:
         b, a = int(_num(before.get(c)) or 0), int(_num(after.get(c)) or 0)
         rows.append(
@@ -825,13 +871,17 @@ def augmentation_section(
                 "share_after": a / ta if ta else None,
             }
         )
+    short = _dict(augment.get("short_of_target"))
     section.update(
         {
             "rows": rows,
-            "method": _first(augment, "balance", "method", default="—"),
+            "method": augment.get("balance", "—"),
             "seed": augment.get("seed"),
-            "rows_added": int(_num(_first(augment, "rows_added", "added")) or 0),
+            "rows_added": int(_num(augment.get("rows_added")) or 0),
             "weights": _dict(augment.get("class_weights")),
+            "max_copies_per_row": augment.get("max_copies_per_row"),
+            "most_copies_of_one_row": augment.get("most_copies_of_one_row"),
+            "short_of_target": {"target": short.get("target"), "rows": _dict(short.get("rows"))},
             "figure": plot_grouped_bars(
                 [str(c) for c in classes],
                 {
@@ -841,6 +891,7 @@ def augmentation_section(
                 "Training rows per class, before and after augmentation",
                 "class",
                 "rows",
+                annotate=len(classes) <= 8,
             )
             if classes
             else None,
@@ -849,24 +900,37 @@ def augmentation_section(
     return section
 
 
+def _dp_text(train: dict[str, Any]) -> str:
+    """train's differential-privacy record (metrics/train.json `dp`) in a few words."""
+    dp = _dict(train.get("dp"))
+    if not dp.get("enabled"):
+        return "DP off"
+    return (
+        f"DP-SGD: ε = {fmt(dp.get('epsilon'), 2)} spent, δ = {dp.get('delta')}, "
+        f"clipping norm {fmt(dp.get('max_grad_norm'), 2)}, "
+        f"noise multiplier {fmt(dp.get('noise_multiplier'), 3)}"
+    )
+
+
 def training_section(train: dict[str, Any] | None, curve: pd.DataFrame | None) -> dict[str, Any]:
-    """Device, time, throughput and the loss/accuracy curves."""
+    """Device, time, throughput, differential privacy and the loss/accuracy curves."""
     if train is None and curve is None:
         return _missing("train")
     train = train or {}
     facts = [
         ("Device", _device(train)),
-        ("Precision", _first(train, "precision", default="—")),
-        ("Epochs run", fmt(_first(train, "epochs_run", "epochs"))),
+        ("Precision", train.get("precision", "—")),
+        ("Epochs run", fmt(train.get("epochs_run"))),
         ("Optimizer steps", fmt(train.get("steps"))),
         ("Batch size", fmt(train.get("batch_size"))),
         ("Learning rate", fmt(train.get("lr"), 5)),
         ("Best validation loss", fmt(train.get("best_val_loss"))),
         ("Best validation accuracy", pct(train.get("best_val_accuracy"), 2)),
-        ("Training time", f"{fmt(_first(train, 'train_time_s', 'duration_s'), 1)} s"),
-        ("Throughput", f"{fmt(_first(train, 'samples_per_s'), 0)} samples/s"),
+        ("Training time", f"{fmt(train.get('train_time_s'), 1)} s"),
+        ("Throughput", f"{fmt(train.get('samples_per_s'), 0)} samples/s"),
         ("Rows trained on", fmt(train.get("rows_in"))),
         ("Seed", str(train["seed"]) if train.get("seed") is not None else "—"),
+        ("Differential privacy", _dp_text(train) if train else "—"),
     ]
     figure = None
     if curve is not None and len(curve) and {"train_loss", "val_loss"} & set(curve.columns):
@@ -893,18 +957,16 @@ HEADLINE = (
     ("macro_recall", "Macro recall", True),
     ("macro_f1", "Macro F1", True),
     ("roc_auc", "ROC AUC", True),
+    ("roc_auc_micro", "ROC AUC (micro average)", True),
     ("pr_auc", "PR AUC (average precision)", True),
+    ("pr_auc_micro", "PR AUC (micro average)", True),
     ("log_loss", "Log loss", False),
     ("ece", "Expected calibration error", False),
 )
 
 
-def evaluation_section(ev: dict[str, Any] | None, plots: dict[str, pd.DataFrame]) -> dict[str, Any]:
-    """Metrics beside the baselines, per-class scores, curves, slices, fairness gaps, the gate."""
-    if ev is None and not any(p in plots for p in ("confusion", "roc", "pr", "calibration")):
-        return _missing("evaluate")
-    ev = ev or {}
-    baselines = {k: _dict(v) for k, v in _dict(ev.get("baselines")).items()}
+def _metric_table(ev: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> list[dict]:
+    """One row per headline metric the model or a baseline has."""
     table = []
     for key, label, higher in HEADLINE:
         if ev.get(key) is None and not any(b.get(key) is not None for b in baselines.values()):
@@ -917,18 +979,22 @@ def evaluation_section(ev: dict[str, Any] | None, plots: dict[str, pd.DataFrame]
                 "higher_is_better": higher,
             }
         )
-    per_class = [
-        {"class": c, **{k: _dict(v).get(k) for k in ("precision", "recall", "f1", "support")}}
-        for c, v in _dict(ev.get("per_class")).items()
-    ]
-    figures: dict[str, str | None] = {}
+    return table
+
+
+def _evaluation_figures(ev: dict[str, Any], plots: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """Confusion matrix, ROC, PR and reliability figures from evaluate's plot tables."""
+    figures: dict[str, str] = {}
     conf = plots.get("confusion")
     if conf is not None and {"actual", "predicted"} <= set(conf.columns) and len(conf):
-        labels = sorted(set(conf["actual"].astype(str)) | set(conf["predicted"].astype(str)))
+        order = list(_dict(ev.get("per_class")))  # the schema's class order where known
+        seen = set(conf["actual"].astype(str)) | set(conf["predicted"].astype(str))
+        labels = [c for c in order if c in seen] + sorted(seen - set(order))
         matrix = pd.crosstab(conf["actual"].astype(str), conf["predicted"].astype(str)).reindex(
             index=labels, columns=labels, fill_value=0
         )
         figures["confusion"] = plot_confusion(matrix)
+    several = "curve" in getattr(plots.get("roc"), "columns", ())
     roc = plots.get("roc")
     if roc is not None and {"fpr", "tpr"} <= set(roc.columns) and len(roc):
         auc = _num(ev.get("roc_auc"))
@@ -936,7 +1002,7 @@ def evaluation_section(ev: dict[str, Any] | None, plots: dict[str, pd.DataFrame]
             roc,
             "fpr",
             "tpr",
-            "ROC curve",
+            "ROC curves, one class against the rest" if several else "ROC curve",
             "false positive rate",
             "true positive rate (recall)",
             ((0, 1), (0, 1)),
@@ -946,12 +1012,14 @@ def evaluation_section(ev: dict[str, Any] | None, plots: dict[str, pd.DataFrame]
     pr = plots.get("pr")
     if pr is not None and {"recall", "precision"} <= set(pr.columns) and len(pr):
         ap = _num(ev.get("pr_auc"))
-        prevalence = _prevalence(ev)
+        prevalence = None if several else _prevalence(ev)
         figures["pr"] = plot_curve(
             pr,
             "recall",
             "precision",
-            "Precision-recall curve",
+            "Precision-recall curves, one class against the rest"
+            if several
+            else "Precision-recall curve",
             "recall (true positive rate)",
             "precision",
             ((0, 1), (prevalence, prevalence)) if prevalence is not None else None,
@@ -961,52 +1029,106 @@ def evaluation_section(ev: dict[str, Any] | None, plots: dict[str, pd.DataFrame]
     cal = plots.get("calibration")
     if cal is not None and {"mean_predicted", "fraction_positive"} <= set(cal.columns) and len(cal):
         figures["calibration"] = plot_reliability(cal, _num(ev.get("ece")))
-    slices = plots.get("slices")
-    slice_rows, slice_figure = [], None
-    if slices is not None and {"column", "group"} <= set(slices.columns) and len(slices):
-        slice_metrics = tuple(
-            m for m in ("accuracy", "selection_rate", "tpr", "fpr") if m in slices.columns
-        )
-        if "n" in slices.columns and slice_metrics:
-            slice_figure = plot_slices(slices, slice_metrics)
-        keep = [
-            c
-            for c in ("column", "group", "n", "share", "base_rate", *slice_metrics, "roc_auc")
-            if c in slices.columns
-        ]
-        slice_rows = slices[keep].to_dict("records")
-    gate = _dict(ev.get("gate"))
-    thresholds = _dict(gate.get("thresholds"))
-    gaps = []
-    for gap, by_col in _dict(ev.get("fairness")).items():
+    return figures
+
+
+def _slice_block(slices: pd.DataFrame | None) -> tuple[list[dict], str | None]:
+    """The per-group table and figure from plots/slices.csv."""
+    if slices is None or not {"column", "group"} <= set(slices.columns) or not len(slices):
+        return [], None
+    metrics = tuple(m for m in ("accuracy", "selection_rate", "tpr", "fpr") if m in slices.columns)
+    figure = plot_slices(slices, metrics) if "n" in slices.columns and metrics else None
+    keep = [
+        c
+        for c in ("column", "group", "n", "share", "base_rate", *metrics, "roc_auc")
+        if c in slices.columns
+    ]
+    return slices[keep].to_dict("records"), figure
+
+
+def _gap_rows(fairness: dict[str, Any], thresholds: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each fairness gap as evaluate wrote it ({value, groups, reason}) beside its limit; a gap
+    of fewer than two groups reads "not measured" with the reason, never "within limit"."""
+    rows = []
+    for gap, by_col in fairness.items():
         limit = thresholds.get(f"max_{gap}")
-        for col, value in _dict(by_col).items():
-            x = _num(value)
-            gaps.append(
+        for col, g in _dict(by_col).items():
+            g = _dict(g)
+            x = _num(g.get("value"))
+            rows.append(
                 {
                     "gap": gap.replace("_", " "),
                     "column": col,
                     "value": x,
+                    "groups": g.get("groups"),
+                    "reason": g.get("reason"),
                     "limit": limit,
                     "ok": None if limit is None or x is None else x <= float(limit),
                 }
             )
+    return rows
+
+
+def model_privacy(ev: dict[str, Any], train: dict[str, Any] | None) -> dict[str, Any]:
+    """The membership-inference audit of the model (and of the logistic baseline) beside the
+    differential-privacy budget train spent (metrics/train.json `dp`), or "DP off"."""
+    audit = _dict(ev.get("membership"))
+    lr_audit = _dict(_dict(_dict(ev.get("baselines")).get("logistic_regression")).get("membership"))
+    dp = _dict((train or {}).get("dp"))
+    return {
+        "audited": bool(audit),
+        "auc": _num(audit.get("auc")),
+        "advantage": _num(audit.get("advantage")),
+        "members": audit.get("members"),
+        "non_members": audit.get("non_members"),
+        "attack": audit.get("attack"),
+        "baseline_auc": _num(lr_audit.get("auc")),
+        "limit": _dict(_dict(ev.get("gate")).get("thresholds")).get("max_membership_auc"),
+        "dp_enabled": bool(dp.get("enabled")),
+        "dp": {k: dp.get(k) for k in ("epsilon", "delta", "max_grad_norm", "noise_multiplier")},
+        "train_known": train is not None,
+    }
+
+
+def evaluation_section(
+    ev: dict[str, Any] | None,
+    plots: dict[str, pd.DataFrame],
+    train: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Metrics beside the baselines, per-class scores, curves, slices, fairness gaps, the
+    membership audit beside ε, and the gate."""
+    if ev is None and not any(p in plots for p in ("confusion", "roc", "pr", "calibration")):
+        return _missing("evaluate")
+    ev = ev or {}
+    baselines = {k: _dict(v) for k, v in _dict(ev.get("baselines")).items()}
+    per_class = [
+        {"class": c, **{k: _dict(v).get(k) for k in ("precision", "recall", "f1", "support")}}
+        for c, v in _dict(ev.get("per_class")).items()
+    ]
+    slice_rows, slice_figure = _slice_block(plots.get("slices"))
+    gate = _dict(ev.get("gate"))
+    thresholds = _dict(gate.get("thresholds"))
+    lift = _dict(ev.get("lift_over_logistic_regression"))
     return {
         "available": True,
-        "n": ev.get("n") or ev.get("rows_in"),
+        "n": ev.get("n"),
         "positive_class": ev.get("positive_class"),
+        "macro_classes": _dict(ev.get("macro_classes")),
+        "lift_points": _num(lift.get("accuracy_points")),
         "baseline_names": [n.replace("_", " ") for n in baselines],
-        "table": table,
+        "table": _metric_table(ev, baselines),
         "per_class": per_class,
-        "figures": figures,
+        "figures": _evaluation_figures(ev, plots),
         "slices": slice_rows,
         "slice_columns": list(slice_rows[0]) if slice_rows else [],
         "slice_figure": slice_figure,
-        "gaps": gaps,
+        "gaps": _gap_rows(_dict(ev.get("fairness")), thresholds),
+        "model_privacy": model_privacy(ev, train),
         "gate": {
             "known": "passed" in gate,
             "passed": bool(gate.get("passed")),
             "failures": [str(f) for f in gate.get("failures") or []],
+            "skipped": [str(f) for f in gate.get("skipped") or []],
             "thresholds": thresholds,
         },
     }
@@ -1163,7 +1285,9 @@ def build_context(inputs: Inputs) -> dict[str, Any]:
             errors,
         ),
         "evaluation": _guard(
-            "evaluation", lambda: evaluation_section(m.get("evaluate"), inputs.plots), errors
+            "evaluation",
+            lambda: evaluation_section(m.get("evaluate"), inputs.plots, m.get("train")),
+            errors,
         ),
         "changes": _guard(
             "changes",
