@@ -824,7 +824,8 @@ def split_balance(split: dict[str, Any] | None) -> dict[str, Any]:
     """split's class_balance ({split: {rows, classes: {class: {rows, share}}}}) as one row per
     class and one column per split, so that many classes make the table longer, not wider."""
     per_split = _dict((split or {}).get("class_balance"))
-    names = list(per_split)
+    order = {"train": 0, "val": 1, "test": 2}  # metrics JSON has its keys sorted
+    names = sorted(per_split, key=lambda s: (order.get(s, 3), s))
     totals = {s: int(_num(_dict(per_split[s]).get("rows")) or 0) for s in names}
     classes: list[str] = []
     for s in names:
@@ -836,7 +837,8 @@ def split_balance(split: dict[str, Any] | None) -> dict[str, Any]:
             n = int(_num(_dict(_dict(_dict(per_split[s]).get("classes")).get(c)).get("rows")) or 0)
             cells.append({"rows": n, "share": n / totals[s] if totals[s] else None})
         rows.append({"class": c, "cells": cells})
-    duplicates = _dict((split or {}).get("feature_duplicates"))
+    found = _dict((split or {}).get("feature_duplicates"))
+    duplicates = {s: found[s] for s in sorted(found, key=lambda s: (order.get(s, 3), s))}
     return {"names": names, "totals": totals, "rows": rows, "feature_duplicates": duplicates}
 
 
