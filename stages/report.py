@@ -281,7 +281,8 @@ def plot_grouped_bars(
     from matplotlib import ticker
 
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(5.5, 1.2 * len(groups) * max(len(series), 1) + 2), 3.8))
+    fig_width = min(max(5.5, 1.2 * len(groups) * max(len(series), 1) + 2), 11.0)  # fits the page
+    fig, ax = plt.subplots(figsize=(fig_width, 3.8))
     n = max(len(series), 1)
     width = 0.8 / n
     x = np.arange(len(groups))
