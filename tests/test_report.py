@@ -561,7 +561,7 @@ MISSING = [
 def test_any_one_missing_input_still_renders_every_section(full_run, missing, monkeypatch):
     _, inputs = full_run
     # Figures are still drawn; only their PNG encoding (most of the time) is skipped here.
-    monkeypatch.setattr(report, "figure_uri", lambda fig: plt_close(fig) or "data:,")
+    monkeypatch.setattr(report.plots, "figure_uri", lambda fig: plt_close(fig) or "data:,")
     ctx = report.build_context(without(inputs, missing))
     page, md = report.render_html(ctx), report.render_summary(ctx)
     assert ctx["errors"] == []
@@ -677,7 +677,7 @@ def thirteen_class_inputs(passed: bool = True) -> report.Inputs:
 def test_thirteen_classes_render_curves_matrix_and_tables_that_fit(monkeypatch):
     drawn = []
     real = report.figure_uri
-    monkeypatch.setattr(report, "figure_uri", lambda fig: drawn.append(fig) or real(fig))
+    monkeypatch.setattr(report.plots, "figure_uri", lambda fig: drawn.append(fig) or real(fig))
     ctx = report.build_context(thirteen_class_inputs())
     page = report.render_html(ctx)
     assert ctx["errors"] == []
@@ -705,7 +705,7 @@ def test_thirteen_classes_render_curves_matrix_and_tables_that_fit(monkeypatch):
 @pytest.fixture
 def no_png(monkeypatch):
     """Figures are drawn but not encoded: these tests read the page's text only."""
-    monkeypatch.setattr(report, "figure_uri", lambda fig: plt_close(fig) or "data:,")
+    monkeypatch.setattr(report.plots, "figure_uri", lambda fig: plt_close(fig) or "data:,")
 
 
 def test_a_failed_gate_still_renders_with_failed_and_the_reasons_at_the_top(no_png):
