@@ -56,6 +56,9 @@ class AugmentConfig:
     target_ratio: float = 1.0
     # Further perturbed copies of randomly drawn rows (any class), as a share of the split.
     extra_fraction: float = 0.0
+    # The most perturbed copies of one source row, oversampling and extra copies together: a
+    # class of two rows must not become a thousand near-copies of them.
+    max_copies_per_row: int = 5
     text: TextAugment = field(default_factory=TextAugment)
     # Relative noise on numeric features of added rows: x * (1 + jitter * N(0, 1)), rounded for
     # integer columns and clipped to the schema's min/max. Relative, so that zeros (most
@@ -69,6 +72,8 @@ class AugmentConfig:
             raise ParamsError(f"augment.extra_fraction: {self.extra_fraction} is negative")
         if self.numeric_jitter < 0.0:
             raise ParamsError(f"augment.numeric_jitter: {self.numeric_jitter} is negative")
+        if self.max_copies_per_row < 0:
+            raise ParamsError(f"augment.max_copies_per_row: {self.max_copies_per_row} is negative")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,11 +90,13 @@ def oversample_plan(
     classes: list[str] | tuple[str, ...],
     target_ratio: float,
     rng: np.random.Generator,
+    max_copies: int | None = None,
 ) -> np.ndarray:
     """Row indices to copy so that every class reaches ceil(target_ratio * majority count).
 
     Each row of a short class is copied floor(need / n) times, and a random subset of them once
-    more, so that copies spread evenly over the class instead of piling up on a few rows.
+    more, so that copies spread evenly over the class instead of piling up on a few rows. No row
+    is copied more than `max_copies` times: a class too small for that stays short of the target.
     """
     counts = class_counts(labels, classes)
     target = math.ceil(target_ratio * max(counts.values(), default=0))
@@ -97,12 +104,26 @@ def oversample_plan(
     for c in classes:
         rows = np.flatnonzero(labels == c)
         need = target - rows.size
+        if max_copies is not None:
+            need = min(need, max_copies * rows.size)
         if need <= 0 or rows.size == 0:
             continue
         full, rest = divmod(need, rows.size)
         picks.append(np.tile(rows, full))
         picks.append(np.sort(rng.choice(rows, size=rest, replace=False)))
     return np.concatenate(picks) if picks else np.empty(0, dtype=np.int64)
+
+
+def cap_copies(plan: np.ndarray, max_copies: int) -> np.ndarray:
+    """The plan without the occurrences of a row beyond its first `max_copies` (order kept)."""
+    if plan.size == 0:
+        return plan
+    order = np.argsort(plan, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(plan[order])) + 1]
+    rank = np.arange(plan.size) - np.repeat(starts, np.diff(np.r_[starts, plan.size]))
+    keep = np.empty(plan.size, dtype=bool)
+    keep[order] = rank < max_copies
+    return plan[keep]
 
 
 def extra_plan(n_rows: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -216,8 +237,11 @@ def augment_table(
     sorted_labels = labels[order]
     plan = np.empty(0, dtype=np.int64)
     if config.balance == "oversample":
-        plan = oversample_plan(sorted_labels, spec.classes, config.target_ratio, rng)
+        plan = oversample_plan(
+            sorted_labels, spec.classes, config.target_ratio, rng, config.max_copies_per_row
+        )
     plan = np.concatenate([plan, extra_plan(table.num_rows, config.extra_fraction, rng)])
+    plan = cap_copies(plan, config.max_copies_per_row)
     source = order[plan].astype(np.int64)
 
     copies = table.take(pa.array(source, type=pa.int64()))
@@ -249,7 +273,14 @@ def augment_table(
         "class_counts_after": after,
         "augmented_by_class": {c: after[c] - before[c] for c in spec.classes},
         "distinct_sources": int(np.unique(source).size),
+        "max_copies_per_row": config.max_copies_per_row,
+        "most_copies_of_one_row": int(np.bincount(source).max()) if source.size else 0,
     }
+    if config.balance == "oversample":
+        target = math.ceil(config.target_ratio * max(before.values(), default=0))
+        short = {c: n for c, n in after.items() if 0 < before[c] and n < target}
+        if short:  # held back by max_copies_per_row
+            stats["short_of_target"] = {"target": target, "rows": short}
     if config.balance == "weights":
         stats["class_weights"] = class_weights(before)
     empty = [c for c, n in before.items() if n == 0]

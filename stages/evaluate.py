@@ -1,8 +1,9 @@
-"""Evaluate the model on the test split: metrics, curves, calibration, slices, baselines, a gate.
+"""Evaluate the model on the test split: metrics, curves, calibration, slices, baselines, a
+membership-inference audit and the gate's verdict.
 
-Everything is written (metrics/evaluate.json as DVC metrics, plots/*.csv as DVC plots) before
-the gate is checked, so that a failed run can still be inspected and compared with
-`dvc metrics diff` / `dvc plots diff`.
+The verdict (passed, or failed with its reasons) is written to metrics/evaluate.json and the stage
+exits 0, so that `dvc repro` still builds the report, which shows FAILED at its top; the final
+`gate` stage (stages/gate.py) then stops the pipeline with exit 3.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from stages.lib.errors import GateFailure, run_stage
+from stages.lib.errors import run_stage
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import read_dataset, write_text_atomic
 from stages.lib.params import ParamsError, load_params, section
@@ -29,6 +30,13 @@ PLOTS_DIR = Path("plots")
 MISSING = "(missing)"
 # Curves are thinned to at most this many points: enough for a plot, small in git.
 MAX_CURVE_POINTS = 500
+# Beyond two classes, one-vs-rest curves are drawn for at most this many classes (the most
+# frequent), beside the micro and macro averages over all of them.
+MAX_CURVE_CLASSES = 10
+MICRO, MACRO = "micro-average", "macro-average"
+# The membership audit samples training rows with this seed (a fixed one: the audit is part of the
+# evaluation, not of training, and must give the same figure on every rerun).
+AUDIT_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,10 @@ class GateConfig:
     max_ece: float | None = None
     max_demographic_parity_diff: float | None = None
     max_equal_opportunity_diff: float | None = None
+    # Accuracy points (0-100 scale) the model must gain over logistic regression on the same split.
+    min_lift_over_baseline: float | None = None
+    # Highest ROC-AUC a loss-threshold membership-inference attack may reach (0.5 = no leak).
+    max_membership_auc: float | None = None
 
 
 @dataclass(frozen=True)
@@ -89,9 +101,12 @@ def classification_metrics(
 ) -> dict[str, Any]:
     """Accuracy, per-class and macro P/R/F1, ROC-AUC and PR-AUC (one-vs-rest beyond two classes).
 
-    `y_true` holds class indices into `classes`, `proba` one column per class. With two classes
-    the AUCs are those of class `positive` (default: the last); with more they are the
-    unweighted mean of the one-vs-rest AUCs over the classes present in `y_true`.
+    `y_true` holds class indices into `classes`, `proba` one column per class. Macro averages are
+    over the classes present in `y_true` (a class absent from the test split has no recall to
+    average; `macro_classes` says which were left out). With two classes the AUCs are those of
+    class `positive` (default: the last); with more they are the unweighted mean of the
+    one-vs-rest AUCs over the classes present, and `roc_auc_micro` / `pr_auc_micro` pool every
+    (row, class) pair.
     """
     y_true = np.asarray(y_true)
     proba = np.asarray(proba, dtype=np.float64)
@@ -103,6 +118,9 @@ def classification_metrics(
     p, r, f1, support = skm.precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0
     )
+    present = support > 0
+    if not present.any():  # an empty test split: nothing to average
+        present = np.ones(k, dtype=bool)
     per_class = {
         c: {
             "precision": float(p[i]),
@@ -112,12 +130,17 @@ def classification_metrics(
         }
         for i, c in enumerate(classes)
     }
-    return {
+    out = {
         "n": int(y_true.size),
         "accuracy": float(np.mean(y_pred == y_true)) if y_true.size else float("nan"),
-        "macro_precision": float(p.mean()),
-        "macro_recall": float(r.mean()),
-        "macro_f1": float(f1.mean()),
+        "macro_precision": float(p[present].mean()),
+        "macro_recall": float(r[present].mean()),
+        "macro_f1": float(f1[present].mean()),
+        "macro_classes": {
+            "present": int(present.sum()),
+            "total": k,
+            "absent": [c for i, c in enumerate(classes) if not present[i]],
+        },
         "roc_auc": _auc(y_true, proba, skm.roc_auc_score, positive),
         "pr_auc": _auc(y_true, proba, skm.average_precision_score, positive),
         "log_loss": float(skm.log_loss(y_true, np.clip(proba, 1e-15, 1), labels=labels))
@@ -125,6 +148,11 @@ def classification_metrics(
         else float("nan"),
         "per_class": per_class,
     }
+    if k > 2 and y_true.size:
+        onehot = np.eye(k, dtype=bool)[y_true].ravel()
+        out["roc_auc_micro"] = float(skm.roc_auc_score(onehot, proba.ravel()))
+        out["pr_auc_micro"] = float(skm.average_precision_score(onehot, proba.ravel()))
+    return out
 
 
 def _auc(y_true: np.ndarray, proba: np.ndarray, score: Any, positive: int | None) -> float:
@@ -158,12 +186,8 @@ def _thin(frame: pd.DataFrame, max_points: int = MAX_CURVE_POINTS) -> pd.DataFra
     return frame.iloc[idx].reset_index(drop=True)
 
 
-def roc_pr_curves(
-    y_true: np.ndarray, proba: np.ndarray, positive: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """ROC (fpr, tpr, threshold) and PR (recall, precision, threshold) curves for one class."""
-    target = np.asarray(y_true) == positive
-    score = np.asarray(proba)[:, positive]
+def _binary_curves(target: np.ndarray, score: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ROC (fpr, tpr, threshold) and PR (recall, precision, threshold) of one binary problem."""
     if target.all() or not target.any():
         empty_roc = pd.DataFrame(columns=["fpr", "tpr", "threshold"])
         return empty_roc, pd.DataFrame(columns=["recall", "precision", "threshold"])
@@ -180,6 +204,53 @@ def roc_pr_curves(
         }
     )
     return _thin(roc), _thin(pr)
+
+
+def roc_pr_curves(
+    y_true: np.ndarray, proba: np.ndarray, positive: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ROC (fpr, tpr, threshold) and PR (recall, precision, threshold) curves for one class."""
+    return _binary_curves(np.asarray(y_true) == positive, np.asarray(proba)[:, positive])
+
+
+def multiclass_curves(
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    classes: list[str] | tuple[str, ...],
+    top: int = MAX_CURVE_CLASSES,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One-vs-rest ROC and PR curves (a `curve` column names each) for the `top` most frequent
+    classes, plus the micro average (every (row, class) pair pooled) and the macro average (the
+    mean over every class present of its TPR, or interpolated precision, on a common grid)."""
+    y_true, proba = np.asarray(y_true), np.asarray(proba, dtype=np.float64)
+    k = len(classes)
+    counts = np.bincount(y_true, minlength=k)
+    present = [int(i) for i in np.argsort(-counts, kind="stable") if 0 < counts[i] < y_true.size]
+    rocs, prs = [], []
+    for i in present[:top]:
+        roc, pr = roc_pr_curves(y_true, proba, i)
+        rocs.append(roc.assign(curve=classes[i]))
+        prs.append(pr.assign(curve=classes[i]))
+    if present:
+        roc, pr = _binary_curves(np.eye(k, dtype=bool)[y_true].ravel(), proba.ravel())
+        rocs.append(roc.assign(curve=MICRO))
+        prs.append(pr.assign(curve=MICRO))
+        grid = np.linspace(0.0, 1.0, 101)
+        tprs, precisions = [], []
+        for i in present:
+            fpr, tpr, _ = skm.roc_curve(y_true == i, proba[:, i])
+            tprs.append(np.interp(grid, fpr, tpr))
+            precision, recall, _ = skm.precision_recall_curve(y_true == i, proba[:, i])
+            # interpolated precision: the best precision at this recall or higher
+            best = np.maximum.accumulate(precision)
+            precisions.append(np.interp(grid, recall[::-1], best[::-1]))
+        nan = np.full(grid.size, np.nan)
+        rocs.append(pd.DataFrame({"fpr": grid, "tpr": np.mean(tprs, 0), "threshold": nan}))
+        prs.append(pd.DataFrame({"recall": grid, "precision": np.mean(precisions, 0)}))
+        rocs[-1]["curve"], prs[-1]["curve"] = MACRO, MACRO
+    columns = (["curve", "fpr", "tpr", "threshold"], ["curve", "recall", "precision", "threshold"])
+    frames = [pd.concat(f, ignore_index=True) if f else pd.DataFrame() for f in (rocs, prs)]
+    return tuple(f.reindex(columns=c) for f, c in zip(frames, columns, strict=True))  # type: ignore[return-value]
 
 
 def calibration(y_true: np.ndarray, proba: np.ndarray, bins: int) -> tuple[float, pd.DataFrame]:
@@ -230,8 +301,8 @@ def slice_metrics(
     slice_columns: list[str] | tuple[str, ...],
     positive_class: int,
     min_size: int = 1,
-) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
-    """Metrics per group of each slice column, and the fairness gaps between groups.
+) -> tuple[pd.DataFrame, dict[str, dict[str, dict[str, Any]]]]:
+    """Metrics per group of each slice column, and the fairness gaps between groups (see gap()).
 
     Demographic-parity difference: max - min over groups of the rate of predicting the positive
     class. Equal-opportunity difference: max - min of the true-positive rate (recall of the
@@ -243,7 +314,7 @@ def slice_metrics(
     y_pred = proba.argmax(axis=1)
     is_pos, pred_pos = y_true == positive_class, y_pred == positive_class
     rows = []
-    gaps: dict[str, dict[str, float]] = {
+    gaps: dict[str, dict[str, dict[str, Any]]] = {
         "demographic_parity_diff": {},
         "equal_opportunity_diff": {},
     }
@@ -281,16 +352,24 @@ def slice_metrics(
                 }
             )
         frame = pd.DataFrame(col_rows)
-        gaps["demographic_parity_diff"][col] = _spread(frame.loc[frame.in_dp_gap, "selection_rate"])
-        gaps["equal_opportunity_diff"][col] = _spread(frame.loc[frame.in_eo_gap, "tpr"])
+        gaps["demographic_parity_diff"][col] = gap(
+            frame.loc[frame.in_dp_gap, "selection_rate"], col, f"at least {min_size} rows"
+        )
+        gaps["equal_opportunity_diff"][col] = gap(
+            frame.loc[frame.in_eo_gap, "tpr"], col, f"at least {min_size} positive rows"
+        )
         rows.extend(col_rows)
     return pd.DataFrame(rows), gaps
 
 
-def _spread(values: pd.Series) -> float:
-    """max - min of the values; 0 for fewer than two groups."""
+def gap(values: pd.Series, column: str, rule: str) -> dict[str, Any]:
+    """{value: max - min over the groups, groups, reason}; with fewer than two groups the gap
+    was not measured: value None and the reason (never a 0 that reads as "within limit")."""
     values = values.dropna()
-    return float(values.max() - values.min()) if len(values) > 1 else 0.0
+    if len(values) < 2:
+        reason = f"{len(values)} group(s) of {column} with {rule}; a gap needs two"
+        return {"value": None, "groups": len(values), "reason": reason}
+    return {"value": float(values.max() - values.min()), "groups": len(values), "reason": None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,9 +427,28 @@ def logistic_pipeline(spec: FeatureSpec, seed: int = 0) -> Any:
     )
 
 
+@dataclass
+class Baselines:
+    """The baselines fitted on the training split and scored on the test split."""
+
+    majority: dict[str, Any]
+    # None when the training split holds a single class (logistic regression cannot be fitted).
+    logistic_regression: dict[str, Any] | None = None
+    logistic_proba: np.ndarray | None = None  # its test-split probabilities, schema class order
+    logistic_model: Any = None  # the fitted sklearn pipeline (labels are schema class indices)
+
+    def logistic_predict_proba(self, df: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
+        """The logistic model's probabilities for `df`, one column per schema class."""
+        proba = np.zeros((len(df), len(spec.classes)))
+        proba[:, self.logistic_model.classes_] = self.logistic_model.predict_proba(
+            _baseline_frame(df, spec)
+        )
+        return proba
+
+
 def baselines(
     train_df: pd.DataFrame, test_df: pd.DataFrame, spec: FeatureSpec, positive: int | None = None
-) -> dict[str, Any]:
+) -> Baselines:
     """Majority class and logistic regression fitted on `train_df`, scored on `test_df`."""
     classes = list(spec.classes)
     y_train = encode_labels(train_df[spec.label], classes)
@@ -359,31 +457,85 @@ def baselines(
 
     counts = np.bincount(y_train, minlength=k)
     majority = np.tile(counts / counts.sum(), (len(y_test), 1))
-    result = {"majority": classification_metrics(y_test, majority, classes, positive)}
-    result["majority"]["class"] = classes[int(counts.argmax())]
-
-    present = np.unique(y_train)
-    if present.size < 2:  # logistic regression needs two classes to fit
+    result = Baselines(classification_metrics(y_test, majority, classes, positive))
+    result.majority["class"] = classes[int(counts.argmax())]
+    if np.unique(y_train).size < 2:  # logistic regression needs two classes to fit
         return result
-    pipe = logistic_pipeline(spec)
-    pipe.fit(_baseline_frame(train_df, spec), y_train)
-    proba = np.zeros((len(y_test), k))
-    proba[:, pipe.classes_] = pipe.predict_proba(_baseline_frame(test_df, spec))
-    result["logistic_regression"] = classification_metrics(y_test, proba, classes, positive)
-    result["_logistic_proba"] = proba  # for the caller's own slices; dropped before writing
+    result.logistic_model = logistic_pipeline(spec).fit(_baseline_frame(train_df, spec), y_train)
+    result.logistic_proba = result.logistic_predict_proba(test_df, spec)
+    result.logistic_regression = classification_metrics(
+        y_test, result.logistic_proba, classes, positive
+    )
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Membership-inference audit
+
+
+def member_sample(train_df: pd.DataFrame, n: int, seed: int = AUDIT_SEED) -> pd.DataFrame:
+    """At most `n` training rows drawn without replacement (the audit's members)."""
+    if len(train_df) <= n:
+        return train_df
+    rows = np.sort(np.random.default_rng(seed).choice(len(train_df), size=n, replace=False))
+    return train_df.iloc[rows]
+
+
+def membership_audit(
+    member_y: np.ndarray,
+    member_proba: np.ndarray,
+    non_member_y: np.ndarray,
+    non_member_proba: np.ndarray,
+    seed: int = AUDIT_SEED,
+) -> dict[str, Any]:
+    """A loss-threshold membership-inference attack (Yeom et al. 2018): the lower a row's loss,
+    the likelier it was trained on. Both sides are cut to the same size, so chance is AUC 0.5.
+
+    Returns the attack's ROC-AUC, its advantage (max over thresholds of TPR - FPR), and the
+    number of members and non-members; AUC and advantage are None when a side is empty.
+    """
+    n = min(len(member_y), len(non_member_y))
+    out: dict[str, Any] = {"attack": "loss threshold", "members": n, "non_members": n}
+    if n == 0:
+        return {**out, "auc": None, "advantage": None}
+    rng = np.random.default_rng(seed)
+    losses = []
+    for y, proba in ((member_y, member_proba), (non_member_y, non_member_proba)):
+        rows = np.sort(rng.choice(len(y), size=n, replace=False)) if len(y) > n else np.arange(n)
+        p_true = np.asarray(proba, dtype=np.float64)[rows, np.asarray(y)[rows]]
+        losses.append(-np.log(np.clip(p_true, 1e-15, 1.0)))
+    is_member = np.r_[np.ones(n, dtype=bool), np.zeros(n, dtype=bool)]
+    score = -np.concatenate(losses)  # a low loss says "member"
+    fpr, tpr, _ = skm.roc_curve(is_member, score)
+    auc = float(skm.roc_auc_score(is_member, score))
+    return {**out, "auc": auc, "advantage": float(np.max(tpr - fpr))}
 
 
 # ---------------------------------------------------------------------------------------------
 # Gate
 
 
-def check_gate(metrics: dict[str, Any], gate: GateConfig) -> list[str]:
-    """Messages naming each failed check's metric, value and threshold; empty when all pass.
+@dataclass(frozen=True)
+class GateVerdict:
+    """The checks that failed (metric, value, threshold) and those that could not be measured."""
 
-    A metric that is NaN (undefined, e.g. AUC with one class in the test split) fails its check.
+    failures: list[str]
+    skipped: list[str]
+
+    @property
+    def passed(self) -> bool:
+        """True when no check failed (a skipped check does not fail the gate)."""
+        return not self.failures
+
+
+def check_gate(metrics: dict[str, Any], gate: GateConfig) -> GateVerdict:
+    """Each failed check's metric, value and threshold, and each skipped check's reason.
+
+    A metric that is NaN (undefined, e.g. AUC with one class in the test split) fails its check;
+    a fairness gap or lift that was not measured is skipped and says why.
     """
     failures: list[str] = []
+    skipped: list[str] = []
 
     def low(name: str, value: float, key: str, threshold: float | None) -> None:
         if threshold is not None and not value >= threshold:
@@ -397,14 +549,33 @@ def check_gate(metrics: dict[str, Any], gate: GateConfig) -> list[str]:
     low("roc_auc", metrics["roc_auc"], "min_roc_auc", gate.min_roc_auc)
     low("macro_f1", metrics["macro_f1"], "min_macro_f1", gate.min_macro_f1)
     high("ece", metrics.get("ece", float("nan")), "max_ece", gate.max_ece)
-    fairness = metrics.get("fairness", {})
-    for gap, key in (
+    for name, key in (
         ("demographic_parity_diff", "max_demographic_parity_diff"),
         ("equal_opportunity_diff", "max_equal_opportunity_diff"),
     ):
-        for col, value in fairness.get(gap, {}).items():
-            high(f"{gap}[{col}]", value, key, getattr(gate, key))
-    return failures
+        for col, g in metrics.get("fairness", {}).get(name, {}).items():
+            if getattr(gate, key) is not None and g["value"] is None:
+                skipped.append(f"{name}[{col}] not measured: {g['reason']}")
+            else:
+                high(f"{name}[{col}]", g["value"], key, getattr(gate, key))
+    if gate.min_lift_over_baseline is not None:
+        lift = metrics.get("lift_over_logistic_regression", {}).get("accuracy_points")
+        if lift is None:
+            skipped.append("lift over baseline not measured: no logistic-regression baseline")
+        else:
+            low(
+                "accuracy lift (points)",
+                lift,
+                "min_lift_over_baseline",
+                gate.min_lift_over_baseline,
+            )
+    if gate.max_membership_auc is not None:
+        auc = metrics.get("membership", {}).get("auc")
+        if auc is None:
+            skipped.append("membership AUC not measured: no training rows to audit")
+        else:
+            high("membership_auc", auc, "max_membership_auc", gate.max_membership_auc)
+    return GateVerdict(failures, skipped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,6 +595,44 @@ def _rounded(obj: Any) -> Any:
     return obj
 
 
+@dataclass(frozen=True)
+class Members:
+    """The membership audit's members: training rows and a model's probabilities for them."""
+
+    rows: pd.DataFrame
+    proba: np.ndarray
+
+
+def _baseline_metrics(
+    base: Baselines,
+    metrics: dict[str, Any],
+    test_df: pd.DataFrame,
+    y_true: np.ndarray,
+    spec: FeatureSpec,
+    slice_args: tuple[list[str], int, int],
+    members: Members | None,
+) -> dict[str, Any]:
+    """The baselines' headline numbers, the logistic one's gaps and audit, and the model's lift."""
+    slice_columns, positive, min_size = slice_args
+    out: dict[str, Any] = {"majority": base.majority}
+    lift: dict[str, Any] = {}
+    if base.logistic_regression is not None:
+        lr = out["logistic_regression"] = base.logistic_regression
+        _, lr["fairness"] = slice_metrics(
+            test_df, y_true, base.logistic_proba, slice_columns, positive, min_size
+        )
+        if members is not None:
+            member_y = encode_labels(members.rows[spec.label], spec.classes)
+            lr_member = base.logistic_predict_proba(members.rows, spec)
+            lr["membership"] = membership_audit(member_y, lr_member, y_true, base.logistic_proba)
+        lift = {m: metrics[m] - lr[m] for m in ("accuracy", "roc_auc", "macro_f1")}
+        lift["accuracy_points"] = 100 * lift["accuracy"]
+    for b in out.values():
+        b.pop("per_class", None)  # headline numbers suffice beside the model
+    metrics["baselines"] = out
+    return lift
+
+
 def evaluate(
     test_df: pd.DataFrame,
     proba: np.ndarray,
@@ -432,8 +641,10 @@ def evaluate(
     spec: FeatureSpec,
     slice_columns: list[str],
     config: EvaluateConfig,
+    members: Members | None = None,
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
-    """Every metric and plot table of the model's test predictions, its baselines and gate."""
+    """Every metric and plot table of the model's test predictions, its baselines, its
+    membership audit (when `members` is given) and the gate's verdict."""
     positive_name = config.positive_class or classes[-1]
     if positive_name not in classes:
         raise ParamsError(f"evaluate.positive_class {positive_name!r} is not one of {classes}")
@@ -449,34 +660,29 @@ def evaluate(
         ece, curve = calibration(y_true, proba, config.calibration_bins)
         metrics["calibration"] = "top_label"
     metrics["ece"] = ece
-    slices, gaps = slice_metrics(
+    slices, metrics["fairness"] = slice_metrics(
         test_df, y_true, proba, slice_columns, positive, config.min_slice_size
     )
-    metrics["fairness"] = gaps
-
+    if members is not None:
+        member_y = encode_labels(members.rows[spec.label], classes)
+        metrics["membership"] = membership_audit(member_y, members.proba, y_true, proba)
     base = baselines(train_df, test_df, spec, positive)
-    lr_proba = base.pop("_logistic_proba", None)
-    if lr_proba is not None:
-        _, lr_gaps = slice_metrics(
-            test_df, y_true, lr_proba, slice_columns, positive, config.min_slice_size
-        )
-        base["logistic_regression"]["fairness"] = lr_gaps
-    for b in base.values():
-        b.pop("per_class", None)  # headline numbers suffice beside the model
-    metrics["baselines"] = base
-    metrics["lift_over_logistic_regression"] = {
-        m: metrics[m] - base["logistic_regression"][m]
-        for m in ("accuracy", "roc_auc", "macro_f1")
-        if "logistic_regression" in base
-    }
+    slice_args = (slice_columns, positive, config.min_slice_size)
+    metrics["lift_over_logistic_regression"] = _baseline_metrics(
+        base, metrics, test_df, y_true, spec, slice_args, members
+    )
 
-    failures = check_gate(metrics, config.gate)
+    verdict = check_gate(metrics, config.gate)
     metrics["gate"] = {
-        "passed": not failures,
-        "failures": failures,
+        "passed": verdict.passed,
+        "failures": verdict.failures,
+        "skipped": verdict.skipped,
         "thresholds": {k: v for k, v in vars(config.gate).items() if v is not None},
     }
-    roc, pr = roc_pr_curves(y_true, proba, positive)
+    if len(classes) == 2:
+        roc, pr = roc_pr_curves(y_true, proba, positive)
+    else:
+        roc, pr = multiclass_curves(y_true, proba, classes)
     plots = {
         "confusion": confusion_frame(y_true, proba.argmax(axis=1), classes),
         "roc": roc,
@@ -487,19 +693,12 @@ def evaluate(
     return metrics, plots
 
 
-def main() -> None:
-    """Score the model on the test split, write metrics and plots, then enforce the gate."""
-    from stages.lib.model import load_predictor  # lazy: evaluate's helpers work without torch
-
-    params = load_params()
-    config = section(EvaluateConfig, "evaluate", params)
-    schema = load_schema(params)
-    spec = feature_spec(schema, column_policies(schema, params["anonymize"]["policies"]))
+def _slice_columns(config: EvaluateConfig, schema: Any, policies: dict[str, Any]) -> list[str]:
+    """The columns to slice by: known to the schema and released by anonymize."""
     slice_columns = list(config.slices or schema.sensitive)
     unknown = [c for c in slice_columns if c not in schema.columns]
     if unknown:
         raise ParamsError(f"evaluate.slices: {unknown} are not schema columns")
-    policies = column_policies(schema, params["anonymize"]["policies"])
     hidden = [c for c in slice_columns if policies[c].action in ("drop", "pseudonymize")]
     if hidden:
         # Slicing by a column anonymize does not release would print its values in the report.
@@ -507,6 +706,19 @@ def main() -> None:
             f"evaluate.slices: {hidden} are not released by anonymize (policy drop or "
             "pseudonymize); slice by a released column, or generalize the column instead"
         )
+    return slice_columns
+
+
+def main() -> None:
+    """Score the model on the test split; write metrics (with the gate's verdict) and plots."""
+    from stages.lib.model import load_predictor  # lazy: evaluate's helpers work without torch
+
+    params = load_params()
+    config = section(EvaluateConfig, "evaluate", params)
+    schema = load_schema(params)
+    policies = column_policies(schema, params["anonymize"]["policies"])
+    spec = feature_spec(schema, policies)
+    slice_columns = _slice_columns(config, schema, policies)
 
     summary = StageSummary("evaluate")
     predictor = load_predictor(MODEL_PATH)
@@ -516,10 +728,21 @@ def main() -> None:
     classes = list(spec.classes)
     if sorted(model_classes) != sorted(classes):
         raise ValueError(f"model classes {model_classes} differ from the schema's {classes}")
-    proba = np.asarray(predictor.predict_proba(test_df), dtype=np.float64)
-    proba = proba[:, [model_classes.index(c) for c in classes]]  # columns in the schema's order
+    order = [model_classes.index(c) for c in classes]  # columns in the schema's order
+    proba = np.asarray(predictor.predict_proba(test_df), dtype=np.float64)[:, order]
+    member_rows = member_sample(train_df, len(test_df))
+    member_proba = np.asarray(predictor.predict_proba(member_rows), dtype=np.float64)[:, order]
 
-    metrics, plots = evaluate(test_df, proba, classes, train_df, spec, slice_columns, config)
+    metrics, plots = evaluate(
+        test_df,
+        proba,
+        classes,
+        train_df,
+        spec,
+        slice_columns,
+        config,
+        Members(member_rows, member_proba),
+    )
     PLOTS_DIR.mkdir(parents=True, exist_ok=True)
     for name, frame in plots.items():
         write_text_atomic(PLOTS_DIR / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
@@ -527,14 +750,14 @@ def main() -> None:
     summary.extra.update(_rounded(metrics))
     summary.write()
 
-    gate = metrics["gate"]
+    gate, audit = metrics["gate"], metrics["membership"]
     print(
         f"evaluate: accuracy {metrics['accuracy']:.4f}, roc_auc {metrics['roc_auc']:.4f}, "
-        f"macro_f1 {metrics['macro_f1']:.4f}, ece {metrics['ece']:.4f}; "
-        f"gate {'passed' if gate['passed'] else 'FAILED'}"
+        f"macro_f1 {metrics['macro_f1']:.4f}, ece {metrics['ece']:.4f}, "
+        f"membership auc {audit['auc'] if audit['auc'] is None else round(audit['auc'], 4)}; "
+        f"gate {'passed' if gate['passed'] else 'FAILED: ' + '; '.join(gate['failures'])} "
+        "(the gate stage stops the pipeline after the report)"
     )
-    if not gate["passed"]:
-        raise GateFailure("evaluate gate failed: " + "; ".join(gate["failures"]))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""Split: train / validation / test by a hash of the pseudonymous record key.
+"""Split: train / validation / test by a hash of each row's normalised features.
 
-A record's split depends only on its record_id (and the params seed), so it keeps its split across
-reruns and when new batches arrive. Reads data/anon/, writes data/split/{train,val,test}/ and
-metrics/split.json (rows and class balance per split).
+Rows whose feature columns are identical after the normalisation the model applies (text NFKC,
+lower-cased, whitespace collapsed; numbers as numbers; nulls marked) share one hash and so one
+split: the test split never holds a copy of a training row. A row's split depends only on its
+features and the params seed (a table without any feature column falls back to its record_id),
+so it keeps its split across reruns and when new batches arrive. Reads data/anon/, writes
+data/split/{train,val,test}/ and metrics/split.json (rows, class balance, feature duplicates).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stages.lib.errors import run_stage
+from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import AtomicDir, file_hash, partition_names, write_parquet
 from stages.lib.params import ParamsError, load_params, section
 from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
@@ -39,7 +43,35 @@ class SplitConfig:
 
 
 class SplitOverlapError(RuntimeError):
-    """A record landed in more than one split."""
+    """A record, or rows with identical features, landed in more than one split."""
+
+
+NULL_MARK = "\x00"  # a null number or category: distinct from every value and from ""
+FIELD_SEP = "\x1f"
+
+
+def _normalised(column: pa.ChunkedArray, kind: str) -> pa.ChunkedArray:
+    """One feature column as the strings the content hash reads, normalised as the model sees
+    it (stages.lib.model): text NFKC, lower-cased, whitespace collapsed, null as ""; numbers
+    as float64 (so 3 and 3.0 agree); null numbers and categories marked."""
+    if kind == "text":
+        text = pc.utf8_lower(pc.utf8_normalize(column.cast(pa.string()), "NFKC"))
+        text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"\s+", " "))
+        return pc.fill_null(text, "")
+    if kind == "numeric":
+        column = pc.cast(column, pa.float64())
+    return pc.fill_null(pc.cast(column, pa.string()), NULL_MARK)
+
+
+def content_keys(table: pa.Table, spec: FeatureSpec) -> list[str]:
+    """Per row, its normalised feature values joined: equal keys, equal features. Without any
+    feature column in the table, the record_id (every row its own group)."""
+    kinds = [(c, "numeric") for c in spec.numeric] + [(c, "categorical") for c in spec.categorical]
+    kinds += [(c, "text") for c in spec.text]
+    parts = [_normalised(table.column(c), k) for c, k in kinds if c in table.column_names]
+    if not parts:
+        return table.column(RECORD_ID).to_pylist()
+    return pc.binary_join_element_wise(*parts, FIELD_SEP).to_pylist()
 
 
 def check_fractions(fractions: dict[str, float]) -> None:
@@ -92,41 +124,66 @@ def class_balance(counts: dict[str, dict[str, int]], classes: list[str]) -> dict
     return out
 
 
-def split_partition(path: str, config: SplitConfig, label: str, out_dir: Path) -> dict[str, Any]:
+def split_partition(
+    path: str, config: SplitConfig, spec: FeatureSpec, out_dir: Path
+) -> dict[str, Any]:
     """Task: split one partition file into out_dir/{split}.parquet; return rows per class.
 
-    Also stores each split's record-id hashes (ids.npz) for the cross-partition overlap check.
+    Also stores each split's record-id hashes and content hashes (ids.npz) for the
+    cross-partition overlap checks.
     """
     table = pq.read_table(path)
-    hashes = hash64(table.column(RECORD_ID).to_pylist(), config.seed)
-    labels = split_of(hashes, dict(config.fractions))
+    content = hash64(content_keys(table, spec), config.seed)
+    records = hash64(table.column(RECORD_ID).to_pylist(), config.seed)
+    labels = split_of(content, dict(config.fractions))
     rows: dict[str, dict[str, int]] = {}
     ids = {}
     for s in SPLITS:
         mask = labels == s
         part = table.filter(pa.array(mask))
         write_parquet(part, out_dir / f"{s}.parquet")
-        ids[s] = hashes[mask]
+        ids[s], ids[f"content_{s}"] = records[mask], content[mask]
         rows[s] = {
             str(item["values"]): item["counts"]
-            for item in pc.value_counts(part.column(label)).to_pylist()
+            for item in pc.value_counts(part.column(spec.label)).to_pylist()
         }
     np.savez(out_dir / "ids.npz", **ids)
     return {"rows_in": table.num_rows, "rows": rows}
 
 
-def run(input_dir: Path, output_dir: Path, config: SplitConfig, schema: Schema) -> StageSummary:
-    """Split every partition; check no record id is in two splits."""
+def check_overlap(hashes: dict[str, np.ndarray], what: str) -> None:
+    """Raise SplitOverlapError when a hash (a record, or a row's features) is in two splits."""
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1 :]:
+            both = np.intersect1d(hashes[a], hashes[b]).size
+            if both:
+                raise SplitOverlapError(f"split: {both} {what} in both {a} and {b}")
+
+
+def run(
+    input_dir: Path,
+    output_dir: Path,
+    config: SplitConfig,
+    schema: Schema,
+    spec: FeatureSpec | None = None,
+) -> StageSummary:
+    """Split every partition; check no record id and no feature content is in two splits.
+
+    `spec`: the features the model sees (main passes anonymize's policies); None: the features
+    under the schema's role defaults.
+    """
+    spec = spec or feature_spec(schema, column_policies(schema, {}))
     summary = StageSummary("split")
     counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
-    ids: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    keys = (*SPLITS, *(f"content_{s}" for s in SPLITS))
+    ids: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     code = code_digest(__file__)
     tasks = [
         PartitionTask(
             name,
-            digest(file_hash(file), asdict(config), schema.label, code),
+            digest(file_hash(file), asdict(config), asdict(spec), code),
             split_partition,
-            (str(file), config, schema.label),
+            (str(file), config, spec),
         )
         for name, file in partition_names(input_dir)
     ]
@@ -136,18 +193,16 @@ def run(input_dir: Path, output_dir: Path, config: SplitConfig, schema: Schema) 
         for done in run_tasks("split", tasks, cache):
             summary.rows_in += done.result["rows_in"]
             with np.load(done.file("ids.npz")) as stored:
+                for k in keys:
+                    ids[k].append(stored[k])
                 for s in SPLITS:
                     out.link(f"{s}/{done.task.name}", done.file(f"{s}.parquet"))
-                    ids[s].append(stored[s])
                     for cls, n in done.result["rows"][s].items():
                         counts[s][cls] = counts[s].get(cls, 0) + n
                         summary.rows_out += n
-        merged = {s: np.concatenate(ids[s]) if ids[s] else np.empty(0, np.uint64) for s in SPLITS}
-        for i, a in enumerate(SPLITS):
-            for b in SPLITS[i + 1 :]:
-                both = np.intersect1d(merged[a], merged[b]).size
-                if both:
-                    raise SplitOverlapError(f"split: {both} record(s) in both {a} and {b}")
+        merged = {k: np.concatenate(ids[k]) if ids[k] else np.empty(0, np.uint64) for k in keys}
+        check_overlap({s: merged[s] for s in SPLITS}, "record(s)")
+        check_overlap({s: merged[f"content_{s}"] for s in SPLITS}, "feature content(s)")
     cache.keep_only(t.key for t in tasks)
     summary.extra.update(
         {
@@ -157,6 +212,11 @@ def run(input_dir: Path, output_dir: Path, config: SplitConfig, schema: Schema) 
                 s: round(merged[s].size / max(summary.rows_out, 1), 6) for s in SPLITS
             },
             "overlap_checked": True,
+            # Rows that share their normalised features with another row (kept in one split).
+            "feature_duplicates": {
+                s: int(merged[f"content_{s}"].size - np.unique(merged[f"content_{s}"]).size)
+                for s in SPLITS
+            },
             "class_balance": class_balance(counts, list(schema.classes)),
         }
     )
@@ -168,7 +228,9 @@ def main() -> int:
     params = load_params()
     config = section(SplitConfig, "split", params)
     check_fractions(dict(config.fractions))
-    summary = run(INPUT, OUTPUT, config, load_schema(params))
+    schema = load_schema(params)
+    spec = feature_spec(schema, column_policies(schema, params["anonymize"]["policies"]))
+    summary = run(INPUT, OUTPUT, config, schema, spec)
     data = summary.write()
     sizes = {s: data["class_balance"][s]["rows"] for s in SPLITS}
     print(f"split: {data['rows_in']} rows -> {sizes}")

@@ -214,3 +214,34 @@ def test_stage_reads_only_the_training_split(tmp_path, monkeypatch):
         summary["class_counts_after"][SPEC.classes[-1]]
         >= summary["class_counts_before"][SPEC.classes[-1]]
     )
+
+
+def test_copies_per_source_row_are_capped():
+    """Two rows of a class against 400 of the other: without the cap each would be copied
+    about 200 times; with max_copies_per_row 5 each is copied at most 5 times, extras included,
+    and the class is reported short of its target."""
+    table = make_split(n=402, positive_share=0.0)
+    labels = table[SPEC.label].to_numpy(zero_copy_only=False).copy()
+    labels[:2] = SPEC.classes[-1]
+    table = table.set_column(
+        table.schema.get_field_index(SPEC.label), SPEC.label, pa.array(labels.tolist())
+    )
+    out, stats = run(table, max_copies_per_row=5, extra_fraction=0.5)
+    copies = out.filter(out[aug.AUGMENTED])
+    per_row = np.unique(copies[RECORD_ID].to_numpy(zero_copy_only=False), return_counts=True)[1]
+    assert per_row.max() <= 5 and stats["most_copies_of_one_row"] == per_row.max()
+    assert stats["class_counts_after"][SPEC.classes[-1]] <= 2 + 2 * 5
+    assert stats["max_copies_per_row"] == 5
+    assert stats["short_of_target"] == {
+        "target": 400,
+        "rows": {SPEC.classes[-1]: stats["class_counts_after"][SPEC.classes[-1]]},
+    }
+    _, uncapped = run(table, max_copies_per_row=1000)
+    assert uncapped["class_counts_after"][SPEC.classes[-1]] == 400  # the target is reachable
+    assert "short_of_target" not in uncapped
+
+
+def test_cap_copies_keeps_the_first_occurrences_in_order():
+    plan = np.array([3, 1, 3, 3, 2, 1, 3])
+    assert aug.cap_copies(plan, 2).tolist() == [3, 1, 3, 2, 1]
+    assert aug.cap_copies(plan, 0).tolist() == []

@@ -18,22 +18,34 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
+def module_files(name: str) -> list[Path]:
+    """A module's source: its .py file, or a package's __init__.py (the __init__.py files of the
+    packages above it, stages/ and stages/lib/, hold no code and are not listed)."""
+    path = ROOT.joinpath(*name.split("."))
+    return [f for f in (path.with_suffix(".py"), path / "__init__.py") if f.is_file()]
+
+
 def project_imports(module: Path, seen: set[Path] | None = None) -> set[Path]:
     """The project's own source files a module imports, transitively."""
     seen = set() if seen is None else seen
     for node in ast.walk(ast.parse(module.read_text())):
         names = []
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
+            # `from stages.report import plots` imports the submodule stages.report.plots;
+            # `from stages.report import main`, a name of the package's __init__.py
+            subs = [f"{node.module}.{a.name}" for a in node.names]
+            names = [m for m in subs if module_files(m)]
+            if len(names) < len(subs):
+                names.append(node.module)
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         for name in names:
             if not name.startswith("stages."):
                 continue
-            path = ROOT / (name.replace(".", "/") + ".py")
-            if path.is_file() and path not in seen:
-                seen.add(path)
-                project_imports(path, seen)
+            for path in module_files(name):
+                if path not in seen:
+                    seen.add(path)
+                    project_imports(path, seen)
     return seen
 
 
@@ -41,9 +53,13 @@ def project_imports(module: Path, seen: set[Path] | None = None) -> set[Path]:
 def test_every_imported_project_module_is_a_dependency(stage: str) -> None:
     spec = STAGES[stage]
     module = spec["cmd"].split("-m ", 1)[1].split()[0]
-    source = ROOT / (module.replace(".", "/") + ".py")
+    package_main = ROOT.joinpath(*module.split("."), "__main__.py")  # `python -m a_package`
+    sources = set(module_files(module)) | ({package_main} if package_main.is_file() else set())
     deps = {d if isinstance(d, str) else next(iter(d)) for d in spec.get("deps", [])}
-    needed = {p.relative_to(ROOT).as_posix() for p in project_imports(source) | {source}}
+    needed = set()
+    for source in sources:
+        needed |= {p.relative_to(ROOT).as_posix() for p in project_imports(source) | {source}}
+    assert sources, f"{stage}: no source file for module {module}"
     assert needed <= deps, f"{stage}: add to its deps in dvc.yaml: {sorted(needed - deps)}"
 
 

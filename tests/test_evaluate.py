@@ -15,7 +15,6 @@ from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
 from stages import evaluate as ev
-from stages.lib.errors import GateFailure
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import write_dataset
 from stages.lib.params import ParamsError, load_params, section
@@ -126,6 +125,71 @@ def test_curves_and_confusion():
 # Calibration
 
 
+THIRTEEN = [f"class {i:02d}" for i in range(13)]
+
+
+def thirteen_class_problem() -> tuple[np.ndarray, np.ndarray]:
+    """2,000 rows of 13 classes of uneven frequency; the last class is absent from the labels."""
+    y, proba = random_problem(2000, 13, 5)
+    y = np.where(y == 12, y % 5, y)  # class 12 never occurs; classes 0-4 grow more frequent
+    return y, proba
+
+
+def test_thirteen_classes_macro_averages_over_the_classes_present():
+    y, proba = thirteen_class_problem()
+    m = ev.classification_metrics(y, proba, THIRTEEN)
+    assert m["macro_classes"] == {"present": 12, "total": 13, "absent": ["class 12"]}
+    p, r, f1, _ = skm.precision_recall_fscore_support(
+        y, proba.argmax(axis=1), labels=list(range(12)), average=None, zero_division=0
+    )
+    assert m["macro_recall"] == pytest.approx(r.mean())
+    assert m["macro_precision"] == pytest.approx(p.mean())
+    assert m["macro_f1"] == pytest.approx(f1.mean())
+    onehot = np.eye(13)[y].ravel()
+    assert m["roc_auc_micro"] == pytest.approx(skm.roc_auc_score(onehot, proba.ravel()))
+    assert m["pr_auc_micro"] == pytest.approx(skm.average_precision_score(onehot, proba.ravel()))
+    assert "roc_auc_micro" not in ev.classification_metrics(*random_problem(50, 2, 0), ["a", "b"])
+
+
+def test_thirteen_classes_curves_for_the_ten_most_frequent_and_the_averages():
+    y, proba = thirteen_class_problem()
+    roc, pr = ev.multiclass_curves(y, proba, THIRTEEN)
+    counts = np.bincount(y, minlength=13)
+    top = [THIRTEEN[i] for i in np.argsort(-counts, kind="stable")[:10]]
+    assert list(dict.fromkeys(roc.curve)) == [*top, ev.MICRO, ev.MACRO]
+    assert list(dict.fromkeys(pr.curve)) == [*top, ev.MICRO, ev.MACRO]
+    assert list(roc.columns) == ["curve", "fpr", "tpr", "threshold"]
+    for name, part in roc.groupby("curve", sort=False):
+        assert part.fpr.is_monotonic_increasing and part.tpr.is_monotonic_increasing, name
+    # The macro curve's area is the mean one-vs-rest AUC (up to the 101-point grid).
+    macro = roc[roc.curve == ev.MACRO]
+    area = np.trapezoid(macro.tpr, macro.fpr)
+    assert area == pytest.approx(ev.classification_metrics(y, proba, THIRTEEN)["roc_auc"], abs=0.01)
+    micro = pr[pr.curve == ev.MICRO]
+    assert micro.recall.iloc[0] == 0 and micro.recall.iloc[-1] == 1
+    # The binary case keeps its one curve without a `curve` column.
+    y2, p2 = random_problem(200, 2, 1)
+    assert "curve" not in ev.roc_pr_curves(y2, p2, 1)[0].columns
+
+
+def test_membership_audit_separates_memorised_rows_from_unseen_ones():
+    rng = np.random.default_rng(0)
+    y_in, y_out = rng.integers(0, 2, 400), rng.integers(0, 2, 300)
+    # members: the true class gets 0.95; non-members: a coin flip between 0.95 and 0.3
+    p_in = np.where(np.eye(2)[y_in] == 1, 0.95, 0.05)
+    conf = np.where(rng.random(300) < 0.5, 0.95, 0.3)
+    p_out = np.where(np.eye(2)[y_out] == 1, conf[:, None], 1 - conf[:, None])
+    audit = ev.membership_audit(y_in, p_in, y_out, p_out)
+    assert audit["members"] == audit["non_members"] == 300
+    # the confident non-members tie with every member (half credit), the others lose to them
+    confident = np.mean(conf == 0.95)
+    assert audit["auc"] == pytest.approx(1 - confident / 2)
+    assert audit["advantage"] == pytest.approx(1 - confident)
+    same = ev.membership_audit(y_out, p_out, y_out, p_out)
+    assert same["auc"] == pytest.approx(0.5) and same["advantage"] == pytest.approx(0.0)
+    assert ev.membership_audit(y_in[:0], p_in[:0], y_out, p_out)["auc"] is None
+
+
 def test_ece_is_zero_for_a_perfectly_calibrated_toy():
     # Per bin: predicted 0.25 on 4 rows of which 1 positive, 0.75 on 4 rows of which 3.
     p = np.array([0.25] * 4 + [0.75] * 4)
@@ -212,11 +276,27 @@ def test_slice_metrics_and_gaps_on_a_crafted_frame():
     assert rows.loc["A", "base_rate"] == pytest.approx(0.4)
     # Group C (2 rows, 1 positive) is reported but left out of both gaps.
     assert not rows.loc["C", "in_dp_gap"] and not rows.loc["C", "in_eo_gap"]
-    assert gaps["demographic_parity_diff"]["grp"] == pytest.approx(0.3)
-    assert gaps["equal_opportunity_diff"]["grp"] == pytest.approx(0.55)
+    assert gaps["demographic_parity_diff"]["grp"]["value"] == pytest.approx(0.3)
+    assert gaps["equal_opportunity_diff"]["grp"]["value"] == pytest.approx(0.55)
+    assert gaps["equal_opportunity_diff"]["grp"]["groups"] == 2
     # With C included, its selection rate 0.5 and TPR 0 widen the equal-opportunity gap.
     _, gaps = ev.slice_metrics(df, y, proba, ["grp"], positive_class=1, min_size=1)
-    assert gaps["equal_opportunity_diff"]["grp"] == pytest.approx(0.75)
+    assert gaps["equal_opportunity_diff"]["grp"]["value"] == pytest.approx(0.75)
+
+
+def test_a_gap_with_fewer_than_two_eligible_groups_is_not_measured():
+    """With min_size 5 only group B has 5 positive rows: its equal-opportunity gap is null with
+    the reason, and the gate skips it instead of reading it as 0 "within limit"."""
+    df, y, proba = crafted_slices()
+    _, gaps = ev.slice_metrics(df, y, proba, ["grp"], positive_class=1, min_size=5)
+    assert gaps["demographic_parity_diff"]["grp"]["value"] == pytest.approx(0.3)  # A, B: 10 rows
+    eo = gaps["equal_opportunity_diff"]["grp"]
+    assert eo["value"] is None and eo["groups"] == 1
+    assert eo["reason"] == "1 group(s) of grp with at least 5 positive rows; a gap needs two"
+    metrics = {"accuracy": 0.9, "roc_auc": 0.9, "macro_f1": 0.9, "fairness": gaps}
+    verdict = ev.check_gate(metrics, gate(max_equal_opportunity_diff=0.0))
+    assert verdict.passed and verdict.failures == []
+    assert verdict.skipped == [f"equal_opportunity_diff[grp] not measured: {eo['reason']}"]
 
 
 def test_missing_values_form_their_own_slice():
@@ -225,7 +305,7 @@ def test_missing_values_form_their_own_slice():
     assert set(table.group) == {ev.MISSING, "x"}
     assert table.n.sum() == len(df)
     assert set(table.slice) == {f"other={ev.MISSING}", "other=x"}
-    assert gaps["demographic_parity_diff"]["other"] >= 0
+    assert gaps["demographic_parity_diff"]["other"]["value"] >= 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,11 +323,11 @@ def test_gate_failure_names_metric_value_and_threshold():
         "macro_f1": 0.7,
         "ece": 0.02,
         "fairness": {
-            "demographic_parity_diff": {"sex": 0.31, "race": 0.1},
-            "equal_opportunity_diff": {"sex": 0.05},
+            "demographic_parity_diff": {"sex": measured(0.31), "race": measured(0.1)},
+            "equal_opportunity_diff": {"sex": measured(0.05)},
         },
     }
-    failures = ev.check_gate(
+    verdict = ev.check_gate(
         metrics,
         gate(
             min_accuracy=0.84,
@@ -257,16 +337,42 @@ def test_gate_failure_names_metric_value_and_threshold():
             max_ece=0.05,
         ),
     )
-    assert failures == [
+    assert verdict.failures == [
         "accuracy 0.812 < min_accuracy 0.840",
         "demographic_parity_diff[sex] 0.310 > max_demographic_parity_diff 0.300",
     ]
-    assert ev.check_gate(metrics, gate()) == []  # every check off
+    assert not verdict.passed and verdict.skipped == []
+    assert ev.check_gate(metrics, gate()).failures == []  # every check off
+
+
+def measured(value: float) -> dict:
+    return {"value": value, "groups": 2, "reason": None}
 
 
 def test_gate_fails_an_undefined_metric():
     metrics = {"accuracy": 0.9, "roc_auc": float("nan"), "macro_f1": 0.9}
-    assert ev.check_gate(metrics, gate(min_roc_auc=0.5)) == ["roc_auc nan < min_roc_auc 0.500"]
+    verdict = ev.check_gate(metrics, gate(min_roc_auc=0.5))
+    assert verdict.failures == ["roc_auc nan < min_roc_auc 0.500"]
+
+
+def test_baseline_and_membership_gates():
+    metrics = {
+        "accuracy": 0.85,
+        "roc_auc": 0.9,
+        "macro_f1": 0.8,
+        "lift_over_logistic_regression": {"accuracy_points": 0.2},
+        "membership": {"auc": 0.63},
+    }
+    verdict = ev.check_gate(metrics, gate(min_lift_over_baseline=0.5, max_membership_auc=0.6))
+    assert verdict.failures == [
+        "accuracy lift (points) 0.200 < min_lift_over_baseline 0.500",
+        "membership_auc 0.630 > max_membership_auc 0.600",
+    ]
+    metrics["lift_over_logistic_regression"] = {}
+    verdict = ev.check_gate(metrics, gate(min_lift_over_baseline=0.5))
+    assert verdict.passed and verdict.skipped == [
+        "lift over baseline not measured: no logistic-regression baseline"
+    ]
 
 
 def test_params_section_is_typed():
@@ -320,24 +426,34 @@ def test_baselines_fit_on_train_and_score_test():
     train, test = synthetic(2000, 0), synthetic(1000, 1)
     test.loc[0, "job"] = "astronaut"  # a category unseen in training
     base = ev.baselines(train, test, SPEC)
-    majority = base["majority"]
+    majority = base.majority
     share = (test.income == majority["class"]).mean()
     assert majority["class"] == train.income.mode()[0]
     assert majority["accuracy"] == pytest.approx(share)
     assert majority["roc_auc"] == pytest.approx(0.5)
-    lr = base["logistic_regression"]
+    lr = base.logistic_regression
     assert lr["roc_auc"] > 0.75 and lr["accuracy"] > majority["accuracy"]
-    assert base["_logistic_proba"].shape == (1000, 2)
+    assert base.logistic_proba.shape == (1000, 2)
+    assert np.allclose(base.logistic_predict_proba(test, SPEC), base.logistic_proba)
 
 
 def test_evaluate_in_memory_writes_every_table():
     train, test = synthetic(1500, 2), synthetic(800, 3)
     base = ev.baselines(train, test, SPEC)
-    proba = base["_logistic_proba"]
+    proba = base.logistic_proba
     cfg = section(ev.EvaluateConfig, "evaluate", {"evaluate": {"gate": {"min_accuracy": 0.99}}})
-    metrics, plots = ev.evaluate(test, proba, list(SPEC.classes), train, SPEC, ["sex"], cfg)
+    members = ev.member_sample(train, len(test))
+    members = ev.Members(members, base.logistic_predict_proba(members, SPEC))
+    metrics, plots = ev.evaluate(
+        test, proba, list(SPEC.classes), train, SPEC, ["sex"], cfg, members
+    )
     assert metrics["positive_class"] == "high"
     assert metrics["lift_over_logistic_regression"]["accuracy"] == pytest.approx(0.0)
+    assert metrics["lift_over_logistic_regression"]["accuracy_points"] == pytest.approx(0.0)
+    # the model is the logistic baseline here: both audits see the same rows and scores
+    audit = metrics["membership"]
+    assert audit == metrics["baselines"]["logistic_regression"]["membership"]
+    assert audit["members"] == audit["non_members"] == 800 and 0.4 < audit["auc"] < 0.6
     assert not metrics["gate"]["passed"]
     assert metrics["gate"]["failures"][0].startswith("accuracy ")
     assert set(metrics["fairness"]["demographic_parity_diff"]) == {"sex"}
@@ -397,17 +513,14 @@ def test_main_writes_outputs_then_enforces_the_gate(tmp_path, monkeypatch, broke
     module.load_predictor = lambda path: ScorePredictor(spec, train, broken)
     monkeypatch.setitem(sys.modules, "stages.lib.model", module)
 
-    if broken:
-        with pytest.raises(GateFailure) as exit_info:
-            ev.main()
-        message = str(exit_info.value)
-        assert message.startswith("evaluate gate failed: accuracy ")
-        assert "< min_accuracy 0.830" in message and "roc_auc" in message
-    else:
-        ev.main()
-    # Outputs exist whether or not the gate passed.
+    ev.main()  # a failed gate is a verdict in the metrics, not an exit: the report comes next
     metrics = json.loads(Path("metrics/evaluate.json").read_text())
     assert metrics["gate"]["passed"] is (not broken)
+    if broken:
+        failures = metrics["gate"]["failures"]
+        assert failures[0].startswith("accuracy ") and "< min_accuracy 0.830" in failures[0]
+        assert any(f.startswith("roc_auc") for f in failures)
+    assert metrics["membership"]["members"] == len(test)
     assert metrics["rows_in"] == metrics["rows_out"] == len(test)
     for name in ("confusion", "roc", "pr", "calibration", "slices"):
         assert Path(f"plots/{name}.csv").stat().st_size > 0

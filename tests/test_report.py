@@ -135,6 +135,7 @@ def write_downstream(root: Path, seed: int = 0, shift: float = 0.0) -> None:
         anon_rows,
         anon_rows,
         class_balance={"train": balance(n_train), "val": balance(n_val), "test": balance(n_test)},
+        feature_duplicates={"train": 0, "val": 0, "test": 0},
     )
     before = counts(n_train)
     before[classes[-1]] -= 3
@@ -150,6 +151,8 @@ def write_downstream(root: Path, seed: int = 0, shift: float = 0.0) -> None:
         seed=7,
         class_counts_before=before,
         class_counts_after=after,
+        max_copies_per_row=5,
+        most_copies_of_one_row=1,
     )
     epochs = 12
     ep = np.arange(1, epochs + 1)
@@ -175,6 +178,13 @@ def write_downstream(root: Path, seed: int = 0, shift: float = 0.0) -> None:
         train_time_s=4.2,
         samples_per_s=1834.5,
         seed=20240601,
+        dp={
+            "enabled": True,
+            "epsilon": 2.97,
+            "delta": 1e-5,
+            "max_grad_norm": 1.0,
+            "noise_multiplier": 0.93,
+        },
     )
 
     # Scores of a synthetic model on a synthetic test set of realistic size for the curves.
@@ -228,7 +238,8 @@ def write_downstream(root: Path, seed: int = 0, shift: float = 0.0) -> None:
             )
             sel.append(pred[mk].mean())
             tprs.append(pred[mk & y].mean())
-        dp[col], eo[col] = float(np.ptp(sel)), float(np.ptp(tprs))
+        dp[col] = {"value": float(np.ptp(sel)), "groups": len(sel), "reason": None}
+        eo[col] = {"value": float(np.ptp(tprs)), "groups": len(tprs), "reason": None}
     pd.DataFrame(slice_rows).to_csv(root / "plots/slices.csv", index=False)
     p_, r_, f_, s_ = skm.precision_recall_fscore_support(y, pred, labels=[False, True])
     acc = float((pred == y).mean())
@@ -249,6 +260,18 @@ def write_downstream(root: Path, seed: int = 0, shift: float = 0.0) -> None:
             for i, c in enumerate(classes)
         },
         positive_class=classes[-1],
+        macro_classes={"present": 2, "total": 2, "absent": []},
+        membership={
+            "attack": "loss threshold",
+            "auc": 0.512,
+            "advantage": 0.031,
+            "members": n,
+            "non_members": n,
+        },
+        lift_over_logistic_regression={
+            "accuracy": round(acc - 0.83, 6),
+            "accuracy_points": round(100 * (acc - 0.83), 4),
+        },
         ece=round(ece, 6),
         fairness={"demographic_parity_diff": dp, "equal_opportunity_diff": eo},
         baselines={
@@ -258,6 +281,7 @@ def write_downstream(root: Path, seed: int = 0, shift: float = 0.0) -> None:
         gate={
             "passed": True,
             "failures": [],
+            "skipped": [],
             "thresholds": {
                 "min_accuracy": 0.8,
                 "min_roc_auc": 0.85,
@@ -537,7 +561,7 @@ MISSING = [
 def test_any_one_missing_input_still_renders_every_section(full_run, missing, monkeypatch):
     _, inputs = full_run
     # Figures are still drawn; only their PNG encoding (most of the time) is skipped here.
-    monkeypatch.setattr(report, "figure_uri", lambda fig: plt_close(fig) or "data:,")
+    monkeypatch.setattr(report.plots, "figure_uri", lambda fig: plt_close(fig) or "data:,")
     ctx = report.build_context(without(inputs, missing))
     page, md = report.render_html(ctx), report.render_summary(ctx)
     assert ctx["errors"] == []
@@ -560,3 +584,165 @@ def assert_no_identifiers(root: Path, *texts: str) -> None:
         text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)
         leaked = set(pattern.findall(text)) | set(pattern.findall(html.unescape(text)))
         assert not leaked, f"identifier values in the report: {sorted(leaked)[:5]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Many classes, a failed gate, gaps not measured, the membership audit beside ε
+
+
+def thirteen_class_inputs(passed: bool = True) -> report.Inputs:
+    """The report's inputs from evaluate's own functions on a 13-class synthetic problem (one
+    class absent from the test split), with the split and augment summaries of 13 classes."""
+    from sklearn.preprocessing import OneHotEncoder  # noqa: F401  (sklearn present: evaluate's dep)
+
+    from stages import evaluate as ev
+
+    classes = [f"complaint category {i:02d}" for i in range(13)]
+    rng = np.random.default_rng(3)
+    y = rng.choice(12, 1500, p=np.r_[np.linspace(3, 1, 12) / np.linspace(3, 1, 12).sum()])
+    logits = rng.normal(size=(1500, 13)) + 2.0 * np.eye(13)[y]
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    metrics = ev.classification_metrics(y, proba, classes)
+    metrics["ece"], calibration = ev.calibration(y, proba, 10)
+    roc, pr = ev.multiclass_curves(y, proba, classes)
+    metrics["fairness"] = {
+        "demographic_parity_diff": {"sex": {"value": 0.04, "groups": 2, "reason": None}},
+        "equal_opportunity_diff": {
+            "sex": {
+                "value": None,
+                "groups": 1,
+                "reason": "1 group(s) of sex with at least 50 positive rows; a gap needs two",
+            }
+        },
+    }
+    failures = (
+        []
+        if passed
+        else [
+            "accuracy 0.412 < min_accuracy 0.830",
+            "membership_auc 0.640 > max_membership_auc 0.600",
+        ]
+    )
+    metrics["gate"] = {
+        "passed": passed,
+        "failures": failures,
+        "skipped": ["equal_opportunity_diff[sex] not measured: 1 group(s) of sex ..."],
+        "thresholds": {"min_accuracy": 0.83, "max_equal_opportunity_diff": 0.35},
+    }
+    metrics["membership"] = {
+        "attack": "loss threshold",
+        "auc": 0.64,
+        "advantage": 0.2,
+        "members": 1500,
+        "non_members": 1500,
+    }
+    counts = {c: int(n) for c, n in zip(classes, np.bincount(y, minlength=13), strict=True)}
+    balance = {
+        s: {"rows": 1500, "classes": {c: {"rows": n, "share": n / 1500} for c, n in counts.items()}}
+        for s in ("train", "val", "test")
+    }
+    return report.Inputs(
+        params=params(),
+        metrics={
+            "split": {
+                "rows_in": 4500,
+                "rows_out": 4500,
+                "class_balance": balance,
+                "feature_duplicates": {"train": 3, "val": 0, "test": 1},
+            },
+            "augment": {
+                "rows_in": 1500,
+                "rows_out": 1510,
+                "rows_added": 10,
+                "balance": "oversample",
+                "class_counts_before": counts,
+                "class_counts_after": counts,
+                "max_copies_per_row": 5,
+                "most_copies_of_one_row": 5,
+                "short_of_target": {"target": 300, "rows": {classes[11]: 48}},
+            },
+            "train": {"rows_in": 1510, "rows_out": 1510, "device": "cpu"},
+            "evaluate": {"rows_in": 1500, "rows_out": 1500, **ev._rounded(metrics)},
+        },
+        plots={
+            "confusion": ev.confusion_frame(y, proba.argmax(axis=1), classes),
+            "roc": roc,
+            "pr": pr,
+            "calibration": calibration,
+        },
+        run={"generated_at": "2026-01-01T00:00:00+00:00"},
+    )
+
+
+def test_thirteen_classes_render_curves_matrix_and_tables_that_fit(monkeypatch):
+    drawn = []
+    real = report.figure_uri
+    monkeypatch.setattr(report.plots, "figure_uri", lambda fig: drawn.append(fig) or real(fig))
+    ctx = report.build_context(thirteen_class_inputs())
+    page = report.render_html(ctx)
+    assert ctx["errors"] == []
+    ev = ctx["evaluation"]
+    assert set(ev["figures"]) == {"confusion", "roc", "pr", "calibration"}
+    macro = "Macro averages are over the 12 classes present in the test split (of 13; absent: "
+    assert macro + "complaint category 12)" in page
+    # One line per curve: the 10 most frequent classes, micro and macro, and chance.
+    roc_fig = next(f for f in drawn if f.axes and f.axes[0].get_xlabel() == "false positive rate")
+    labels = [t.get_text() for t in roc_fig.axes[0].get_legend().get_texts()]
+    assert len(labels) == 13 and labels[-3].startswith("micro-average (0.")
+    # The confusion matrix: 13 x 13, labels rotated, cell text small enough to fit.
+    conf = next(f for f in drawn if f.axes and f.axes[0].get_xlabel() == "predicted class")
+    ax = conf.axes[0]
+    assert len(ax.get_xticklabels()) == 13 and ax.get_xticklabels()[0].get_rotation() == 45
+    assert ax.texts and all(t.get_fontsize() < 7.5 for t in ax.texts)
+    # Tables grow down, not across: one row per class, three splits as columns, in a scroller.
+    balance = page.split("Class balance per split", 1)[1].split("</table>", 1)[0]
+    assert balance.count("<tr>") == 1 + 13 + 1 and '<div class="scroll">' in page
+    assert 'Per class</h3>\n  <div class="scroll">' in page
+    assert "short of target" in page and "complaint category 11 (48)" in page
+    assert "train 3, val 0, test 1" in page
+
+
+@pytest.fixture
+def no_png(monkeypatch):
+    """Figures are drawn but not encoded: these tests read the page's text only."""
+    monkeypatch.setattr(report.plots, "figure_uri", lambda fig: plt_close(fig) or "data:,")
+
+
+def test_a_failed_gate_still_renders_with_failed_and_the_reasons_at_the_top(no_png):
+    ctx = report.build_context(thirteen_class_inputs(passed=False))
+    page, md = report.render_html(ctx), report.render_summary(ctx)
+    banner = page.index("FAILED: the evaluation gate did not pass")
+    assert banner < page.index('<nav class="toc"')
+    assert page.index("accuracy 0.412 &lt; min_accuracy 0.830") < page.index('<nav class="toc"')
+    assert "membership_auc 0.640 &gt; max_membership_auc 0.600" in page
+    assert "**Evaluation gate: FAILED** (accuracy 0.412 < min_accuracy 0.830; membership_auc" in md
+    passed = report.render_html(report.build_context(thirteen_class_inputs(passed=True)))
+    assert "FAILED: the evaluation gate" not in passed
+
+
+def test_a_gap_not_measured_never_reads_within_limit(no_png):
+    ctx = report.build_context(thirteen_class_inputs())
+    eo = next(g for g in ctx["evaluation"]["gaps"] if g["gap"] == "equal opportunity diff")
+    assert eo["value"] is None and eo["ok"] is None
+    page = report.render_html(ctx)
+    row = page.split("equal opportunity diff", 1)[1].split("</tr>", 1)[0]
+    assert "not measured" in row and "1 group(s) of sex" in row and "yes" not in row
+    assert "0.0000" not in row
+    assert "Not checked (not measured)" in page
+
+
+def test_membership_audit_shown_beside_epsilon_or_dp_off(no_png):
+    inputs = thirteen_class_inputs()
+    page = report.render_html(report.build_context(inputs))
+    assert "ROC-AUC <strong>0.640</strong>" in page and "DP off" in page
+    inputs.metrics["train"]["dp"] = {
+        "enabled": True,
+        "epsilon": 2.97,
+        "delta": 1e-05,
+        "max_grad_norm": 1.0,
+        "noise_multiplier": 0.93,
+    }
+    page = report.render_html(report.build_context(inputs))
+    assert "ε = 2.97" in page and "DP off" not in page
+    md = report.render_summary(report.build_context(inputs))
+    assert "Membership inference (loss threshold): ROC-AUC 0.640" in md and "DP ε = 2.97" in md

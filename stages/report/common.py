@@ -1,0 +1,161 @@
+"""The report's shared vocabulary: stage and plot names, paths, the loaded inputs, and the
+small formatting helpers the sections and templates use."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+PIPELINE = ("ingest", "clean", "validate", "anonymize", "split", "augment", "train", "evaluate")
+PLOTS = ("train_curve", "confusion", "roc", "pr", "calibration", "slices")
+METRICS_DIR = Path("metrics")
+PLOTS_DIR = Path("plots")
+REPORTS_DIR = Path("reports")
+VALIDATION_RESULTS = REPORTS_DIR / "validation/results.json"
+DATA_DOCS = REPORTS_DIR / "validation/docs/index.html"
+PRIVACY_SCAN = REPORTS_DIR / "privacy/scan.json"
+OUT_HTML = REPORTS_DIR / "report.html"
+OUT_MD = REPORTS_DIR / "summary.md"
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+PACKAGES = (
+    "privacy-pipeline",
+    "pandas",
+    "pyarrow",
+    "numpy",
+    "torch",
+    "scikit-learn",
+    "great-expectations",
+    "dvc",
+    "prefect",
+    "matplotlib",
+    "jinja2",
+)
+# Metrics that measure the machine rather than the data or model: shown apart in the deltas.
+VOLATILE = ("duration_s", "peak_memory_mb", "train_time_s", "samples_per_s", "wall_s")
+# Paths a pipeline run itself rewrites: a tree dirty only in these still ran committed code.
+RUN_OUTPUTS = ("metrics/", "plots/", "reports/", "dvc.lock", "data/", "models/")
+RUN_DEFAULTS: dict[str, Any] = {
+    "generated_at": "—",
+    "commit": None,
+    "dirty": False,
+    "code_dirty": False,
+    "tree": "unknown",
+    "dirty_paths": [],
+    "baseline_ref": "HEAD",
+    "host": "—",
+    "prefect_flow_run": None,
+    "packages": {},
+}
+SECTIONS = (
+    ("identity", "Run identity"),
+    ("accounting", "Data accounting"),
+    ("validation", "Validation"),
+    ("privacy", "Privacy"),
+    ("augmentation", "Augmentation"),
+    ("training", "Training"),
+    ("evaluation", "Evaluation"),
+    ("changes", "Change since the previous run"),
+    ("lineage", "Lineage"),
+)
+
+
+@dataclass
+class Inputs:
+    """Everything the report reads, already loaded; a missing input is None or absent."""
+
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    previous: dict[str, dict[str, Any]] = field(default_factory=dict)
+    validation: dict[str, Any] | None = None
+    privacy_scan: dict[str, Any] | None = None
+    plots: dict[str, pd.DataFrame] = field(default_factory=dict)
+    lock: dict[str, Any] | None = None
+    run: dict[str, Any] = field(default_factory=dict)
+    data_docs: str | None = None
+
+
+def _num(value: Any) -> float | None:
+    """A finite number from a JSON value, else None (bools are not numbers here)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _first(d: Mapping[str, Any] | None, *keys: str, default: Any = None) -> Any:
+    """The value of the first of `keys` present (and not None) in `d`."""
+    if not isinstance(d, Mapping):
+        return default
+    for k in keys:
+        if d.get(k) is not None:
+            return d[k]
+    return default
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """`value` if it is a mapping, else an empty dict."""
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def flatten_numbers(obj: Any, prefix: str = "") -> dict[str, float | int]:
+    """Every numeric leaf of nested dicts as {'a.b.c': value}; strings and lists are skipped."""
+    out: dict[str, float] = {}
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            out.update(flatten_numbers(v, f"{prefix}.{k}" if prefix else str(k)))
+    else:
+        x = _num(obj)
+        if x is not None and prefix:
+            out[prefix] = obj if isinstance(obj, numbers.Integral) else x
+    return out
+
+
+def digest(obj: Any, length: int = 12) -> str:
+    """A short SHA-256 of a JSON-able value in canonical form."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A value for a table: integers with separators, floats to `digits` places, '—' if none."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        return value
+    x = _num(value)
+    if x is None:
+        return "—"
+    if isinstance(value, numbers.Integral):
+        return f"{int(x):,}"
+    return f"{x:,.{digits}f}"
+
+
+def pct(value: Any, digits: int = 1) -> str:
+    """A share (0..1) as a percentage."""
+    x = _num(value)
+    return "—" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def signed(value: Any, digits: int = 4) -> str:
+    """A delta with its sign."""
+    x = _num(value)
+    if x is None:
+        return "—"
+    if x == 0:
+        return "0"
+    return f"{x:+,.{digits}f}" if not float(x).is_integer() else f"{int(x):+,}"
+
+
+def _missing(stage: str, what: str = "") -> dict[str, Any]:
+    return {"available": False, "note": f"Stage '{stage}' not run yet{what}."}

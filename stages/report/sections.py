@@ -1,0 +1,545 @@
+"""The report's sections other than evaluation: pure functions of the loaded inputs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from stages.report.common import (
+    PIPELINE,
+    RUN_DEFAULTS,
+    VOLATILE,
+    Inputs,
+    _dict,
+    _first,
+    _missing,
+    _num,
+    digest,
+    flatten_numbers,
+    fmt,
+    pct,
+)
+from stages.report.evaluation import HEADLINE
+from stages.report.plots import (
+    plot_class_sizes,
+    plot_grouped_bars,
+    plot_row_flow,
+    plot_training,
+)
+
+
+def identity_section(inputs: Inputs) -> dict[str, Any]:
+    """When, which commit (and whether the tree was dirty), versions, device, seeds, params."""
+    run = {**RUN_DEFAULTS, **inputs.run}
+    train = inputs.metrics.get("train", {})
+    seeds = {k: v for k, v in flatten_numbers(inputs.params).items() if k.endswith("seed")}
+    for stage, m in inputs.metrics.items():  # seeds a stage recorded that params do not hold
+        if _num(m.get("seed")) is not None and not any(k.startswith(f"{stage}.") for k in seeds):
+            seeds[f"{stage}.seed"] = m["seed"]
+    device = _device(train) if train else None
+    rows = [
+        ("Generated", run.get("generated_at", "—")),
+        ("Git commit", run.get("commit") or "not a git repository"),
+        ("Working tree", run.get("tree", "—")),
+        ("Prefect flow run", run.get("prefect_flow_run") or "— (not run by Prefect)"),
+        (
+            "Training device",
+            f"{device} ({train.get('precision', '?')})" if device else "— (train not run yet)",
+        ),
+        ("Report host", run.get("host", "—")),
+        ("Seeds", ", ".join(f"{k} = {int(v)}" for k, v in sorted(seeds.items())) or "—"),
+        ("Params digest", f"sha256:{digest(inputs.params, 16)} (params.yaml, canonical JSON)"),
+    ]
+    anon = inputs.metrics.get("anonymize", {})
+    if anon.get("key_id"):
+        rows.append(("Pseudonymisation key id", str(anon["key_id"])))
+    return {
+        "available": True,
+        "rows": rows,
+        "dirty_paths": run.get("dirty_paths", []),
+        "packages": run.get("packages", {}),
+    }
+
+
+def accounting_section(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Rows in/out/quarantined/duplicates/added per stage, reasons, and the flow picture."""
+    rows = []
+    for stage in [s for s in PIPELINE if s in metrics] + sorted(set(metrics) - set(PIPELINE)):
+        m = metrics[stage]
+
+        def count(key: str, m: dict[str, Any] = m) -> int | None:
+            x = _num(m.get(key))
+            return None if x is None else int(x)
+
+        r = {
+            "stage": stage,
+            "rows_in": count("rows_in"),
+            "rows_out": count("rows_out"),
+            "rows_quarantined": count("rows_quarantined") or 0,
+            "duplicates": count("duplicates") or 0,
+            "rows_added": count("rows_added") or 0,
+            "duration_s": _num(m.get("duration_s")),
+            "peak_memory_mb": _num(m.get("peak_memory_mb")),
+            "reasons": {
+                str(k): int(_num(v) or 0) for k, v in _dict(m.get("quarantined_by_reason")).items()
+            },
+        }
+        if None not in (r["rows_in"], r["rows_out"]):
+            balance = (
+                r["rows_out"] + r["rows_quarantined"] + r["duplicates"] - r["rows_added"]
+            ) - r["rows_in"]
+            r["balanced"] = balance == 0
+        else:
+            r["balanced"] = None
+        rows.append(r)
+    missing = [s for s in PIPELINE if s not in metrics]
+    if not rows:
+        return {"available": False, "note": "No stage has run yet.", "missing": missing}
+    drawable = [r for r in rows if r["rows_in"] is not None and r["rows_out"] is not None]
+    return {
+        "available": True,
+        "rows": rows,
+        "missing": missing,
+        "figure": plot_row_flow(drawable) if drawable else None,
+        "total_quarantined": sum(r["rows_quarantined"] for r in rows),
+        "total_duplicates": sum(r["duplicates"] for r in rows),
+    }
+
+
+def validation_section(validation: dict[str, Any] | None, docs_link: str | None) -> dict[str, Any]:
+    """Every expectation's outcome, grouped by severity, failures first."""
+    if not validation or not isinstance(validation.get("results"), list):
+        return _missing("validate")
+    results = []
+    for r in validation["results"]:
+        if not isinstance(r, Mapping):
+            continue
+        observed = r.get("observed")
+        results.append(
+            {
+                "expectation": str(r.get("expectation", "?")),
+                "family": str(r.get("family") or ""),
+                "severity": str(r.get("severity") or "unknown"),
+                "column": str(r.get("column") or "(table)"),
+                "success": bool(r.get("success")),
+                "unexpected_count": r.get("unexpected_count"),
+                "unexpected_percent": r.get("unexpected_percent"),
+                "element_count": r.get("element_count"),
+                # Aggregates only (GX's observed value is a dtype name, a count or a share).
+                "observed": observed if isinstance(observed, int | float | str) else None,
+                "args": _describe_args(_dict(r.get("kwargs"))),
+            }
+        )
+    order = {"critical": 0, "warning": 1}
+    severities = sorted({r["severity"] for r in results}, key=lambda s: (order.get(s, 2), s))
+    groups = []
+    for sev in severities:
+        items = sorted(
+            (r for r in results if r["severity"] == sev),
+            key=lambda r: (r["success"], r["family"], r["column"]),
+        )
+        passed = sum(r["success"] for r in items)
+        groups.append(
+            {"severity": sev, "items": items, "passed": passed, "failed": len(items) - passed}
+        )
+    failed_critical = sum(g["failed"] for g in groups if g["severity"] == "critical")
+    return {
+        "available": True,
+        "rows": validation.get("rows"),
+        "groups": groups,
+        "total": len(results),
+        "passed": sum(r["success"] for r in results),
+        "failed_critical": failed_critical,
+        "docs_link": docs_link,
+    }
+
+
+def _describe_args(kwargs: dict[str, Any]) -> str:
+    """The rule an expectation checks, in a few words (value sets are summarised by size)."""
+    parts = []
+    for k, v in kwargs.items():
+        if k in ("result_format", "catch_exceptions", "meta"):
+            continue
+        if isinstance(v, list | tuple):
+            shown = ", ".join(map(str, v[:6])) + (f", … ({len(v)} values)" if len(v) > 6 else "")
+            parts.append(f"{k}=[{shown}]")
+        elif v is not None:
+            parts.append(f"{k}={v}")
+    return "; ".join(parts)
+
+
+def privacy_section(
+    anon: dict[str, Any] | None, scan: dict[str, Any] | None, params: dict[str, Any]
+) -> dict[str, Any]:
+    """Identifier columns and their policies, entities replaced, the scan, k and unique share."""
+    columns = _dict(_dict(params.get("schema")).get("columns"))
+    configured = _dict(_dict(params.get("anonymize")).get("policies"))
+    recorded = _dict((anon or {}).get("policies"))
+    quasi_recorded = (anon or {}).get("quasi_identifiers")
+    policy_rows = []
+    for name, col in columns.items():
+        col = _dict(col)
+        role = col.get("role")
+        if not (role in ("key", "identifier", "text") or col.get("quasi") or col.get("pii")):
+            continue
+        policy = recorded.get(name, configured.get(name))
+        if policy is None:
+            policy = "drop (role default)" if role in ("key", "identifier") else "keep"
+        if role == "text":
+            policy = f"{_policy_text(policy)}; text scrubbed of identifiers"
+        policy_rows.append(
+            {
+                "column": name,
+                "role": role,
+                "pii": col.get("pii") or "",
+                "quasi": bool(col.get("quasi")),
+                "policy": _policy_text(policy),
+            }
+        )
+    section: dict[str, Any] = {
+        "policies": policy_rows,
+        "available": anon is not None,
+        "scan": scan_summary(_dict(scan) or _dict((anon or {}).get("scan"))),
+    }
+    if anon is None:
+        section["note"] = (
+            "Stage 'anonymize' has no summary: it did not finish (see its scan above)."
+            if section["scan"]["available"]
+            else "Stage 'anonymize' not run yet: the policies shown are those configured."
+        )
+        return section
+    counts = _dict(_first(anon, "entity_counts", "entities", "entities_replaced"))
+    entity_rows, totals = [], {}
+    for col, by_type in counts.items():
+        if isinstance(by_type, Mapping):
+            for etype, n in by_type.items():
+                entity_rows.append({"column": col, "entity": etype, "count": int(_num(n) or 0)})
+                totals[etype] = totals.get(etype, 0) + int(_num(n) or 0)
+        elif _num(by_type) is not None:  # a flat {type: n}
+            entity_rows.append({"column": "(all)", "entity": col, "count": int(_num(by_type))})
+            totals[col] = totals.get(col, 0) + int(_num(by_type))
+    after = _dict(_first(anon, "risk_after_suppression", "risk"))
+    before = _dict(anon.get("risk_before_suppression"))
+    k_threshold = _num(_first(anon, "k_threshold"))
+    hist = after.get("histogram") or before.get("histogram") or anon.get("class_size_histogram")
+    hist = [h for h in hist if isinstance(h, Mapping)] if isinstance(hist, list) else []
+    risk_rows = []
+    for label, risk in (("before suppression", before), ("after suppression", after)):
+        if risk:
+            risk_rows.append(
+                {
+                    "when": label,
+                    "k": risk.get("k"),
+                    "unique_share": risk.get("unique_share"),
+                    "classes": risk.get("classes"),
+                }
+            )
+    if not risk_rows and _first(anon, "k") is not None:
+        risk_rows.append(
+            {
+                "when": "output",
+                "k": anon.get("k"),
+                "unique_share": _first(anon, "unique_share"),
+                "classes": None,
+            }
+        )
+    section.update(
+        {
+            "key_id": anon.get("key_id"),
+            "entities": sorted(entity_rows, key=lambda r: (r["column"], r["entity"])),
+            "entity_totals": dict(sorted(totals.items(), key=lambda kv: -kv[1])),
+            "entity_figure": plot_grouped_bars(
+                list(totals),
+                {"replaced": [float(v) for v in totals.values()]},
+                "Identifiers found and replaced in free text, by type",
+                "entity type",
+                "occurrences",
+            )
+            if totals
+            else None,
+            "quasi_identifiers": [str(q) for q in quasi_recorded]
+            if isinstance(quasi_recorded, list)
+            else [n for n, c in columns.items() if _dict(c).get("quasi")],
+            "k_threshold": int(k_threshold) if k_threshold is not None else None,
+            "risk": risk_rows,
+            "suppressed": int(_num(anon.get("rows_quarantined")) or 0),
+            "class_size_figure": plot_class_sizes(hist, int(k_threshold) if k_threshold else None)
+            if hist
+            else None,
+        }
+    )
+    return section
+
+
+def scan_summary(scan: dict[str, Any]) -> dict[str, Any]:
+    """The independent scan's verdict and counts by entity type and column (never a value)."""
+    findings = scan.get("findings")
+    details = scan.get("details") if isinstance(scan.get("details"), list) else []
+    if isinstance(findings, list):
+        details, findings = findings, len(findings)
+    by_column: dict[tuple[str, str], int] = {}
+    for d in details:
+        if isinstance(d, Mapping):
+            key = (str(d.get("column", "?")), str(_first(d, "entity", "type", default="?")))
+            by_column[key] = by_column.get(key, 0) + 1
+    checks = scan.get("checks")
+    return {
+        "available": bool(scan),
+        "passed": bool(_first(scan, "passed", "ok", default=False)),
+        "findings": None if _num(findings) is None else int(_num(findings)),
+        "by_entity": {str(k): int(_num(v) or 0) for k, v in _dict(scan.get("by_entity")).items()},
+        "by_column": [
+            {"column": c, "entity": e, "count": n} for (c, e), n in sorted(by_column.items())
+        ],
+        "details_listed": len(details),
+        "checks": [str(c) for c in checks] if isinstance(checks, list) else [],
+    }
+
+
+def _policy_text(policy: Any) -> str:
+    """A policy (a word or a mapping like {action: generalize, band: 10}) in words."""
+    if isinstance(policy, Mapping):
+        action = policy.get("action", "?")
+        rest = ", ".join(f"{k} {v}" for k, v in policy.items() if k != "action" and v is not None)
+        return f"{action} ({rest})" if rest else str(action)
+    return str(policy)
+
+
+def split_balance(split: dict[str, Any] | None) -> dict[str, Any]:
+    """split's class_balance ({split: {rows, classes: {class: {rows, share}}}}) as one row per
+    class and one column per split, so that many classes make the table longer, not wider."""
+    per_split = _dict((split or {}).get("class_balance"))
+    order = {"train": 0, "val": 1, "test": 2}  # metrics JSON has its keys sorted
+    names = sorted(per_split, key=lambda s: (order.get(s, 3), s))
+    totals = {s: int(_num(_dict(per_split[s]).get("rows")) or 0) for s in names}
+    classes: list[str] = []
+    for s in names:
+        classes += [c for c in _dict(_dict(per_split[s]).get("classes")) if c not in classes]
+    rows = []
+    for c in classes:
+        cells = []
+        for s in names:
+            n = int(_num(_dict(_dict(_dict(per_split[s]).get("classes")).get(c)).get("rows")) or 0)
+            cells.append({"rows": n, "share": n / totals[s] if totals[s] else None})
+        rows.append({"class": c, "cells": cells})
+    found = _dict((split or {}).get("feature_duplicates"))
+    duplicates = {s: found[s] for s in sorted(found, key=lambda s: (order.get(s, 3), s))}
+    return {"names": names, "totals": totals, "rows": rows, "feature_duplicates": duplicates}
+
+
+def augmentation_section(
+    augment: dict[str, Any] | None, split: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Class balance per split, and before and after augmentation (the keys the stages write)."""
+    balance = split_balance(split)
+    section: dict[str, Any] = {
+        "available": augment is not None,
+        "split": balance,
+        "split_available": split is not None and bool(balance["rows"]),
+    }
+    if augment is None:
+        section["note"] = "Stage 'augment' not run yet."
+        return section
+    before = _dict(augment.get("class_counts_before"))
+    after = _dict(augment.get("class_counts_after"))
+    classes = list(dict.fromkeys([*before, *after]))
+    tb = sum(int(_num(v) or 0) for v in before.values())
+    ta = sum(int(_num(v) or 0) for v in after.values())
+    rows = []
+    for c in classes:
+        b, a = int(_num(before.get(c)) or 0), int(_num(after.get(c)) or 0)
+        rows.append(
+            {
+                "class": c,
+                "before": b,
+                "after": a,
+                "added": a - b,
+                "share_before": b / tb if tb else None,
+                "share_after": a / ta if ta else None,
+            }
+        )
+    short = _dict(augment.get("short_of_target"))
+    section.update(
+        {
+            "rows": rows,
+            "method": augment.get("balance", "—"),
+            "seed": augment.get("seed"),
+            "rows_added": int(_num(augment.get("rows_added")) or 0),
+            "weights": _dict(augment.get("class_weights")),
+            "max_copies_per_row": augment.get("max_copies_per_row"),
+            "most_copies_of_one_row": augment.get("most_copies_of_one_row"),
+            "short_of_target": {"target": short.get("target"), "rows": _dict(short.get("rows"))},
+            "figure": plot_grouped_bars(
+                [str(c) for c in classes],
+                {
+                    "before": [float(r["before"]) for r in rows],
+                    "after": [float(r["after"]) for r in rows],
+                },
+                "Training rows per class, before and after augmentation",
+                "class",
+                "rows",
+                annotate=len(classes) <= 8,
+            )
+            if classes
+            else None,
+        }
+    )
+    return section
+
+
+def _dp_text(train: dict[str, Any]) -> str:
+    """train's differential-privacy record (metrics/train.json `dp`) in a few words."""
+    dp = _dict(train.get("dp"))
+    if not dp.get("enabled"):
+        return "DP off"
+    return (
+        f"DP-SGD: ε = {fmt(dp.get('epsilon'), 2)} spent, δ = {dp.get('delta')}, "
+        f"clipping norm {fmt(dp.get('max_grad_norm'), 2)}, "
+        f"noise multiplier {fmt(dp.get('noise_multiplier'), 3)}"
+    )
+
+
+def training_section(train: dict[str, Any] | None, curve: pd.DataFrame | None) -> dict[str, Any]:
+    """Device, time, throughput, differential privacy and the loss/accuracy curves."""
+    if train is None and curve is None:
+        return _missing("train")
+    train = train or {}
+    facts = [
+        ("Device", _device(train)),
+        ("Precision", train.get("precision", "—")),
+        ("Epochs run", fmt(train.get("epochs_run"))),
+        ("Optimizer steps", fmt(train.get("steps"))),
+        ("Batch size", fmt(train.get("batch_size"))),
+        ("Learning rate", fmt(train.get("lr"), 5)),
+        ("Best validation loss", fmt(train.get("best_val_loss"))),
+        ("Best validation accuracy", pct(train.get("best_val_accuracy"), 2)),
+        ("Training time", f"{fmt(train.get('train_time_s'), 1)} s"),
+        ("Throughput", f"{fmt(train.get('samples_per_s'), 0)} samples/s"),
+        ("Rows trained on", fmt(train.get("rows_in"))),
+        ("Seed", str(train["seed"]) if train.get("seed") is not None else "—"),
+        ("Differential privacy", _dp_text(train) if train else "—"),
+    ]
+    figure = None
+    if curve is not None and len(curve) and {"train_loss", "val_loss"} & set(curve.columns):
+        figure = plot_training(curve)
+    return {
+        "available": True,
+        "facts": [(k, v) for k, v in facts if v not in ("—", "— s", "— samples/s")],
+        "figure": figure,
+        "curve_note": None if figure else "No training curve (plots/train_curve.csv) yet.",
+    }
+
+
+def _device(train: dict[str, Any]) -> str:
+    """The device trained on: its name, and its type where the name does not say it."""
+    name, kind = train.get("device_name"), train.get("device")
+    if name and kind and str(kind) not in str(name):
+        return f"{name} ({kind})"
+    return str(name or kind or "—")
+
+
+def changes_section(
+    current: dict[str, dict[str, Any]], previous: dict[str, dict[str, Any]], baseline_ref: str
+) -> dict[str, Any]:
+    """Numeric metric deltas against the last committed metrics, as `dvc metrics diff` sees them."""
+    if not previous:
+        return {
+            "available": False,
+            "note": f"No committed metrics at {baseline_ref} to compare with (first run?).",
+        }
+    rows = []
+    for stage in [s for s in PIPELINE if s in current or s in previous] + sorted(
+        (set(current) | set(previous)) - set(PIPELINE)
+    ):
+        new = flatten_numbers(current.get(stage, {}))
+        old = flatten_numbers(previous.get(stage, {}))
+        for key in sorted(set(new) | set(old)):
+            a, b = old.get(key), new.get(key)
+            delta = None if a is None or b is None else b - a
+            rows.append(
+                {
+                    "stage": stage,
+                    "metric": key,
+                    "old": a,
+                    "new": b,
+                    "delta": delta,
+                    "relative": delta / abs(a) if delta is not None and a else None,
+                    "changed": a != b,
+                    "volatile": key.split(".")[-1] in VOLATILE,
+                }
+            )
+    rank = {key: i for i, (key, _, _) in enumerate(HEADLINE)}
+    stage_order = {s: i for i, s in enumerate(("evaluate", "train", *PIPELINE))}
+    rows.sort(key=lambda r: (stage_order.get(r["stage"], 99), rank.get(r["metric"], len(rank))))
+    changed = [r for r in rows if r["changed"] and not r["volatile"]]
+    volatile = [r for r in rows if r["changed"] and r["volatile"]]
+    return {
+        "available": True,
+        "baseline": baseline_ref,
+        "changed": changed,
+        "volatile": volatile,
+        "unchanged": sum(not r["changed"] for r in rows),
+        "stages_compared": sorted(set(current) & set(previous)),
+        "new_stages": sorted(set(current) - set(previous)),
+    }
+
+
+def lineage_section(lock: dict[str, Any] | None) -> dict[str, Any]:
+    """Every stage of dvc.lock with its command, input and output hashes and params."""
+    stages = _dict((lock or {}).get("stages"))
+    if not stages:
+        return {"available": False, "note": "No dvc.lock yet: run `dvc repro` to record lineage."}
+    order = [s for s in PIPELINE if s in stages] + [s for s in stages if s not in PIPELINE]
+    out = []
+    for name in order:
+        st = _dict(stages[name])
+        params = []
+        for file, values in _dict(st.get("params")).items():
+            for key, value in _dict(values).items():
+                leaves = _param_leaves(value, key)
+                if len(leaves) <= MAX_PARAM_LEAVES:  # small sections: every value, readable
+                    params += [{"file": file, "key": k, "value": v} for k, v in leaves]
+                else:  # big ones (the schema): a digest that changes when any value does
+                    shown = f"{len(leaves)} values, sha256:{digest(value)}"
+                    params.append({"file": file, "key": key, "value": shown})
+        out.append(
+            {
+                "stage": name,
+                "cmd": " && ".join(st["cmd"]) if isinstance(st.get("cmd"), list) else st.get("cmd"),
+                "deps": [_lock_entry(d) for d in st.get("deps") or [] if isinstance(d, Mapping)],
+                "outs": [_lock_entry(d) for d in st.get("outs") or [] if isinstance(d, Mapping)],
+                "params": params,
+            }
+        )
+    return {"available": True, "stages": out}
+
+
+MAX_PARAM_LEAVES = 8
+
+
+def _param_leaves(value: Any, prefix: str) -> list[tuple[str, str]]:
+    """(dotted key, JSON value) for each leaf of a params value; lists count as one leaf."""
+    if isinstance(value, Mapping):
+        out = []
+        for k, v in value.items():
+            out += _param_leaves(v, f"{prefix}.{k}")
+        return out
+    return [(prefix, json.dumps(value, default=str, ensure_ascii=False))]
+
+
+def _lock_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Path, content hash, size and file count of one dvc.lock dep/out."""
+    algo = entry.get("hash") or ("md5" if "md5" in entry else None)
+    value = entry.get(algo) if algo else None
+    if value is None:
+        value = _first(entry, "md5", "etag", "checksum", default="—")
+    return {
+        "path": entry.get("path"),
+        "hash": str(value),
+        "algo": algo or "",
+        "size": entry.get("size"),
+        "nfiles": entry.get("nfiles"),
+    }
