@@ -70,7 +70,7 @@ def test_int_within_int64_is_exact(text, value):
 
 
 def test_int_range_names_the_schema_bound():
-    typed, reject, _ = coerce(Column(type="int", role="numeric", min=1), ["0", "1e308"])
+    _, reject, _ = coerce(Column(type="int", role="numeric", min=1), ["0", "1e308"])
     assert reject == [
         "x out of range: 0 (expected at least 1)",
         "x out of range: 1e308 (expected 1..9223372036854775807, exactly)",
