@@ -575,7 +575,9 @@ def dedup_partition(
     q_rid = _string(mapped.raw.column(RECORD_ID).take(take))
     q_reason = pc.if_else(q_dup, pc.binary_join_element_wise(dup_kind, q_rid, " of "), q_reason)
     q_kind = pc.if_else(q_dup, dup_kind, q_kind)
-    quarantine = mapped.raw.take(take).append_column(REASON, q_reason)
+    # The source's own columns only: a column outside the schema never travels on.
+    raw = mapped.raw.select([c for c in mapped.typed.column_names if c in mapped.raw.column_names])
+    quarantine = raw.take(take).append_column(REASON, q_reason)
     quarantine = quarantine.append_column(REASON_KIND, q_kind)
     return CleanResult(
         clean_table=mapped.typed.filter(pa.array(kept)),
