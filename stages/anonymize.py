@@ -856,7 +856,7 @@ def mislabelled_columns(
                     f"{share:.0%} of its values are e-mails, phones or other identifiers"
                 )
                 continue
-        if col.role in ("text", "numeric") or col.type in ("int", "float", "date"):
+        if col.role in ("text", "numeric") or col.type in ("int", "float", "date", "timestamp"):
             continue  # free text is scrubbed, and measurements are distinct by nature
         if len(values) >= NEAR_UNIQUE_MIN_ROWS and len(distinct) / len(values) >= NEAR_UNIQUE_SHARE:
             suspects[name] = f"{len(distinct) / len(values):.0%} of its values are distinct"

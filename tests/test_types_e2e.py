@@ -68,7 +68,8 @@ def frame(n: int = N, seed: int = 0) -> pd.DataFrame:
             (stamp + datetime.timedelta(hours=int(s * 1000))).isoformat() + "Z" for s in score
         ],
         "created": [f"2023-0{1 + r % 2}-0{1 + r % 9}T08:30:00+02:00" for r in range(n)],
-        "logged_at": [f"2024-02-0{1 + r % 9} 10:1{r % 10}:00" for r in range(n)],
+        # distinct per row, as event times are (not taken for an identifier)
+        "logged_at": [str(stamp + datetime.timedelta(minutes=r)) for r in range(n)],
         "member": [["yes", "no"][r % 2] for r in range(n)],
         "newsletter": [["TRUE", "false", "1", "0"][r % 4] for r in range(n)],
         "verified": [["t", "f", ""][r % 3] for r in range(n)],
