@@ -741,6 +741,17 @@ def warn_unlabelled(summary: StageSummary, counts: dict[str, list[int]], label: 
         )
 
 
+def replaces(cfg: CleanConfig, schema: Schema) -> bool:
+    """Whether a later row with a kept key replaces it; refuses replace without a key column."""
+    if cfg.on_existing_key == "replace" and not schema.with_role("key"):
+        raise ParamsError(
+            "clean.on_existing_key: replace needs a key column (role: key) to tell an update "
+            "from a new record; without one a row's identity is its content. Set it to "
+            "quarantine or give the schema a key column."
+        )
+    return cfg.on_existing_key == "replace"
+
+
 def main() -> None:
     """Clean every raw partition into data/clean and data/quarantine.
 
@@ -752,13 +763,7 @@ def main() -> None:
     params = load_params()
     cfg = section(CleanConfig, "clean", params)
     schema = load_schema(params)
-    replace = cfg.on_existing_key == "replace"
-    if replace and not schema.with_role("key"):
-        raise ParamsError(
-            "clean.on_existing_key: replace needs a key column (role: key) to tell an update "
-            "from a new record; without one a row's identity is its content. Set it to "
-            "quarantine or give the schema a key column."
-        )
+    replace = replaces(cfg, schema)
     summary = StageSummary("clean")
     code = code_digest(__file__)
     files = dict(partition_names(RAW_DIR))

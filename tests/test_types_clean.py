@@ -238,3 +238,19 @@ def test_label_without_values_is_a_params_error():
     del p["schema"]["columns"]["income"]["values"]
     with pytest.raises(ParamsError, match=r"schema\.columns\.income: the label needs its 'values'"):
         load_schema(p)
+
+
+def test_replace_needs_a_key_column():
+    from stages.clean import replaces
+    from stages.lib.schema import Schema
+
+    keyless = Schema(
+        {
+            "text": Column(type="string", role="text"),
+            "label": Column(type="category", role="label", values=("a", "b")),
+        }
+    )
+    assert replaces(CleanConfig(on_existing_key="replace"), load_schema(params()))
+    assert not replaces(CleanConfig(), keyless)
+    with pytest.raises(ParamsError, match=r"clean\.on_existing_key: replace needs a key column"):
+        replaces(CleanConfig(on_existing_key="replace"), keyless)
