@@ -435,7 +435,7 @@ def index_part(df: pd.DataFrame, schema: Schema, policies: dict[str, Policy]) ->
             continue
         col = schema.columns[name]
         entity = PII_ENTITY.get(col.pii or "", "IDENTIFIER")
-        arr = as_string_array(df[name])
+        arr = as_string_array(df[name].astype("string"))  # a date identifier as its ISO text
         arr = arr.filter(pc.is_valid(arr))
         if col.pii == "phone":
             digits = pc.replace_substring_regex(pc.utf8_normalize(arr, "NFKC"), r"[^\p{Nd}]", "")
@@ -692,13 +692,18 @@ def build_index(df: pd.DataFrame, schema: Schema, policies: dict[str, Policy]) -
     return index_part(df, schema, policies)
 
 
+_NOT_TEXT = ("date", "datetime", "datetime64", "boolean", "time")
+
+
 def string_columns(df: pd.DataFrame) -> list[str]:
-    """Output columns holding text (lineage ids and numbers excluded)."""
+    """Output columns holding text (lineage ids, numbers, dates and booleans excluded)."""
     return [
         c
         for c in df.columns
         if c not in LINEAGE_COLUMNS
         and (pd.api.types.is_string_dtype(df[c]) or df[c].dtype == object)
+        # A kept date or bool column comes to pandas as objects (datetime.date, bool): no text.
+        and pd.api.types.infer_dtype(df[c], skipna=True) not in _NOT_TEXT
     ]
 
 
@@ -851,7 +856,7 @@ def mislabelled_columns(
                     f"{share:.0%} of its values are e-mails, phones or other identifiers"
                 )
                 continue
-        if col.role in ("text", "numeric") or col.type in ("int", "float", "date"):
+        if col.role in ("text", "numeric") or col.type in ("int", "float", "date", "timestamp"):
             continue  # free text is scrubbed, and measurements are distinct by nature
         if len(values) >= NEAR_UNIQUE_MIN_ROWS and len(distinct) / len(values) >= NEAR_UNIQUE_SHARE:
             suspects[name] = f"{len(distinct) / len(values):.0%} of its values are distinct"
@@ -1037,6 +1042,7 @@ def run(
     sizes = sizes_of(all_classes)
     del all_classes
     before = risk_report(pd.Series(sizes, dtype="int64"))
+    check_not_all_suppressed(sizes, config.k)
 
     scan_tasks, stale = [], []
     for d in profiled:
@@ -1135,6 +1141,24 @@ def run(
         }
     )
     return summary, scan
+
+
+def check_not_all_suppressed(sizes: np.ndarray, k: int | None) -> None:
+    """Stop before anything is written when k would suppress every row (train would get none)."""
+    if not k or not len(sizes) or (sizes >= k).any():
+        return
+    if len(sizes) < k:
+        raise ParamsError(
+            f"anonymize.k: {k} is larger than the dataset ({len(sizes):,} rows), so every row "
+            f"would be suppressed; set anonymize.k to at most {len(sizes):,} in params.yaml "
+            "(5 is common), or null to only measure the risk"
+        )
+    raise GateFailure(
+        f"anonymize: k={k} would suppress all {len(sizes):,} rows (largest equivalence class "
+        f"{int(sizes.max())} rows over the quasi-identifiers); generalise them further under "
+        "anonymize.policies (e.g. {action: generalize, band: 10} or {action: generalize, "
+        "date: year}), drop one, or lower anonymize.k"
+    )
 
 
 def batch_digests(path: Path) -> set[str]:

@@ -252,7 +252,9 @@ def augment_table(
             copies = copies.set_column(idx, col, pa.array(texts, type=copies[col].type))
     if config.numeric_jitter > 0:
         for col in spec.numeric:
-            if col in copies.column_names:
+            kind = copies.schema.field(col).type if col in copies.column_names else None
+            # Numbers only: a date, timestamp or bool feature's copy keeps its value.
+            if kind is not None and (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
                 idx = copies.schema.get_field_index(col)
                 jittered = jitter_numeric(
                     copies[col], config.numeric_jitter, bounds.get(col, (None, None)), rng

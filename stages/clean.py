@@ -11,7 +11,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from stages.lib.dedup import DedupIndex, hash_strings
 from stages.lib.errors import run_stage
 from stages.lib.io import AtomicDir, file_hash, partition_names, write_parquet
-from stages.lib.params import load_params, section
+from stages.lib.params import ParamsError, load_params, section
 from stages.lib.partitions import (
     RESULT_FILE,
     CacheDir,
@@ -32,7 +32,7 @@ from stages.lib.partitions import (
     digest,
     run_tasks,
 )
-from stages.lib.schema import LINEAGE_COLUMNS, RECORD_ID, Column, Schema, load_schema
+from stages.lib.schema import BATCH, LINEAGE_COLUMNS, RECORD_ID, Column, Schema, load_schema
 from stages.lib.summary import StageSummary
 
 RAW_DIR = Path("data/raw")
@@ -41,6 +41,8 @@ QUARANTINE_DIR = Path("data/quarantine")
 REASON_KIND, REASON = "_reason_kind", "_reason"
 EMAIL_RE = r"^[^@\s<>(),;:]+@[^@\s<>(),;:]+\.[A-Za-z]{2,}$"
 DUPLICATE_KINDS = ("exact duplicate", "duplicate key")
+# With on_existing_key: replace, an earlier row a later batch updated (counted with duplicates).
+REPLACED = "replaced"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class CleanConfig:
     date_formats: tuple[str, ...] = ("%Y-%m-%d",)
     label_aliases: dict[str, str] = field(default_factory=dict)
     reject_bad_format_in: tuple[str, ...] = ()
+    on_existing_key: Literal["quarantine", "replace"] = "quarantine"
 
 
 # Python's `\s` (= str.isspace()) as an RE2 class: RE2's own `\s` is ASCII only, and these are
@@ -65,6 +68,8 @@ _WS_TODO = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_WHITESPACE if c != " 
 # Plain decimal numbers, parsed in C++; anything else goes through pandas.to_numeric (rare).
 _SIMPLE_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _SIMPLE_INT = r"^[+-]?[0-9]{1,18}$"  # fits int64 exactly
+_FORMAT_CHARS = r"\p{Cf}"  # Unicode format characters: U+200B, U+FEFF, U+200E, U+00AD...
+_INT19 = r"^[+-]?[0-9]{19}$"  # int64 holds some 19-digit numbers: checked one by one
 # After normalisation no value holds these (they are whitespace), so joining cells with them
 # gives each row's content one unambiguous string to hash.
 _CELL_SEP, _NULL_CELL = "\x1f", "\x1e"
@@ -75,7 +80,16 @@ _CONTRACT_TYPES = {
     "int": pa.int64(),
     "float": pa.float64(),
     "date": pa.date32(),
+    "timestamp": pa.timestamp("us"),
+    "bool": pa.bool_(),
 }
+# Spellings of a boolean (compared lower-cased, after normalisation).
+BOOL_SPELLINGS = {
+    "true": True, "t": True, "yes": True, "y": True, "1": True,
+    "false": False, "f": False, "no": False, "n": False, "0": False,
+}  # fmt: skip
+# Lower bound of a `format: date` column without its own min (its upper bound: today).
+DEFAULT_DATE_MIN = datetime.date(1900, 1, 1)
 
 
 @dataclass
@@ -88,6 +102,8 @@ class MappedPartition:
     record_hash: np.ndarray  # uint64 hash of record_id
     content_hash: np.ndarray  # uint64 hash of the normalised, typed, lower-cased content
     nulled: Counter  # nulled-value note -> count
+    # batch -> [rows, rows without a label]: a batch with no label at all is warned about.
+    labels_missing: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -137,11 +153,18 @@ def _ascii(a: pa.Array) -> bool:
     return bool(pc.all(pc.string_is_ascii(a)).as_py() is not False)
 
 
-def normalise_array(a: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """NFKC-normalise, collapse runs of whitespace and trim (Arrow, vectorised)."""
+def normalise_array(a: pa.Array | pa.ChunkedArray, strip_format: bool = False) -> pa.Array:
+    """NFKC-normalise, collapse runs of whitespace and trim (Arrow, vectorised).
+
+    strip_format: also remove Unicode format characters (zero-width space, BOM, direction
+    marks): invisible, they make 'Male\u200b' differ from 'Male'. Not for free text, where a
+    zero-width joiner belongs to emoji and some scripts.
+    """
     a = _string(a)
     if not _ascii(a):  # NFKC leaves ASCII as it is
         a = pc.utf8_normalize(a, "NFKC")
+        if strip_format:
+            a = pc.replace_substring_regex(a, _FORMAT_CHARS, "")
     # A regex replace costs ~10x a match: rewrite only the rows that have something to collapse.
     todo = _mask(pc.match_substring_regex(a, _WS_TODO))
     if todo.any():
@@ -183,8 +206,21 @@ def parse_dates(s: pd.Series, formats: tuple[str, ...]) -> pd.Series:
     return out
 
 
-def _parse_numbers(s: pa.Array, want_int: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(float values, parsed mask, exact int64 values or None) of a string column."""
+# int64's range, and the integers a float64 holds exactly (numbers written as '1.5e3' or '7.0'
+# pass through a float, so beyond 2^53 they could not be read as written).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+FLOAT_EXACT = 2**53
+
+
+def _parse_numbers(
+    s: pa.Array, want_int: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """(float values, parsed mask, exact int64 values or None, too-big mask) of a string column.
+
+    For ints, a parsed whole number that int64 cannot hold as written (20 digits, 1e308, a
+    19-digit number above int64's maximum, '1.5e17' beyond a float's exact integers) is flagged
+    too big instead of being changed.
+    """
     n = len(s)
     num = np.full(n, np.nan)
     parsed = np.zeros(n, dtype=bool)
@@ -197,17 +233,189 @@ def _parse_numbers(s: pa.Array, want_int: bool) -> tuple[np.ndarray, np.ndarray,
         got = pd.to_numeric(pd.Series(s.filter(pa.array(odd)), dtype="string"), errors="coerce")
         num[odd] = got.to_numpy(dtype="float64", na_value=np.nan)
         parsed[odd] = got.notna().to_numpy()
-    exact = None
-    if want_int:
-        is_int = _mask(pc.match_substring_regex(s, _SIMPLE_INT))
-        exact = np.zeros(n, dtype=np.int64)
-        if is_int.any():
-            digits = pc.utf8_ltrim(s.filter(pa.array(is_int)), "+")  # Arrow's int parser: no '+'
-            exact[is_int] = pc.cast(digits, pa.int64()).to_numpy()
-        other = parsed & ~is_int & np.isfinite(num) & (num == np.floor(num))
-        if other.any():  # '1.0', '1e3': safe cast raises on values outside int64, as before
-            exact[other] = pc.cast(pa.array(num[other]), pa.int64()).to_numpy()
-    return num, parsed, exact
+    if not want_int:
+        return num, parsed, None, np.zeros(n, dtype=bool)
+    exact, too_big = _exact_ints(s, num, parsed)
+    return num, parsed, exact, too_big
+
+
+def _exact_ints(s: pa.Array, num: np.ndarray, parsed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 of each whole number read exactly as written, else 0; whole numbers too big)."""
+    n = len(s)
+    exact = np.zeros(n, dtype=np.int64)
+    too_big = np.zeros(n, dtype=bool)
+    is_int = _mask(pc.match_substring_regex(s, _SIMPLE_INT))
+    if is_int.any():
+        digits = pc.utf8_ltrim(s.filter(pa.array(is_int)), "+")  # Arrow's int parser: no '+'
+        exact[is_int] = pc.cast(digits, pa.int64()).to_numpy()
+    # 19 digits: int64 holds some of them; Python's int decides, for these few rows.
+    is_19 = _mask(pc.match_substring_regex(s, _INT19))
+    for i in np.flatnonzero(is_19):
+        value = int(s[int(i)].as_py())
+        if INT64_MIN <= value <= INT64_MAX:
+            exact[i] = value
+        else:
+            too_big[i] = True
+    finite = np.isfinite(num)
+    whole = np.zeros(n, dtype=bool)
+    whole[finite] = num[finite] == np.floor(num[finite])
+    # '1.0', '1e3', 20+ digits: read through a float, exact only up to 2^53.
+    other = parsed & whole & ~is_int & ~is_19
+    fits = other & (np.abs(np.where(finite, num, 0.0)) <= FLOAT_EXACT)
+    exact[fits] = num[fits].astype(np.int64)
+    too_big |= other & ~fits
+    return exact, too_big
+
+
+def range_text(lo: Any, hi: Any) -> str:
+    """A range for a message: '17..100', 'at least 1', 'at most 99' (never '0..-inf')."""
+
+    def show(b: Any) -> str:
+        return f"{b:g}" if isinstance(b, float) else str(b)
+
+    if lo is not None and hi is not None:
+        return f"{show(lo)}..{show(hi)}"
+    if lo is not None:
+        return f"at least {show(lo)}"
+    return f"at most {show(hi)}" if hi is not None else "any value"
+
+
+@dataclass(frozen=True)
+class _Reasons:
+    """Builds per-row reason arrays for one column's values (values hidden for identifiers)."""
+
+    s: pa.Array
+    shown: bool
+
+    def __call__(self, mask: np.ndarray, text: str, suffix: str = "", value: bool = True):
+        if not mask.any():
+            return pa.nulls(len(self.s), pa.string())
+        if value and self.shown:
+            said = pc.binary_join_element_wise(f"{text}: ", self.s, suffix, "")
+        else:
+            said = pa.scalar(text + suffix)
+        return pc.if_else(pa.array(mask), said, _NULL_STR)
+
+
+def _coerce_text(name: str, col: Column, s: pa.Array, cfg: CleanConfig, why: _Reasons):
+    """string / category: canonical spelling of known values; e-mail format check."""
+    nothing = pa.nulls(len(s), pa.string())
+    reject, nulled, typed = nothing, nothing, s
+    if col.type == "category":
+        lower = _lower(s)
+        if col.values:
+            # Unknown values stay as written: validate flags them, clean does not guess.
+            canon = {v.lower(): v for v in col.values}
+            typed = _map_values(lower, list(canon), list(canon.values()), s)
+        else:
+            typed = lower
+    if col.format == "email":
+        ok = _mask(pc.match_substring_regex(typed, EMAIL_RE))
+        bad = _mask(pc.is_valid(typed)) & ~ok
+        note = why(bad, f"malformed e-mail in {name}", value=False)
+        if name in cfg.reject_bad_format_in:
+            reject = note
+        else:
+            nulled = note
+        typed = pc.if_else(pa.array(bad), _NULL_STR, typed)
+    return typed, reject, nulled
+
+
+def _coerce_number(name: str, col: Column, s: pa.Array, why: _Reasons):
+    """int / float: parsed exactly or rejected with a reason naming the column and range."""
+    n = len(s)
+    is_int = col.type == "int"
+    num, parsed, exact, too_big = _parse_numbers(s, is_int)
+    present = _mask(pc.is_valid(s))
+    finite = np.isfinite(num)
+    not_number = present & ~parsed
+    not_finite = parsed & ~finite
+    fractional = np.zeros(n, dtype=bool)
+    if is_int:
+        fractional = parsed & finite & (num != np.floor(num))
+    ok = parsed & finite & ~fractional & ~too_big
+    out_of_range = np.zeros(n, dtype=bool)
+    if col.min is not None:
+        out_of_range |= ok & (num < col.min)
+    if col.max is not None:
+        out_of_range |= ok & (num > col.max)
+    lo, hi = col.min, col.max
+    if is_int:  # what an int column can hold at all, within the schema's own bounds
+        lo = INT64_MIN if lo is None else lo
+        hi = INT64_MAX if hi is None else hi
+    reject = pc.coalesce(
+        why(not_number, f"{name} is not a number"),
+        why(not_finite, f"{name} is not a finite number", value=False),
+        why(fractional, f"{name} is not an integer"),
+        why(out_of_range, f"{name} out of range", f" (expected {range_text(col.min, col.max)})"),
+        why(too_big, f"{name} out of range", f" (expected {range_text(lo, hi)}, exactly)"),
+    )
+    values = exact if is_int else num
+    return pa.array(values, _CONTRACT_TYPES[col.type], mask=~ok), reject
+
+
+def date_bounds(col: Column, today: datetime.date) -> tuple[Any, Any]:
+    """A date column's (min, max): the schema's, else for `format: date` 1900-01-01..today."""
+    lo, hi = col.min, col.max
+    if col.format == "date":
+        lo = DEFAULT_DATE_MIN if lo is None else lo
+        hi = today if hi is None else hi
+    return lo, hi
+
+
+def _parse_temporal(s: pa.Array, col: Column, cfg: CleanConfig) -> pa.Array:
+    """Dates (date_formats) or timestamps (ISO 8601, offsets to UTC; else date_formats)."""
+    strings = pd.Series(s, dtype="string")
+    if col.type == "date":
+        parsed = parse_dates(strings, cfg.date_formats)
+        return pa.array(parsed.to_numpy(), pa.timestamp("s"), from_pandas=True)
+    out = pd.Series(pd.NaT, index=strings.index, dtype="datetime64[us]")
+    present = strings.notna()
+    if present.any():
+        iso = pd.to_datetime(strings[present], format="ISO8601", utc=True, errors="coerce")
+        out[present] = iso.dt.tz_convert(None).astype("datetime64[us]")
+    rest = out.isna() & present
+    if rest.any():
+        out[rest] = parse_dates(strings[rest], cfg.date_formats).astype("datetime64[us]")
+    return pa.array(out.to_numpy(), pa.timestamp("us"), from_pandas=True)
+
+
+def _coerce_temporal(name: str, col: Column, s: pa.Array, cfg: CleanConfig, why: _Reasons):
+    """date / timestamp: unparseable values nulled (or rejected); impossible ones rejected."""
+    nothing = pa.nulls(len(s), pa.string())
+    reject, nulled = nothing, nothing
+    stamps = _parse_temporal(s, col, cfg)
+    bad = _mask(pc.is_valid(s)) & ~_mask(pc.is_valid(stamps))
+    kind = "date" if col.type == "date" else "timestamp"
+    note = why(bad, f"unparseable {kind} in {name}", value=False)
+    if name in cfg.reject_bad_format_in:
+        reject = note
+    else:
+        nulled = note
+    lo, hi = date_bounds(col, datetime.datetime.now(datetime.UTC).date())
+    days = pc.cast(pc.cast(stamps, pa.date32()), pa.int32())
+    out_of_range = np.zeros(len(s), dtype=bool)
+    epoch = datetime.date(1970, 1, 1)
+    if lo is not None:
+        out_of_range |= _mask(pc.less(days, (lo - epoch).days))
+    if hi is not None:
+        out_of_range |= _mask(pc.greater(days, (hi - epoch).days))
+    reject = pc.coalesce(
+        reject, why(out_of_range, f"{name} out of range", f" (expected {range_text(lo, hi)})")
+    )
+    typed = pc.cast(stamps, _CONTRACT_TYPES[col.type])
+    return typed, reject, nulled
+
+
+def _coerce_bool(name: str, s: pa.Array, why: _Reasons):
+    """bool: true/false, yes/no, y/n, t/f, 1/0 (any case); anything else rejected."""
+    lower = _lower(s)
+    truth = _map_values(
+        lower, list(BOOL_SPELLINGS), ["1" if v else "0" for v in BOOL_SPELLINGS.values()], _NULL_STR
+    )
+    bad = _mask(pc.is_valid(s)) & ~_mask(pc.is_valid(truth))
+    reject = why(bad, f"{name} is not a boolean", " (expected true/false, yes/no or 1/0)")
+    return pc.equal(truth, "1"), reject
 
 
 def coerce_array(
@@ -217,76 +425,19 @@ def coerce_array(
 
     Returns (typed values, per-row rejection reason or null, per-row nulled-value note or null).
     """
-    n = len(s)
-    nothing = pa.nulls(n, pa.string())
-    reject, nulled = nothing, nothing
-    # Identifier values never go into a reason: reasons are logged and summarised.
-    shown = col.role not in ("identifier", "key")
-
-    def why(mask: np.ndarray, text: str, suffix: str = "", value: bool = True) -> pa.Array:
-        if not mask.any():
-            return nothing
-        if value and shown:
-            said = pc.binary_join_element_wise(f"{text}: ", s, suffix, "")
-        else:
-            said = pa.scalar(text + suffix)
-        return pc.if_else(pa.array(mask), said, _NULL_STR)
-
+    nulled = pa.nulls(len(s), pa.string())
     if col.role == "label" and cfg.label_aliases:
         s = _map_values(s, list(cfg.label_aliases), list(cfg.label_aliases.values()), s)
+    # Identifier values never go into a reason: reasons are logged and summarised.
+    why = _Reasons(s, col.role not in ("identifier", "key"))
     if col.type in ("string", "category"):
-        typed = s
-        if col.type == "category":
-            lower = _lower(s)
-            if col.values:
-                # Unknown values stay as written: validate flags them, clean does not guess.
-                canon = {v.lower(): v for v in col.values}
-                typed = _map_values(lower, list(canon), list(canon.values()), s)
-            else:
-                typed = lower
-        if col.format == "email":
-            ok = _mask(pc.match_substring_regex(typed, EMAIL_RE))
-            bad = _mask(pc.is_valid(typed)) & ~ok
-            note = why(bad, f"malformed e-mail in {name}", value=False)
-            if name in cfg.reject_bad_format_in:
-                reject = note
-            else:
-                nulled = note
-            typed = pc.if_else(pa.array(bad), _NULL_STR, typed)
+        typed, reject, nulled = _coerce_text(name, col, s, cfg, why)
     elif col.type in ("int", "float"):
-        num, parsed, exact = _parse_numbers(s, col.type == "int")
-        present = _mask(pc.is_valid(s))
-        finite = np.isfinite(num)
-        not_number = present & ~parsed
-        not_finite = parsed & ~finite
-        fractional = np.zeros(n, dtype=bool)
-        if col.type == "int":
-            fractional = parsed & finite & (num != np.floor(num))
-        ok = parsed & finite & ~fractional
-        out_of_range = np.zeros(n, dtype=bool)
-        if col.min is not None:
-            out_of_range |= ok & (num < col.min)
-        if col.max is not None:
-            out_of_range |= ok & (num > col.max)
-        lo, hi = ("-inf" if b is None else f"{b:g}" for b in (col.min, col.max))
-        reject = pc.coalesce(
-            why(not_number, f"{name} is not a number"),
-            why(not_finite, f"{name} is not a finite number", value=False),
-            why(fractional, f"{name} is not an integer"),
-            why(out_of_range, f"{name} out of range", f" (expected {lo}..{hi})"),
-        )
-        values = exact if col.type == "int" else num
-        typed = pa.array(values, _CONTRACT_TYPES[col.type], mask=~ok)
-    else:  # date
-        parsed = parse_dates(pd.Series(s, dtype="string"), cfg.date_formats)
-        stamps = pa.array(parsed.to_numpy(), pa.timestamp("s"), from_pandas=True)
-        bad = _mask(pc.is_valid(s)) & ~_mask(pc.is_valid(stamps))
-        note = why(bad, f"unparseable date in {name}", value=False)
-        if name in cfg.reject_bad_format_in:
-            reject = note
-        else:
-            nulled = note
-        typed = pc.cast(stamps, pa.date32())
+        typed, reject = _coerce_number(name, col, s, why)
+    elif col.type == "bool":
+        typed, reject = _coerce_bool(name, s, why)
+    else:
+        typed, reject, nulled = _coerce_temporal(name, col, s, cfg, why)
     if col.required:
         missing = ~_mask(pc.is_valid(typed))
         reject = pc.coalesce(reject, why(missing, f"missing {name}", value=False))
@@ -341,7 +492,10 @@ def map_partition(raw: pa.Table, schema: Schema, cfg: CleanConfig) -> MappedPart
     reasons: list[pa.Array] = []
     nulled: Counter = Counter()
     for name, col in schema.columns.items():
-        s = to_missing(normalise_array(raw.column(name)), cfg.missing_values)
+        # Free text and identifiers keep their format characters; values compared to a set or
+        # parsed (labels, categories, numbers, dates) lose them.
+        strip = col.type != "string" or col.role == "label"
+        s = to_missing(normalise_array(raw.column(name), strip), cfg.missing_values)
         values, reject, notes = coerce_array(name, col, s, cfg)
         typed[name] = values
         reasons.append(reject)
@@ -362,14 +516,35 @@ def map_partition(raw: pa.Table, schema: Schema, cfg: CleanConfig) -> MappedPart
         record_hash=hash_strings(raw.column(RECORD_ID)),
         content_hash=content_hashes(typed),
         nulled=nulled,
+        labels_missing=labels_missing(raw.column(BATCH), typed[schema.label]),
     )
 
 
-def dedup_partition(mapped: MappedPartition, index: DedupIndex) -> CleanResult:
+def labels_missing(batch: pa.ChunkedArray | pa.Array, label: pa.Array) -> dict[str, list[int]]:
+    """Per batch: [rows, rows whose label is missing]."""
+    batch = _string(batch)
+    rows = pc.value_counts(batch)
+    missing = pc.value_counts(batch.filter(pc.is_null(label)))
+    out = {str(v["values"]): [int(v["counts"]), 0] for v in rows.to_pylist()}
+    for v in missing.to_pylist():
+        out[str(v["values"])][1] = int(v["counts"])
+    return out
+
+
+def unlabelled_batches(counts: dict[str, list[int]]) -> list[str]:
+    """Batches none of whose rows has a label."""
+    return sorted(b for b, (rows, missing) in counts.items() if rows and rows == missing)
+
+
+def dedup_partition(
+    mapped: MappedPartition, index: DedupIndex, replace: bool = False
+) -> CleanResult:
     """Split a mapped partition into clean and quarantined rows against the dedup index.
 
     Sequential by nature: a row is a duplicate when its record_id was kept earlier in this
-    partition or in an earlier one. Adds the rows it keeps to `index`.
+    partition or in an earlier one. Adds the rows it keeps to `index`. replace (clean's
+    on_existing_key: replace): a row whose record_id was kept in an earlier partition with other
+    content is kept, as an update (the caller drops the earlier row, see `superseded`).
     """
     rid, content = mapped.record_hash, mapped.content_hash
     n = len(rid)
@@ -380,6 +555,8 @@ def dedup_partition(mapped: MappedPartition, index: DedupIndex) -> CleanResult:
     repeated = first_row != np.arange(n)
     found, seen_content = index.lookup(rid)
     earlier = good & found
+    if replace:
+        earlier &= content == seen_content
     within = good & repeated & ~earlier
     dup = earlier | within
     kept = good & ~dup
@@ -387,7 +564,7 @@ def dedup_partition(mapped: MappedPartition, index: DedupIndex) -> CleanResult:
     reference = np.where(earlier, seen_content, content[first_row])
     comparable = earlier | (within & kept[first_row])
     same = comparable & (content == reference)
-    index.add(rid[kept], content[kept])
+    index.upsert(rid[kept], content[kept])
 
     q = np.flatnonzero(~kept)
     take = pa.array(q)
@@ -398,7 +575,9 @@ def dedup_partition(mapped: MappedPartition, index: DedupIndex) -> CleanResult:
     q_rid = _string(mapped.raw.column(RECORD_ID).take(take))
     q_reason = pc.if_else(q_dup, pc.binary_join_element_wise(dup_kind, q_rid, " of "), q_reason)
     q_kind = pc.if_else(q_dup, dup_kind, q_kind)
-    quarantine = mapped.raw.take(take).append_column(REASON, q_reason)
+    # The source's own columns only: a column outside the schema never travels on.
+    raw = mapped.raw.select([c for c in mapped.typed.column_names if c in mapped.raw.column_names])
+    quarantine = raw.take(take).append_column(REASON, q_reason)
     quarantine = quarantine.append_column(REASON_KIND, q_kind)
     return CleanResult(
         clean_table=mapped.typed.filter(pa.array(kept)),
@@ -451,7 +630,7 @@ def map_file(path: Path, schema: Schema, cfg: CleanConfig, out_dir: Path) -> dic
     table = table.append_column("_record_hash", pa.array(mapped.record_hash, pa.uint64()))
     table = table.append_column("_content_hash", pa.array(mapped.content_hash, pa.uint64()))
     write_parquet(table, out_dir / "mapped.parquet")
-    return {"nulled": dict(mapped.nulled)}
+    return {"nulled": dict(mapped.nulled), "labels_missing": mapped.labels_missing}
 
 
 def load_mapped(raw_file: Path, done: TaskResult) -> MappedPartition:
@@ -467,9 +646,11 @@ def load_mapped(raw_file: Path, done: TaskResult) -> MappedPartition:
     )
 
 
-def dedup_stored(mapped: MappedPartition, index: DedupIndex, out_dir: Path) -> dict[str, Any]:
+def dedup_stored(
+    mapped: MappedPartition, index: DedupIndex, out_dir: Path, replace: bool = False
+) -> dict[str, Any]:
     """Dedup one mapped partition; clean, quarantine and kept-row hashes go to out_dir."""
-    result = dedup_partition(mapped, index)
+    result = dedup_partition(mapped, index, replace)
     write_parquet(result.clean_table, out_dir / "clean.parquet")
     write_parquet(quarantine_arrow(result.quarantine_table), out_dir / "quarantine.parquet")
     keep = result.kept
@@ -484,6 +665,93 @@ def dedup_stored(mapped: MappedPartition, index: DedupIndex, out_dir: Path) -> d
     }
 
 
+def superseded(kept: list[np.ndarray]) -> list[np.ndarray]:
+    """Per partition, a mask of its kept rows whose record_id a later partition kept again
+    (with on_existing_key: replace, the later row is the record's current version)."""
+    masks: list[np.ndarray] = []
+    later = np.empty(0, np.uint64)
+    for record in reversed(kept):
+        masks.append(np.isin(record, later))
+        later = np.union1d(later, record)
+    return masks[::-1]
+
+
+def replaced_rows(clean: pa.Table, mask: np.ndarray, like: pa.Table) -> pa.Table:
+    """Clean rows replaced by a later version, as quarantine rows shaped like `like`."""
+    rows = clean.filter(pa.array(mask))
+    rid = _string(rows.column(RECORD_ID).combine_chunks())
+    columns = []
+    for f in like.schema:
+        if f.name == REASON:
+            columns.append(pc.binary_join_element_wise("replaced by a later row of ", rid, ""))
+        elif f.name == REASON_KIND:
+            columns.append(pa.array([REPLACED] * rows.num_rows, pa.string()))
+        else:
+            columns.append(pc.cast(rows.column(f.name), f.type))
+    return pa.Table.from_arrays(columns, schema=like.schema)
+
+
+def link_outputs(
+    out: AtomicDir, quarantine: AtomicDir, entries: list[tuple[str, Path]], replace: bool
+) -> int:
+    """Put each partition's clean and quarantine files in place; with replace, rows a later
+    partition updated move from clean to quarantine. Returns the number of rows replaced."""
+    masks: list[np.ndarray | None] = [None] * len(entries)
+    if replace:
+        kept = []
+        for _, entry in entries:
+            with np.load(entry / "kept.npz") as z:
+                kept.append(z["record"])
+        masks = list(superseded(kept))
+    replaced = 0
+    for (name, entry), mask in zip(entries, masks, strict=True):
+        if mask is None or not mask.any():
+            out.link(name, entry / "clean.parquet")
+            quarantine.link(name, entry / "quarantine.parquet")
+            continue
+        clean = pq.read_table(entry / "clean.parquet")
+        q = pq.read_table(entry / "quarantine.parquet")
+        out.write_table(name, clean.filter(pa.array(~mask)))
+        quarantine.write_table(name, pa.concat_tables([q, replaced_rows(clean, mask, q)]))
+        replaced += int(mask.sum())
+    return replaced
+
+
+def tally(summary: StageSummary, result: dict[str, Any]) -> None:
+    """Add one partition's dedup result to the stage's row accounting."""
+    summary.rows_in += result["rows_in"]
+    summary.rows_out += result["rows_out"]
+    for kind, n in result["reasons"].items():
+        if kind in DUPLICATE_KINDS:
+            summary.duplicates += n
+            summary.extra.setdefault("duplicates_by_kind", Counter())[kind] += n
+        else:
+            summary.quarantined[kind] += n
+
+
+def warn_unlabelled(summary: StageSummary, counts: dict[str, list[int]], label: str) -> None:
+    """A loud warning (and metrics) for each batch none of whose rows has a label."""
+    batches = unlabelled_batches(counts)
+    summary.extra["batches_without_labels"] = batches
+    for batch in batches:
+        print(
+            f"clean: WARNING: batch {batch}: all {counts[batch][0]:,} rows have no '{label}' "
+            "(the label) and were quarantined; was the label column left empty in the export?",
+            file=sys.stderr,
+        )
+
+
+def replaces(cfg: CleanConfig, schema: Schema) -> bool:
+    """Whether a later row with a kept key replaces it; refuses replace without a key column."""
+    if cfg.on_existing_key == "replace" and not schema.with_role("key"):
+        raise ParamsError(
+            "clean.on_existing_key: replace needs a key column (role: key) to tell an update "
+            "from a new record; without one a row's identity is its content. Set it to "
+            "quarantine or give the schema a key column."
+        )
+    return cfg.on_existing_key == "replace"
+
+
 def main() -> None:
     """Clean every raw partition into data/clean and data/quarantine.
 
@@ -495,6 +763,7 @@ def main() -> None:
     params = load_params()
     cfg = section(CleanConfig, "clean", params)
     schema = load_schema(params)
+    replace = replaces(cfg, schema)
     summary = StageSummary("clean")
     code = code_digest(__file__)
     files = dict(partition_names(RAW_DIR))
@@ -509,8 +778,10 @@ def main() -> None:
     ]
     index = DedupIndex()
     nulled: Counter = Counter()
+    by_batch: dict[str, list[int]] = {}
     dedup_cache, chain, chain_keys = CacheDir("clean-dedup"), digest("dedup", code), []
     map_cache = CacheDir("clean-map")
+    entries: list[tuple[str, Path]] = []
     reused = 0
     with AtomicDir(OUT_DIR) as out, AtomicDir(QUARANTINE_DIR) as quarantine:
         for done in run_tasks("clean", tasks, map_cache):
@@ -520,25 +791,27 @@ def main() -> None:
             entry = dedup_cache.get(chain)
             if entry is None:
                 staged = dedup_cache.staging(chain)
-                result = dedup_stored(load_mapped(files[name], done), index, staged)
+                mapped = load_mapped(files[name], done)
+                result = dedup_stored(mapped, index, staged, replace)
                 entry = dedup_cache.put(chain, staged, result)
             else:
                 reused += 1
                 with np.load(entry / "kept.npz") as kept:
-                    index.add(kept["record"], kept["content"])
-            result = json.loads((entry / RESULT_FILE).read_text())
-            out.link(name, entry / "clean.parquet")
-            quarantine.link(name, entry / "quarantine.parquet")
-            summary.rows_in += result["rows_in"]
-            summary.rows_out += result["rows_out"]
-            for kind, n in result["reasons"].items():
-                if kind in DUPLICATE_KINDS:
-                    summary.duplicates += n
-                    summary.extra.setdefault("duplicates_by_kind", Counter())[kind] += n
-                else:
-                    summary.quarantined[kind] += n
-            nulled.update(result["nulled"])
+                    index.upsert(kept["record"], kept["content"])
+            entries.append((name, entry))
+            tally(summary, json.loads((entry / RESULT_FILE).read_text()))
+            nulled.update(done.result["nulled"])
+            for batch, (rows, missing) in done.result["labels_missing"].items():
+                counts = by_batch.setdefault(batch, [0, 0])
+                counts[0], counts[1] = counts[0] + rows, counts[1] + missing
+        replaced = link_outputs(out, quarantine, entries, replace)
+        summary.rows_out -= replaced
+        summary.duplicates += replaced
+        if replace:
+            summary.extra.setdefault("duplicates_by_kind", Counter())[REPLACED] += replaced
+        summary.extra["rows_replaced"] = replaced
         summary.extra["values_nulled"] = dict(sorted(nulled.items()))
+        warn_unlabelled(summary, by_batch, schema.label)
         summary.check()  # before the outputs are committed: a leak of rows must not land
     map_cache.keep_only(t.key for t in tasks)
     dedup_cache.keep_only(chain_keys)
@@ -547,6 +820,7 @@ def main() -> None:
     print(
         f"clean: {data['rows_in']:,} rows in -> {data['rows_out']:,} clean, "
         f"{data['rows_quarantined']:,} quarantined, {data['duplicates']:,} duplicates removed"
+        + (f" ({replaced:,} replaced by a later version)" if replaced else "")
     )
 
 

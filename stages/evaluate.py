@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from stages.lib.errors import run_stage
-from stages.lib.features import FeatureSpec, column_policies, feature_spec
+from stages.lib.features import FeatureSpec, column_policies, feature_spec, numeric_values
 from stages.lib.io import read_dataset, write_text_atomic
 from stages.lib.params import ParamsError, load_params, section
 from stages.lib.schema import load_schema
@@ -380,7 +380,7 @@ def _baseline_frame(df: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     """The feature columns in the types the sklearn pipeline expects."""
     out = {}
     for c in spec.numeric:
-        out[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
+        out[c] = numeric_values(df[c])  # dates: days since epoch, booleans: 0/1
     for c in spec.categorical:
         out[c] = df[c].astype(object).where(df[c].notna(), MISSING).astype(str)
     for c in spec.text:

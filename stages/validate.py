@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stages.clean import EMAIL_RE
@@ -33,7 +35,7 @@ from stages.lib.io import (
 )
 from stages.lib.params import load_params, section
 from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
-from stages.lib.schema import RECORD_ID, Schema, load_schema
+from stages.lib.schema import BATCH, RECORD_ID, SOURCE_FILE, SOURCE_ROW, Schema, load_schema
 from stages.lib.summary import StageSummary
 
 CLEAN_DIR = Path("data/clean")
@@ -294,6 +296,42 @@ def aggregate(
     return Verdict(sum(p.rows for p in parts), len(parts), results, suspects)
 
 
+def labels_outside(
+    tables: Iterable[pa.Table], label: str, classes: Sequence[str], limit: int = 5
+) -> list[str]:
+    """Where the first label values outside the classes are: source file, batch, row, column
+    and the value (labels are no personal data; repr shows an invisible character)."""
+    found: list[str] = []
+    allowed = pa.array(list(classes), pa.string())
+    for table in tables:
+        values = table.column(label)
+        outside = pc.and_(pc.is_valid(values), pc.invert(pc.is_in(values, value_set=allowed)))
+        for row in table.filter(outside).slice(0, limit - len(found)).to_pylist():
+            found.append(
+                f"{row[SOURCE_FILE]} (batch {row[BATCH]}) row {row[SOURCE_ROW]}, "
+                f"column {label}: {row[label]!r}"
+            )
+        if len(found) >= limit:
+            break
+    return found
+
+
+def where_labels_fail(critical: list[dict[str, Any]], schema: Schema) -> str:
+    """For a failed label_in_set check, the rows it failed on (empty otherwise)."""
+    if not any(r["family"] == "label_in_set" for r in critical):
+        return ""
+    cols = [SOURCE_FILE, BATCH, SOURCE_ROW, schema.label]
+    tables = (pq.read_table(f, columns=cols) for f in partition_files(CLEAN_DIR))
+    rows = labels_outside(tables, schema.label, schema.classes)
+    return (
+        f"\nLabel values outside {schema.classes}: "
+        + "; ".join(rows)
+        + ". Fix them in the source, or map a spelling with clean.label_aliases in params.yaml"
+        if rows
+        else ""
+    )
+
+
 def main() -> None:
     """Validate data/clean partition by partition; write reports/validation/{results.json,docs/}."""
     params = load_params()
@@ -379,6 +417,7 @@ def main() -> None:
         raise GateFailure(
             "validate: critical expectation(s) failed:\n  "
             + "\n  ".join(describe_failure(r) for r in critical)
+            + where_labels_fail(critical, schema)
             + "\nFix the source data or the schema in params.yaml; details in "
             + str(OUT_DIR / "docs" / "index.html")
         )

@@ -68,6 +68,19 @@ class DedupIndex:
             content[hit] = values[pos_ok[hit]]
         return found, content
 
+    def upsert(self, record: np.ndarray, content: np.ndarray) -> None:
+        """Set the content of rows already in the index (an update replaced them); add the rest."""
+        record = np.asarray(record, dtype=np.uint64)
+        content = np.asarray(content, dtype=np.uint64)
+        new = np.ones(len(record), dtype=bool)
+        for keys, values in self._runs:
+            pos = np.searchsorted(keys, record)
+            pos_ok = np.minimum(pos, len(keys) - 1)
+            hit = (pos < len(keys)) & (keys[pos_ok] == record)
+            values[pos_ok[hit]] = content[hit]
+            new &= ~hit
+        self.add(record[new], content[new])
+
     def add(self, record: np.ndarray, content: np.ndarray) -> None:
         """Add rows whose record hashes are not in the index yet (the caller checked)."""
         record = np.asarray(record, dtype=np.uint64)

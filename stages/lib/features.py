@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+import pandas as pd
+
 from stages.lib.params import ParamsError, coerce
 from stages.lib.schema import Schema
 
@@ -86,3 +89,37 @@ def feature_spec(schema: Schema, policies: dict[str, Policy]) -> FeatureSpec:
     return FeatureSpec(
         tuple(numeric), tuple(categorical), tuple(text), schema.label, tuple(schema.classes)
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Numeric encoding of a feature column, whatever its schema type
+
+
+_EPOCH = np.datetime64("1970-01-01", "s")
+_SECONDS_PER_DAY = 86400.0
+
+
+def days_since_epoch(values: pd.Series) -> np.ndarray:
+    """Dates and timestamps as days since 1970-01-01 (fractional for a time of day; NaN for
+    missing). One number keeps order and distance, which is what a numeric feature needs;
+    a cyclic season, if it matters, is better a generalised (month) categorical column."""
+    stamps = pd.to_datetime(values, errors="coerce", utc=True).dt.tz_convert(None)
+    seconds = (stamps.to_numpy(dtype="datetime64[s]") - _EPOCH).astype("float64")
+    seconds[pd.isna(stamps).to_numpy()] = np.nan
+    return seconds / _SECONDS_PER_DAY
+
+
+def numeric_values(values: pd.Series) -> np.ndarray:
+    """A numeric feature column as float64, NaN for missing: numbers as they are, booleans as
+    0/1, dates and timestamps as days since 1970-01-01 (see days_since_epoch)."""
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype("float64").to_numpy(dtype="float64", na_value=np.nan)
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return days_since_epoch(values)
+    if values.dtype == object:
+        kind = pd.api.types.infer_dtype(values, skipna=True)
+        if kind in ("date", "datetime", "datetime64"):
+            return days_since_epoch(values)
+        if kind == "boolean":
+            return values.map({True: 1.0, False: 0.0}).to_numpy(dtype="float64", na_value=np.nan)
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)

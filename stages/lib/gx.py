@@ -31,6 +31,17 @@ TYPE_NAMES = {
     "string": ["StringDtype", "str", "string", "object"],
     "category": ["StringDtype", "str", "string", "object"],
     "date": ["date", "object", "datetime64[ns]", "datetime64[s]"],
+    "timestamp": [
+        "datetime64[us]",
+        "datetime64[ns]",
+        "datetime64[ms]",
+        "datetime64[s]",
+        "Timestamp",
+        "datetime",
+        "object",
+    ],
+    # A bool column with nulls comes to pandas as object (Python bools and None).
+    "bool": ["bool", "boolean", "BooleanDtype", "object"],
 }
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from stages.lib.features import FeatureSpec
+from stages.lib.features import FeatureSpec, numeric_values
 
 UNK, NULL = 0, 1  # reserved categorical indices: unseen/rare value, missing value
 CAT_RESERVED = ("<unk>", "<null>")
@@ -42,8 +42,8 @@ class PrepConfig:
 
 
 def _numeric(series: pd.Series) -> np.ndarray:
-    """A column as float64 with NaN for nulls, whatever its dtype."""
-    return pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    """A column as float64 with NaN for nulls, whatever its dtype (dates: days since epoch)."""
+    return numeric_values(series)
 
 
 def _strings(series: pd.Series) -> pd.Series:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from stages.lib.params import ParamsError, coerce, load_params
 
-ColumnType = Literal["string", "int", "float", "category", "date"]
+ColumnType = Literal["string", "int", "float", "category", "date", "timestamp", "bool"]
+# Types whose min/max are calendar bounds (ISO dates in params.yaml), not numbers.
+TEMPORAL_TYPES = ("date", "timestamp")
 Role = Literal["key", "label", "numeric", "categorical", "text", "identifier", "attribute"]
 
 # Columns every stage adds to the source's own: row-level lineage.
@@ -31,18 +34,58 @@ class Column:
     sensitive: bool = False
     pii: Literal["name", "email", "phone", "national_id", "address"] | None = None
     format: Literal["email", "phone", "date"] | None = None
-    min: float | None = None
-    max: float | None = None
+    # Numbers for int/float columns; ISO dates (`1900-01-01`) for date/timestamp columns.
+    min: Any = None
+    max: Any = None
     values: tuple[str, ...] | None = None
     nullable: bool | None = None
     # true: anonymize's mislabel guard may not stop on this released column (it looked like an
     # identifier, but you know it is not: e.g. a column of place names shaped like names).
     not_identifier: bool = False
 
+    def __post_init__(self) -> None:
+        # Bounds as their column's type (a date for dates); load_schema reports a bad one.
+        for which in ("min", "max"):
+            value = getattr(self, which)
+            if value is not None:
+                object.__setattr__(self, which, _bound(self.type, value))
+
     @property
     def required(self) -> bool:
         """Whether a null is an error (keys and labels are required unless said otherwise)."""
         return not self.nullable if self.nullable is not None else self.role in ("key", "label")
+
+
+def _bound(type_: str, value: Any) -> Any:
+    """A min/max bound as its column's type (a date for dates, a float for numbers); a value
+    that is neither stays as given, for `check_bounds` to report."""
+    if type_ in TEMPORAL_TYPES:
+        if isinstance(value, datetime.datetime):
+            return value.date()
+        if isinstance(value, datetime.date):
+            return value
+        try:
+            return datetime.date.fromisoformat(str(value))
+        except ValueError:
+            return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def check_bounds(name: str, col: Column) -> None:
+    """Raise ParamsError for a min/max that does not fit its column's type."""
+    want = datetime.date if col.type in TEMPORAL_TYPES else float
+    for which in ("min", "max"):
+        value = getattr(col, which)
+        if value is not None and not isinstance(value, want):
+            expected = "an ISO date (YYYY-MM-DD)" if want is datetime.date else "a number"
+            raise ParamsError(
+                f"schema.columns.{name}.{which}: expected {expected} for a {col.type} column, "
+                f"got {value!r}"
+            )
+    if col.min is not None and col.max is not None and col.min > col.max:
+        raise ParamsError(f"schema.columns.{name}: min {col.min} is above max {col.max}")
 
 
 @dataclass(frozen=True)
@@ -80,7 +123,10 @@ class Schema:
         """The label's allowed values, in params order."""
         values = self.columns[self.label].values
         if not values:
-            raise ValueError(f"schema: label column '{self.label}' needs its 'values'")
+            raise ParamsError(
+                f"schema.columns.{self.label}: the label needs its 'values', the list of classes "
+                f"(e.g. values: [yes, no]); add it in params.yaml"
+            )
         return list(values)
 
     @property
@@ -99,4 +145,6 @@ def load_schema(params: dict[str, Any] | None = None) -> Schema:
     params = load_params() if params is None else params
     schema = coerce(Schema, params.get("schema", {}), "schema")
     _ = schema.key, schema.label, schema.classes  # fail early on a malformed schema
+    for name, col in schema.columns.items():
+        check_bounds(name, col)
     return schema
