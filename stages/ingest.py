@@ -183,6 +183,7 @@ def main() -> None:
     Files of a source folder that are not data (hidden, unsupported type) are not read: each is
     named in a warning and in metrics/ingest.json (`skipped_files`).
     """
+    summary = StageSummary("ingest")  # its clock starts here
     params = load_params()
     cfg = section(IngestConfig, "ingest", params)
     io_cfg = section(IoConfig, "io", params)
@@ -214,8 +215,7 @@ def main() -> None:
     ]
     batches = _run(tasks, {f.batch: f.sha256 for f in found}, key, schema)
 
-    rows = sum(b["rows"] for b in batches)
-    summary = StageSummary("ingest", rows_in=rows, rows_out=rows)
+    summary.rows_in = summary.rows_out = sum(b["rows"] for b in batches)
     summary.extra.update(
         batches=batches,
         key_id=key_id(key),
