@@ -25,9 +25,9 @@ from flows.pipeline import (
     pipeline_lock,
     working_dir,
 )
-from stages.ingest import not_data
 from stages.lib.errors import InputError
 from stages.lib.io import file_hash, writing
+from stages.lib.sources import not_data
 
 INCOMING = "data/incoming"
 _SKIP_SUFFIXES = (".dvc",)

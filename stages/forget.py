@@ -24,6 +24,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 import typer
@@ -35,6 +36,9 @@ from stages.lib.keys import MissingKeyError, load_key
 from stages.lib.params import ParamsError
 from stages.lib.partitions import CACHE_ENV, DEFAULT_CACHE
 from stages.lib.schema import BATCH
+
+if TYPE_CHECKING:
+    from stages.ingest import IngestConfig
 
 PARAMS = Path("params.yaml")
 DVC_YAML = Path("dvc.yaml")
@@ -88,20 +92,21 @@ def _rel(path: Path | str) -> Path:
     return Path(os.path.relpath(Path(path).resolve(), Path.cwd().resolve()))
 
 
-def _sources() -> tuple[str, ...]:
-    """params.yaml `ingest.sources`, through ingest's own typed config."""
+def _ingest_config() -> IngestConfig:
+    """params.yaml's `ingest` section, through ingest's own typed config."""
     from stages.ingest import IngestConfig
     from stages.lib.params import load_params, section
 
-    return section(IngestConfig, "ingest", load_params()).sources
+    return section(IngestConfig, "ingest", load_params())
 
 
-def _batch_files(sources: tuple[str, ...]) -> list[Path]:
-    """Ingest's batch files; a source that is already missing is skipped, not an error here."""
-    from stages.ingest import find_batch_files
+def _batch_files(cfg: IngestConfig) -> list[Path]:
+    """Ingest's batch files, found as ingest finds them (ingest.format included: files without
+    an extension); a source that is already missing is skipped, not an error here."""
+    from stages.lib.sources import find_batch_files
 
-    present = tuple(s for s in sources if Path(s).exists())
-    return [_rel(p) for p in find_batch_files(present)] if present else []
+    present = tuple(s for s in cfg.sources if Path(s).exists())
+    return [_rel(p) for p in find_batch_files(present, cfg.format)] if present else []
 
 
 def _raw_dir(name: str) -> Path:
@@ -151,10 +156,11 @@ def _describe(name: str, path: Path, sources: tuple[str, ...]) -> Batch:
 
 def resolve(text: str) -> Batch:
     """The batch that `text` names; UnknownBatch (saying what exists) when there is none."""
-    from stages.ingest import batch_id
+    from stages.lib.sources import batch_id
 
-    sources = _sources()
-    files = _batch_files(sources)
+    cfg = _ingest_config()
+    sources = cfg.sources
+    files = _batch_files(cfg)
     if Path(text).is_file():
         path = _rel(text)
         if path not in files:
@@ -223,7 +229,8 @@ def count_files(path: Path | None) -> int:
 
 def make_plan(batch: Batch) -> Plan:
     """What forgetting `batch` removes; reads only."""
-    if batch.file is not None and not [f for f in _batch_files(_sources()) if f != batch.file]:
+    others = [f for f in _batch_files(_ingest_config()) if f != batch.file]
+    if batch.file is not None and not others:
         raise InputError(
             f"{batch.file} is the only batch of ingest.sources: without it ingest has nothing to "
             "read and the rerun would fail. Add the next batch first (`pipeline add-batch`)"

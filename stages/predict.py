@@ -7,9 +7,10 @@ to training records with the same key), clean's `clean_partition`, anonymize's p
 known-name scrub, then the model's own preprocessing inside `Predictor.predict_proba`.
 
 Rows that clean rejects come back with their reason: rows in = predicted + rejected. Neither
-output holds identifiers: predictions are record_id, source row, predicted class and one
-probability per class; rejections are record_id, source row and the (value-free for
-identifiers) reason.
+output holds identifiers: predictions are record_id, source row, predicted class, one
+probability per class and a warning (set on a row with no feature values: the model answers for
+an empty record there, so the prediction is flagged rather than passed off as evidence);
+rejections are record_id, source row and the (value-free for identifiers) reason.
 """
 
 from __future__ import annotations
@@ -29,24 +30,26 @@ import typer
 
 from stages.anonymize import anonymize_frame, build_index
 from stages.clean import REASON, REASON_KIND, CleanConfig, clean_partition, to_arrow
-from stages.ingest import (
-    IoConfig,
-    add_lineage,
-    batch_id,
-    check_columns,
-    check_content,
-    file_format,
-    read_batches,
-)
+from stages.ingest import IoConfig
 from stages.lib.errors import InputError, run_stage
-from stages.lib.features import Policy, column_policies, feature_spec
+from stages.lib.features import FeatureSpec, Policy, column_policies, feature_spec
 from stages.lib.io import file_hash, write_bytes_atomic, write_text_atomic
 from stages.lib.keys import SAMPLE_KEY, key_id, load_key
 from stages.lib.params import load_params, section
+from stages.lib.readers import read_batches
+from stages.lib.record_ids import add_lineage
 from stages.lib.schema import RECORD_ID, SOURCE_ROW, Schema, load_schema
+from stages.lib.sources import batch_id, check_columns, check_content, file_format
 
 PREDICTED = "predicted"
 PROBA_PREFIX = "proba_"
+WARNING = "warning"
+# The model still answers for a record it knows nothing about (every feature missing): its
+# output there is what it learnt for an empty record, often with high confidence, not evidence.
+NO_FEATURES = (
+    "no feature values: the prediction is the model's answer for an empty record, "
+    "not evidence about this one"
+)
 OUTPUT_FORMATS = (".parquet", ".csv")
 ANON_METRICS = Path("metrics/anonymize.json")
 
@@ -142,11 +145,28 @@ def predict_frame(
     )
     for i, c in enumerate(classes):
         out[f"{PROBA_PREFIX}{c}"] = proba[:, i]
+    out[WARNING] = feature_warnings(anon, feature_spec(schema, policies))
     if len(out) + len(rejected) != len(raw):
         raise RuntimeError(
             f"predict: {len(raw)} rows in but {len(out)} predicted + {len(rejected)} rejected"
         )
     return out, rejected
+
+
+def feature_warnings(anon: pd.DataFrame, spec: FeatureSpec) -> pd.Series:
+    """Per row: NO_FEATURES when every feature the model uses is missing (null, or empty text),
+    else null."""
+    features = [*spec.numeric, *spec.categorical, *spec.text]
+    present = pd.Series(False, index=anon.index)
+    for name in features:
+        col = anon[name]
+        filled = col.notna()
+        if name in spec.text or name in spec.categorical:
+            filled &= col.astype("string").str.strip().fillna("").ne("")
+        present |= filled.fillna(False).astype(bool)
+    return pd.Series([None if p else NO_FEATURES for p in present], dtype="string").reset_index(
+        drop=True
+    )
 
 
 def read_input(path: Path, block_rows: int) -> tuple[pd.DataFrame, str]:
@@ -217,6 +237,15 @@ def run_predict(model: Path, input: Path, output: Path, rejected: Path | None) -
     if len(rej):
         kinds = rej[REASON_KIND].value_counts()
         print("  rejected: " + ", ".join(f"{k} {n}" for k, n in kinds.items()))
+    empty = preds.loc[preds[WARNING].notna(), SOURCE_ROW]
+    if len(empty):
+        rows = ", ".join(str(r) for r in empty.head(10)) + (", ..." if len(empty) > 10 else "")
+        print(
+            f"WARNING: predict: {len(empty):,} row(s) of {input} have no feature values (source "
+            f"row(s) {rows}): their predictions are flagged in column '{WARNING}'; fill the "
+            "features or drop those rows",
+            file=sys.stderr,
+        )
 
 
 def trained_key_id() -> str | None:
@@ -253,7 +282,15 @@ def predict(
         typer.Option(help="Rows clean rejects, with the reason (default: OUTPUT.rejected.EXT)."),
     ] = None,
 ) -> None:
-    """Predict classes and probabilities for new records, prepared exactly as training data was."""
+    """Predict classes and probabilities for new records, prepared exactly as training data was.
+
+    Output columns: record_id, source row, predicted, proba_<class> for each class, and
+    warning: empty for a normal row; for a row whose features are all missing (null or empty
+    after cleaning) it says so, since the model then answers for an empty record, possibly with
+    high confidence. Rows that clean rejects go to the rejected file with their reason. A file
+    whose columns differ from the schema (the label may be left out) exits 2 naming the missing
+    and unexpected columns.
+    """
     run_stage(lambda: run_predict(model, input, output, rejected))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from tests.conftest import ROOT, params, project_copy, source_frame, venv_env
 
@@ -167,3 +169,36 @@ def test_forget_a_params_source_edits_params_and_dvc_yaml(tmp_path, monkeypatch)
     # The last batch left cannot be forgotten: the rerun would have nothing to ingest.
     with pytest.raises(InputError, match="only batch"):
         forget.make_plan(forget.resolve("data/incoming/b2.csv"))
+
+
+def test_resolve_finds_extensionless_batches_by_ingest_format(tmp_path, monkeypatch) -> None:
+    """With ingest.format set, a source folder's files without an extension are batches: forget
+    sees the same files ingest reads, so it can name and remove such a batch."""
+    from stages.forget import UnknownBatch, resolve
+    from stages.lib.errors import InputError
+    from stages.lib.io import file_hash
+    from stages.lib.sources import batch_id
+
+    incoming = tmp_path / "data/incoming"
+    incoming.mkdir(parents=True)
+    for name, n in (("first_export", 5), ("second_export", 6)):
+        source_frame(n).to_csv(incoming / name, index=False)
+    p = params()
+    p["ingest"]["sources"] = ["data/incoming"]
+    p["ingest"]["format"] = "csv"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+
+    second = Path("data/incoming/second_export")
+    name = batch_id(second, file_hash(second))
+    assert resolve(name).file == second
+    assert resolve(str(second)).name == name
+
+    with pytest.raises(UnknownBatch, match="unknown batch 'third_export'"):
+        resolve("third_export")
+
+    p["ingest"]["format"] = None  # without it, ingest reads neither file: forget says why
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    why = re.escape("second_export (unsupported type (no extension)")
+    with pytest.raises(InputError, match=why):
+        resolve(str(second))

@@ -13,8 +13,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from stages.ingest import check_content, read_batches
 from stages.lib.errors import InputError
+from stages.lib.readers import read_batches
+from stages.lib.sources import check_content
 
 COLS = ["id", "note", "n"]
 

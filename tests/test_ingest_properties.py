@@ -14,8 +14,8 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages.ingest import read_batches
 from stages.lib.errors import InputError
+from stages.lib.readers import read_batches
 
 # Any Unicode text but surrogates (not encodable as UTF-8) and NUL (not text).
 CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")

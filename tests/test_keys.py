@@ -105,3 +105,39 @@ def test_ingest_asks_for_a_key_before_reading_other_data(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(keys.MissingKeyError, match="bundled sample"):
         ingest.main()
+
+
+def test_a_key_with_non_utf8_bytes_exits_2_with_how_to_make_one(tmp_path):
+    """Bytes that are not UTF-8 in the environment's key: exit 2, a message naming the variable
+    and how to make a good key, no traceback and nothing of the key itself."""
+    project = write_project(tmp_path, source_frame(3)).parents[2]
+    env = {**venv_env(PIPELINE_WORKERS="1"), "PYTHONPATH": str(ROOT)}
+    env[keys.KEY_ENV] = b"\xffsecret-\xfe-bytes-of-a-key-0123"  # type: ignore[assignment]
+    done = run_module(project, "stages.ingest", env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "PIPELINE_HMAC_KEY holds bytes that are not UTF-8 text (byte 1 of" in done.stderr
+    assert "secrets.token_hex(32)" in done.stderr
+    assert "Traceback" not in done.stderr and "secret-" not in done.stderr
+    assert not (project / "data/raw").exists()
+
+
+def test_key_length_is_counted_in_bytes(monkeypatch):
+    """16 bytes of UTF-8 serve even as 8 characters; 15 bytes do not, and the message says
+    bytes and how to make a good key."""
+    monkeypatch.setenv(keys.KEY_ENV, "é" * 8)  # 8 characters, 16 bytes
+    assert keys.load_key() == ("é" * 8).encode("utf-8")
+    monkeypatch.setenv(keys.KEY_ENV, "é" * 7 + "x")  # 8 characters, 15 bytes
+    with pytest.raises(keys.BadKeyError, match=r"too short: 15 bytes \(UTF-8\); use at least 16"):
+        keys.load_key()
+    monkeypatch.setenv(keys.KEY_ENV, "k" * 15)
+    with pytest.raises(keys.BadKeyError, match=r"secrets\.token_hex"):
+        keys.load_key()
+
+
+def test_a_demo_key_file_with_non_utf8_bytes_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv(keys.KEY_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    keys.DEMO_KEY_FILE.parent.mkdir(parents=True)
+    keys.DEMO_KEY_FILE.write_bytes(b"0123456789abcdef\x80\x81 not text")
+    with pytest.raises(keys.BadKeyError, match=r"demo key file .* not UTF-8 text \(byte 17 of"):
+        keys.load_key()

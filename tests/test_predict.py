@@ -22,7 +22,7 @@ from stages.lib.io import read_dataset
 from stages.lib.model import load_predictor
 from stages.lib.params import load_params
 from stages.lib.schema import RECORD_ID, SOURCE_ROW, load_schema
-from stages.predict import PREDICTED, PROBA_PREFIX, app
+from stages.predict import NO_FEATURES, PREDICTED, PROBA_PREFIX, WARNING, app
 from stages.train import fit, save_torch
 from tests.conftest import TEST_KEY, params, source_frame, write_project
 from tests.test_train import SMALL
@@ -103,8 +103,9 @@ def test_predictions_match_the_training_preparation(in_project, with_label, ext)
 
     classes = list(p.schema.classes)
     assert list(out.columns) == [
-        RECORD_ID, SOURCE_ROW, PREDICTED, *(PROBA_PREFIX + c for c in classes)
+        RECORD_ID, SOURCE_ROW, PREDICTED, *(PROBA_PREFIX + c for c in classes), WARNING
     ]  # fmt: skip
+    assert out[WARNING].isna().all()  # every row has its features: no warning
     proba = out[_proba_columns(out)].to_numpy()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
     assert out[PREDICTED].tolist() == [classes[i] for i in proba.argmax(axis=1)]
@@ -132,6 +133,50 @@ def test_schema_mismatch_names_missing_and_extra_columns(in_project):
     assert "missing column(s)" in res.output and repr(numeric) in res.output
     assert "unexpected column(s)" in res.output and "'loyalty_tier'" in res.output
     assert not Path("bad_out.csv").exists()
+
+
+def test_schema_mismatch_in_json_lines_exits_2(in_project):
+    """The same column check for a JSON Lines file: the missing key and the extra one named."""
+    p = in_project
+    numeric = p.schema.with_role("numeric")[0]
+    bad = p.frame.head(3).drop(columns=[numeric]).assign(shoe_size="44")
+    bad.to_json("bad.jsonl", orient="records", lines=True)
+    res = runner.invoke(app, ["bad.jsonl", "bad_out.parquet"])
+    assert res.exit_code == 2, res.output
+    assert "bad.jsonl" in res.output and repr(numeric) in res.output
+    assert "'shoe_size'" in res.output and "Traceback" not in res.output
+    assert not Path("bad_out.parquet").exists()
+
+
+def test_rows_without_feature_values_are_flagged(in_project):
+    """A row whose features are all empty (or spell a missing value) still gets the model's
+    answer, but flagged in `warning` and named on stderr; rows with any feature are not."""
+    p = in_project
+    schema = p.schema
+    spec = p.predictor.spec
+    features = [*spec.numeric, *spec.categorical, *spec.text]
+    rows = p.frame.head(4).drop(columns=[schema.label]).copy()
+    rows.loc[1, features] = ""
+    rows.loc[2, features] = "?"  # clean's missing-value spelling: as empty
+    rows.loc[3, features] = ""
+    rows.loc[3, spec.numeric[0]] = "40"  # one feature left: a real (if weak) prediction
+    rows.to_csv("sparse.csv", index=False)
+
+    res = runner.invoke(app, ["sparse.csv", "sparse_out.csv"])
+    assert res.exit_code == 0, res.output
+    out = pd.read_csv("sparse_out.csv").set_index(SOURCE_ROW)
+    assert len(out) == 4
+    assert out[WARNING].isna().tolist() == [True, False, False, True]
+    assert (out.loc[[2, 3], WARNING] == NO_FEATURES).all()
+    assert "2 row(s) of sparse.csv have no feature values (source row(s) 2, 3)" in res.output
+    # the probabilities are still the model's (the flag adds, it does not hide)
+    assert np.allclose(out[_proba_columns(out)].sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_help_explains_the_warning_column():
+    res = runner.invoke(app, ["--help"], terminal_width=200)
+    assert res.exit_code == 0
+    assert "warning" in res.output and "features are all missing" in res.output
 
 
 def test_bad_rows_are_rejected_with_reasons(in_project):

@@ -38,8 +38,38 @@ SAMPLE_SHA256 = frozenset(
 MIN_PREFIX = 10
 
 
+# How to make a good key, in every message about a missing or unusable one.
+GENERATE_HINT = (
+    f"export {KEY_ENV}=$(python -c 'import secrets;print(secrets.token_hex(32))') "
+    "(64 hex characters, 32 random bytes)"
+)
+
+
 class MissingKeyError(RuntimeError):
     """No pseudonymisation key was provided."""
+
+
+class BadKeyError(MissingKeyError):
+    """A key was provided but cannot serve: not UTF-8 text, or too short."""
+
+
+def checked_key(raw: bytes, source: str) -> bytes:
+    """`raw` as the key when it is UTF-8 text of at least MIN_KEY_BYTES bytes; else a
+    BadKeyError naming `source` and how to make a good key (never the key itself)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        # Not text: the same variable would give other bytes on another platform or shell.
+        raise BadKeyError(
+            f"{source} holds bytes that are not UTF-8 text (byte {e.start + 1} of {len(raw)}): "
+            f"a key must be text, the same bytes everywhere. Make one with {GENERATE_HINT}"
+        ) from None
+    if len(raw) < MIN_KEY_BYTES:
+        raise BadKeyError(
+            f"{source} is too short: {len(raw)} bytes (UTF-8); use at least {MIN_KEY_BYTES} "
+            f"bytes of a random secret. Make one with {GENERATE_HINT}"
+        )
+    return raw
 
 
 def is_sample(digests: Iterable[str]) -> bool:
@@ -57,9 +87,10 @@ def load_key(sample: bool = False) -> bytes:
     keys come with a loud warning; with none of them a MissingKeyError says how to set a key."""
     value = os.environ.get(KEY_ENV)
     if value:
-        key = value.encode("utf-8")
+        # POSIX hands undecodable bytes over as surrogates: this gets the bytes set back.
+        key = checked_key(value.encode("utf-8", "surrogateescape"), KEY_ENV)
     elif DEMO_KEY_FILE.exists():
-        key = DEMO_KEY_FILE.read_bytes().strip()
+        key = checked_key(DEMO_KEY_FILE.read_bytes().strip(), f"the demo key file {DEMO_KEY_FILE}")
         print(
             f"WARNING: using the random local DEMO pseudonymisation key in {DEMO_KEY_FILE}. It is "
             f"not for real data: set {KEY_ENV} from your secret store instead.",
@@ -77,13 +108,11 @@ def load_key(sample: bool = False) -> bytes:
         raise MissingKeyError(
             f"No pseudonymisation key: the published demo key serves only the bundled sample "
             f"(data/sample/), and this data is not it. Set {KEY_ENV} to a secret of at least "
-            f"{MIN_KEY_BYTES} characters from your secret store (or a Prefect Secret block), e.g. "
-            f"export {KEY_ENV}=$(python -c 'import secrets;print(secrets.token_hex(32))') and "
-            "keep it: record_ids cannot be rebuilt without it. Or run `pipeline demo-key` for a "
-            f"random local demo key in {DEMO_KEY_FILE} (never for real data)."
+            f"{MIN_KEY_BYTES} bytes from your secret store (or a Prefect Secret block), e.g. "
+            f"{GENERATE_HINT}, and keep it: record_ids cannot be rebuilt without it. Or run "
+            f"`pipeline demo-key` for a random local demo key in {DEMO_KEY_FILE} (never for real "
+            "data)."
         )
-    if len(key) < MIN_KEY_BYTES:
-        raise MissingKeyError(f"{KEY_ENV} is too short: use at least {MIN_KEY_BYTES} characters")
     return key
 
 
