@@ -151,7 +151,7 @@ def _type_at(tp: Any, loc: tuple) -> Any:
         tp = _strip_none(tp)
         args = typing.get_args(tp)
         if dataclasses.is_dataclass(tp):
-            tp = typing.get_type_hints(tp).get(part, Any)
+            tp = _hints(tp).get(part, Any)
         elif typing.get_origin(tp) is dict and args:
             tp = args[1]
         elif typing.get_origin(tp) in (tuple, list) and args:
@@ -159,6 +159,11 @@ def _type_at(tp: Any, loc: tuple) -> Any:
         else:
             return Any
     return tp
+
+
+@functools.cache
+def _hints(tp: type) -> dict[str, Any]:
+    return typing.get_type_hints(tp)
 
 
 def _field_names(tp: Any) -> list[str]:
@@ -171,7 +176,7 @@ def _readonly_dicts(obj: Any, tp: Any, given: Any) -> Any:
     returns dicts); values typed Any stay as written, and defaults are left alone."""
     tp = _strip_none(tp)
     if dataclasses.is_dataclass(tp) and isinstance(given, dict):
-        hints = typing.get_type_hints(tp)
+        hints = _hints(tp)
         for name, raw in given.items():
             old = getattr(obj, name)
             new = _readonly_dicts(old, hints[name], raw)
