@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import ahocorasick
 import phonenumbers
 
-from stages.lib.scrub import APOSTROPHES, UNSPACED_CHAR, is_date_shaped, pinyin_forms
+from stages.lib.pii_patterns import is_date_shaped
+from stages.lib.scrub_text import APOSTROPHES, UNSPACED_CHAR, pinyin_forms
 
 _DIGIT_GAP = re.compile(r"(?<=\d)[\s().\-/]+(?=\d)")
 _SPACES = re.compile(r"\s+")

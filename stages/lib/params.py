@@ -1,14 +1,24 @@
-"""Read params.yaml sections into frozen, strictly typed dataclasses."""
+"""Read params.yaml sections into frozen, strictly typed dataclasses, validated by pydantic.
+
+The stages keep their config dataclasses; pydantic checks a section against one in strict mode
+(no "3" for 3, no 1 for true, no 3.0 for an int, an int is fine for a float), refuses unknown
+keys at every depth, builds the (frozen) dataclasses and runs their `__post_init__` checks. Its
+errors become one ParamsError line each, naming the dotted key, the value given and what was
+expected.
+"""
 
 from __future__ import annotations
 
 import copyreg
 import dataclasses
+import functools
+import json
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pydantic
 import yaml
 
 T = TypeVar("T")
@@ -49,57 +59,134 @@ def section(cls: type[T], name: str, params: dict[str, Any] | None = None) -> T:
 
 
 def coerce(tp: Any, value: Any, where: str) -> Any:
-    """Check `value` against type `tp` (dataclasses, lists, dicts, unions, literals, scalars)."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ParamsError(f"{where}: expected a mapping, got {type(value).__name__}")
-        hints = typing.get_type_hints(tp)
-        fields = {f.name: f for f in dataclasses.fields(tp)}
-        unknown = sorted(set(value) - set(fields))
-        if unknown:
-            raise ParamsError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
-        kwargs = {}
-        for fname, f in fields.items():
-            if fname in value:
-                kwargs[fname] = coerce(hints[fname], value[fname], f"{where}.{fname}")
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ParamsError(f"{where}: missing required key '{fname}'")
-        return tp(**kwargs)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for arg in typing.get_args(tp):
-            try:
-                return coerce(arg, value, where)
-            except ParamsError as e:
-                errors.append(str(e))
-        raise ParamsError(f"{where}: {value!r} matches none of {tp}: {'; '.join(errors)}")
-    if origin is typing.Literal:
-        if value not in typing.get_args(tp):
-            raise ParamsError(f"{where}: {value!r} is not one of {list(typing.get_args(tp))}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            raise ParamsError(f"{where}: expected a list, got {type(value).__name__}")
-        (arg, *_) = typing.get_args(tp) or (Any,)
-        return tuple(coerce(arg, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ParamsError(f"{where}: expected a mapping, got {type(value).__name__}")
-        kt, vt = typing.get_args(tp) or (Any, Any)
-        return types.MappingProxyType(
-            {coerce(kt, k, where): coerce(vt, v, f"{where}.{k}") for k, v in value.items()}
+    """`value` (as read from YAML) validated as type `tp` (a config dataclass, or any type
+    pydantic knows), its mappings read-only; else a ParamsError naming the key under `where`."""
+    _check_plain(value, where)
+    try:
+        # Strict JSON mode: a YAML list is a valid tuple, a mapping a valid dataclass, and no
+        # value is converted to another type. The one-element tuple carries the config.
+        (result,) = _adapter(tp).validate_json(json.dumps([value]))
+    except pydantic.ValidationError as e:
+        raise ParamsError("\n".join(_describe(err, tp, where) for err in e.errors())) from None
+    return _readonly_dicts(result, tp, value)
+
+
+@functools.cache
+def _adapter(tp: Any) -> pydantic.TypeAdapter:
+    # A dataclass refuses a config of its own in TypeAdapter; the wrapping tuple passes it on.
+    return pydantic.TypeAdapter(tuple[tp], config=pydantic.ConfigDict(extra="forbid", strict=True))
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """YAML values beyond JSON's (dates, sets, binary) and non-string mapping keys are refused
+    here, since pydantic validates the value's JSON text."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ParamsError(
+                    f"{where}: key {k!r} ({type(k).__name__}); expected a string key "
+                    "(quote it in params.yaml)"
+                )
+            _check_plain(v, f"{where}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+    elif value is not None and not isinstance(value, str | int | float):
+        raise ParamsError(
+            f"{where}: got {value!r} (a YAML {type(value).__name__}); expected a string, number, "
+            "boolean, null, list or mapping (quote it in params.yaml to make it a string)"
         )
-    if tp is type(None):
-        if value is not None:
-            raise ParamsError(f"{where}: expected null, got {value!r}")
-        return None
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool):
-        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-            raise ParamsError(f"{where}: expected {tp.__name__}, got {value!r}")
-        return value
-    raise ParamsError(f"{where}: unsupported type {tp}")
+
+
+# What a pydantic error type says was expected, in the words of params.yaml.
+_EXPECTED = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "tuple_type": "a list",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "dataclass_type": "a mapping",
+    "none_required": "null",
+}
+
+
+def _describe(err: dict[str, Any], tp: Any, where: str) -> str:
+    """One pydantic error as one line: the dotted key, the value given, what was expected."""
+    loc = err["loc"][1:]  # [0] is the position in the one-element wrapping tuple
+    key = where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+    kind = err["type"]
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        allowed = _field_names(_type_at(tp, loc[:-1]))
+        return f"{key}: unknown key (given {err['input']!r}); allowed keys here: {allowed}"
+    if kind in ("missing_argument", "missing"):
+        return f"{key}: missing; this key is required"
+    if kind == "value_error":  # a dataclass's __post_init__ check
+        error = err.get("ctx", {}).get("error")
+        return str(error) if isinstance(error, ParamsError) else f"{key}: {error}"
+    expected_tp = _type_at(tp, loc)
+    values = [a for a in typing.get_args(_strip_none(expected_tp)) if a is not None]
+    if typing.get_origin(_strip_none(expected_tp)) is typing.Literal:
+        expected = f"one of {values}"
+    else:
+        expected = _EXPECTED.get(kind) or err["msg"].removeprefix("Input should be ")
+    if _strip_none(expected_tp) is not expected_tp:
+        expected += " or null"
+    return f"{key}: got {err['input']!r}; expected {expected}"
+
+
+def _strip_none(tp: Any) -> Any:
+    """`X` of `X | None` (Optional[X]); any other type as it is."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _type_at(tp: Any, loc: tuple) -> Any:
+    """The declared type at a path of field names, mapping keys and list positions."""
+    for part in loc:
+        tp = _strip_none(tp)
+        args = typing.get_args(tp)
+        if dataclasses.is_dataclass(tp):
+            tp = _hints(tp).get(part, Any)
+        elif typing.get_origin(tp) is dict and args:
+            tp = args[1]
+        elif typing.get_origin(tp) in (tuple, list) and args:
+            tp = args[0] if len(args) == 1 or args[1] is Ellipsis else args[part]
+        else:
+            return Any
+    return tp
+
+
+@functools.cache
+def _hints(tp: type) -> dict[str, Any]:
+    return typing.get_type_hints(tp)
+
+
+def _field_names(tp: Any) -> list[str]:
+    tp = _strip_none(tp)
+    return sorted(f.name for f in dataclasses.fields(tp)) if dataclasses.is_dataclass(tp) else []
+
+
+def _readonly_dicts(obj: Any, tp: Any, given: Any) -> Any:
+    """`obj` with each mapping that params.yaml gave for a dict-typed field read-only (pydantic
+    returns dicts); values typed Any stay as written, and defaults are left alone."""
+    tp = _strip_none(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(given, dict):
+        hints = _hints(tp)
+        for name, raw in given.items():
+            old = getattr(obj, name)
+            new = _readonly_dicts(old, hints[name], raw)
+            if new is not old:
+                object.__setattr__(obj, name, new)  # the instance was built just now
+        return obj
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is dict and isinstance(obj, dict):
+        vt = args[1] if args else Any
+        return readonly({k: _readonly_dicts(v, vt, given[k]) for k, v in obj.items()})
+    if origin is tuple and args and args[-1] is Ellipsis and isinstance(obj, tuple):
+        return tuple(_readonly_dicts(v, args[0], g) for v, g in zip(obj, given, strict=True))
+    return obj
