@@ -323,13 +323,13 @@ CASES = [
     Bad(
         "unknown_format",
         lambda: {"b.csv": csv_bytes()},
-        r"ingest\.format: 'xlsx' matches none of",
+        r"ingest\.format: got 'xlsx'; expected one of",
         params={"ingest.format": "xlsx"},
     ),
     Bad(
         "header_not_a_boolean",
         lambda: {"b.csv": csv_bytes()},
-        r"ingest\.header: expected bool, got 'no'",
+        r"ingest\.header: got 'no'; expected true or false",
         params={"ingest.header": "no"},
     ),
     # --- sources

@@ -145,10 +145,12 @@ def test_result_is_frozen_with_read_only_mappings_and_pickles() -> None:
     assert load({}) == Demo()
 
 
-def test_yaml_values_beyond_json_and_non_string_keys_are_refused() -> None:
+def test_yaml_dates_are_iso_text_and_non_string_keys_are_refused() -> None:
+    # An unquoted YAML date means that date: it is validated as its ISO text.
     assert error({"epochs": datetime.date(2024, 6, 1)}).startswith(
-        "demo.epochs: got datetime.date(2024, 6, 1) (a YAML date); expected a string, number"
+        "demo.epochs: got '2024-06-01'; expected an integer"
     )
+    assert error({"epochs": {1, 2}}).startswith("demo.epochs: got {1, 2} (a YAML set)")
     assert error({"weights": {1: 0.5}}).startswith("demo.weights: key 1 (int); expected a string")
 
 

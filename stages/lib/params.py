@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copyreg
 import dataclasses
+import datetime
 import functools
 import json
 import types
@@ -61,7 +62,7 @@ def section(cls: type[T], name: str, params: dict[str, Any] | None = None) -> T:
 def coerce(tp: Any, value: Any, where: str) -> Any:
     """`value` (as read from YAML) validated as type `tp` (a config dataclass, or any type
     pydantic knows), its mappings read-only; else a ParamsError naming the key under `where`."""
-    _check_plain(value, where)
+    value = _plain(value, where)
     try:
         # Strict JSON mode: a YAML list is a valid tuple, a mapping a valid dataclass, and no
         # value is converted to another type. The one-element tuple carries the config.
@@ -77,25 +78,28 @@ def _adapter(tp: Any) -> pydantic.TypeAdapter:
     return pydantic.TypeAdapter(tuple[tp], config=pydantic.ConfigDict(extra="forbid", strict=True))
 
 
-def _check_plain(value: Any, where: str) -> None:
-    """YAML values beyond JSON's (dates, sets, binary) and non-string mapping keys are refused
-    here, since pydantic validates the value's JSON text."""
+def _plain(value: Any, where: str) -> Any:
+    """`value` with YAML dates as ISO text (an unquoted `2010-01-01` means that date); other
+    values beyond JSON's (sets, binary) and non-string mapping keys are refused here, since
+    pydantic validates the value's JSON text."""
     if isinstance(value, dict):
-        for k, v in value.items():
+        for k in value:
             if not isinstance(k, str):
                 raise ParamsError(
                     f"{where}: key {k!r} ({type(k).__name__}); expected a string key "
                     "(quote it in params.yaml)"
                 )
-            _check_plain(v, f"{where}.{k}")
-    elif isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            _check_plain(v, f"{where}[{i}]")
-    elif value is not None and not isinstance(value, str | int | float):
+        return {k: _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if value is not None and not isinstance(value, str | int | float):
         raise ParamsError(
             f"{where}: got {value!r} (a YAML {type(value).__name__}); expected a string, number, "
             "boolean, null, list or mapping (quote it in params.yaml to make it a string)"
         )
+    return value
 
 
 # What a pydantic error type says was expected, in the words of params.yaml.
