@@ -114,3 +114,27 @@ def test_a_first_failure_has_nothing_to_restore(tmp_path):
     r = pipeline_repro(fresh, TOY_FAIL="prepare:2")
     assert r.returncode == 2
     assert "prepare had no previous outputs to restore" in r.stderr
+
+
+def test_lineage_hashes_are_the_ones_dvc_records(toy):
+    """lineage hashes with hashlib as DVC documents (file MD5; .dir manifest MD5), no dvc_data."""
+    from types import SimpleNamespace
+
+    from stages import lineage
+
+    extra = toy / "data" / "extra"
+    (extra / "sub").mkdir(parents=True)
+    (extra / "a.csv").write_text("a\n1\n")
+    (extra / "sub" / "b.csv").write_text("b\n2\n")
+    dvc(toy, "add", "-q", "data/extra")
+    repo = SimpleNamespace(root_dir=str(toy))
+    recorded = yaml.safe_load((toy / "data/extra.dvc").read_text())["outs"][0]["md5"]
+    now, files = lineage.hash_path(repo, "data/extra")
+    assert now == recorded and set(files) == {"a.csv", "sub/b.csv"}
+    assert lineage.recorded_files(repo, recorded) == files  # the manifest in DVC's cache
+    lock = yaml.safe_load((toy / "dvc.lock").read_text())["stages"]
+    for entry in [*lock["prepare"]["deps"], *lock["left"]["outs"]]:  # a directory and files
+        assert lineage.hash_path(repo, entry["path"])[0] == entry["md5"], entry["path"]
+    (extra / "a.csv").write_text("a\n2\n")
+    assert lineage.hash_path(repo, "data/extra")[0] != recorded
+    assert lineage.hash_path(repo, "data/missing") == (None, None)
