@@ -107,6 +107,9 @@ def test_gate_failure_fails_the_flow_at_once_with_the_stage_code_and_message(toy
     with pytest.raises(StageFailed) as failed:
         state.result()
     assert failed.value.code == 3 and failed.value.stage == "right"
+    assert (
+        failed.value.restored == "right had no previous outputs to restore (it has never completed)"
+    )
     tried = attempts(timing)
     assert tried.count("right") == 1, tried  # no retry
     assert "report" not in tried  # the downstream stage never started
