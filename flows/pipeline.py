@@ -43,10 +43,13 @@ from stages.repro import (
     EXIT_TEMPFAIL,
     PipelineBusy,
     StageFailed,
+    StageRun,
+    changed_stages,
     pipeline_lock,
     stage_failure,
     stage_order,
     stream_command,
+    unchanged,
 )
 from stages.repro import run_stage as repro_stage
 
@@ -102,10 +105,12 @@ def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
     retry_jitter_factor=0.2,
     retry_condition_fn=_retry_condition,
 )
-def run_stage(repo_root: str, stage: str, force: bool = False) -> dict[str, Any]:
+def run_stage(
+    repo_root: str, stage: str, force: bool = False, known_unchanged: bool = False
+) -> dict[str, Any]:
     """Reproduce one DVC stage; publish its summary as a table artifact; say if it ran."""
     log = get_run_logger()
-    result = repro_stage(repo_root, stage, force, out=log.info, err=log.warning)
+    result = repro_stage(repo_root, stage, force, log.info, log.warning, known_unchanged)
     rows = [{"key": "status", "value": result.status}, {"key": "seconds", "value": result.seconds}]
     rows += [{"key": k, "value": v} for k, v in _flatten(result.summary or {})]
     create_table_artifact(
@@ -172,8 +177,12 @@ def pipeline(
             log.info("Saved DVC experiment '%s' (see `dvc exp show`)", name)
             return [{"stage": "experiment", "status": "ran", "experiment": name}]
         stage_task = run_stage.with_options(retries=retries, retry_delay_seconds=delay)
+        changed = None if force else changed_stages(root)
+        results: list[dict[str, Any]] = []
         # In order, one at a time: a failure raises StageFailed and later stages never start.
-        results = [stage_task(root, stage, force) for stage in stage_order(root)]
+        for stage in stage_order(root):
+            done = [StageRun(**r) for r in results]
+            results.append(stage_task(root, stage, force, unchanged(stage, changed, done)))
         _publish_summary(root, summary_path, results)
         _record_run(root, log)
         return results

@@ -257,18 +257,36 @@ def restore_previous(root: str | Path, name: str, stage: dict[str, Any], kept: P
 # ------------------------------------------------------------------------------- one stage
 
 
+def changed_stages(root: str | Path) -> set[str] | None:
+    """The stages `dvc status --json` says would rerun now; None when DVC cannot tell."""
+    done = dvc(root, "status", "--json")
+    try:
+        status = json.loads(done.stdout or "{}") if done.returncode == 0 else None
+    except ValueError:
+        status = None
+    # Keys are stage names, "dvc.yaml:<name>" away from the root, or .dvc files.
+    return None if status is None else {key.rsplit(":", 1)[-1] for key in status}
+
+
 def run_stage(
     root: str | Path,
     name: str,
     force: bool = False,
     out: Emit = print,
     err: Emit | None = None,
+    known_unchanged: bool = False,
 ) -> StageRun:
-    """`dvc repro --single-item <name>`; on failure restore its outputs and raise StageFailed."""
+    """`dvc repro --single-item <name>`; on failure restore its outputs and raise StageFailed.
+
+    known_unchanged: `dvc status` already said the stage and everything upstream is up to date,
+    so there is nothing to run (saves a dvc start-up per stage on a cached pipeline).
+    """
     err = err or (lambda line: print(line, file=sys.stderr))
     stage = dvc_stages(root)[name]
-    before = lock_entry(root, name)
     start = time.perf_counter()
+    if known_unchanged and not force:
+        return _stage_run(root, name, stage, "up-to-date", start)
+    before = lock_entry(root, name)
     cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", *(["--force"] * force), name]
     with kept_uncached(root, stage) as kept:
         code, tail = stream_command(cmd, root, out, err)
@@ -278,10 +296,14 @@ def run_stage(
             err(restored)
             raise StageFailed(name, code, message, restored)
     ran = force or lock_entry(root, name) != before
+    return _stage_run(root, name, stage, "ran" if ran else "up-to-date", start)
+
+
+def _stage_run(root: str | Path, name: str, stage: dict, status: str, start: float) -> StageRun:
     summary, summary_path = _summary(root, name, stage)
     return StageRun(
         stage=name,
-        status="ran" if ran else "up-to-date",
+        status=status,
         seconds=round(time.perf_counter() - start, 3),
         summary=summary,
         summary_path=summary_path,
@@ -308,7 +330,17 @@ def repro(
     err: Emit | None = None,
 ) -> list[StageRun]:
     """Every stage (or the targets and their upstream stages) in order; stop at a failure."""
-    return [run_stage(root, n, force, out, err) for n in stage_order(root, targets)]
+    changed = None if force else changed_stages(root)
+    runs: list[StageRun] = []
+    for name in stage_order(root, targets):
+        runs.append(run_stage(root, name, force, out, err, unchanged(name, changed, runs)))
+    return runs
+
+
+def unchanged(name: str, changed: set[str] | None, so_far: list[StageRun]) -> bool:
+    """True when `dvc status` (taken before the run) says the stage is up to date and no stage
+    before it ran in this run (which could have changed its inputs)."""
+    return changed is not None and name not in changed and all(r.status != "ran" for r in so_far)
 
 
 # ----------------------------------------------------------------------------- the run lock

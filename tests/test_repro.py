@@ -138,3 +138,18 @@ def test_lineage_hashes_are_the_ones_dvc_records(toy):
     (extra / "a.csv").write_text("a\n2\n")
     assert lineage.hash_path(repo, "data/extra")[0] != recorded
     assert lineage.hash_path(repo, "data/missing") == (None, None)
+
+
+def test_a_cached_pipeline_asks_dvc_status_once_and_a_change_reruns_downstream(toy):
+    from stages.repro import repro
+
+    lines: list[str] = []
+    runs = repro(toy, out=lines.append, err=lines.append)
+    assert [r.status for r in runs] == ["up-to-date"] * 4
+    assert lines == []  # no `dvc repro` started: `dvc status` said everything is up to date
+    params = toy / "params.yaml"
+    params.write_text(params.read_text().replace("factor: 1", "factor: 2"))
+    runs = repro(toy, out=lines.append, err=lines.append)
+    assert [r.status for r in runs] == ["ran"] * 4
+    assert runs[0].summary["rows_out"] == 6
+    assert "Running stage 'report':" in lines
