@@ -10,7 +10,7 @@ do are added here, both through DVC's public commands and files:
 - Previous outputs survive a failure. DVC deletes a stage's outputs before it runs it. The cached
   ones are still in DVC's cache under the hashes dvc.lock recorded (a failed run leaves dvc.lock
   alone), so `dvc checkout --force <stage>` brings them back; the outputs DVC does not cache
-  (`cache: false`, the metrics) are copied aside before the run and copied back.
+  (`cache: false` files: metrics, plots, the report) are copied aside before the run and back.
 
 Used by `pipeline repro` (stages/lineage.py) and by the Prefect flow (flows/pipeline.py), which
 wraps `run_stage` in one task per stage.
@@ -214,15 +214,16 @@ def stage_failure(stage: str, returncode: int, stderr_tail: list[str]) -> tuple[
 
 @contextlib.contextmanager
 def kept_uncached(root: str | Path, stage: dict[str, Any]) -> Iterator[Path]:
-    """Copy the stage's uncached outputs aside for the block (DVC deletes them before a run)."""
+    """Copy the stage's uncached output files aside for the block (DVC deletes them before a run).
+
+    Files only (metrics, plots, the report): an uncached directory is a stage's working state,
+    such as train's models/checkpoint, and what a failed run left there is what a resume needs.
+    """
     with tempfile.TemporaryDirectory(prefix="previous-outputs-", dir=_tmp_dir(root)) as tmp:
         for rel in stage_outs(stage, cached=False):
-            src = Path(root) / rel
-            if src.is_dir():
-                shutil.copytree(src, Path(tmp) / rel)
-            elif src.is_file():
+            if (Path(root) / rel).is_file():
                 (Path(tmp) / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, Path(tmp) / rel)
+                shutil.copy2(Path(root) / rel, Path(tmp) / rel)
         yield Path(tmp)
 
 
@@ -241,8 +242,7 @@ def restore_previous(root: str | Path, name: str, stage: dict[str, Any], kept: P
     done = dvc(root, "checkout", "--force", name) if cached else None
     for rel in stage_outs(stage, cached=False):
         saved, dest = kept / rel, Path(root) / rel
-        if saved.exists():
-            shutil.rmtree(dest) if dest.is_dir() else dest.unlink(missing_ok=True)
+        if saved.is_file():
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(saved, dest)
     if done is not None and done.returncode:
