@@ -10,22 +10,35 @@ serves two deployments against the Prefect server at PREFECT_API_URL:
 
 The served process runs one flow run at a time (`limit=1`); the repository's run lock refuses
 any other caller (a CLI run, another server) while a run is in progress.
+
+SIGTERM or Ctrl-C stops serving within SHUTDOWN_GRACE_S seconds, even when the Prefect server has
+gone away: the runner's graceful shutdown (pausing the schedules, cancelling runs) talks to the
+server, and with the server gone it would retry for minutes, so it gets a bounded grace period.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import signal
+import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import httpx
 import yaml
-from prefect import serve
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.runner import Runner
 
 from flows.new_data import new_data
 from flows.pipeline import pipeline
 
 DEFAULT_CRON = "0 3 * * 1"
+SHUTDOWN_GRACE_S = 5.0
+EXIT_TEMPFAIL = 75  # the server cannot be reached: try again later
 SCHEDULED = "scheduled"
 NEW_DATA = "new-data"
 
@@ -68,8 +81,54 @@ def build_deployments(
     return [scheduled, new]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Serve both deployments until interrupted."""
+def serve_until_stopped(
+    deployments: list[RunnerDeployment], grace_s: float = SHUTDOWN_GRACE_S
+) -> None:
+    """Serve the deployments (one run at a time) until SIGTERM or SIGINT, then stop in grace_s.
+
+    The runner works in a thread of its own with its own event loop, so that the signals reach
+    this (main) thread's handler, which asks the runner to stop and waits at most grace_s.
+    """
+    runner = Runner(limit=1)
+    for deployment in deployments:
+        runner.add_deployment(deployment)  # registers it with the server: fails fast without one
+    loop = asyncio.new_event_loop()
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            loop.run_until_complete(runner.start())
+        except BaseException as e:  # reported by the main thread
+            failed.append(e)
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    thread = threading.Thread(target=work, name="prefect-runner", daemon=True)
+    thread.start()
+    print(f"Serving {', '.join(d.name for d in deployments)}; SIGTERM or Ctrl-C stops.", flush=True)
+    while thread.is_alive() and not stop.wait(0.5):
+        pass
+    if stop.is_set():
+        print("Stopping: signal received.", flush=True)
+        _request_stop(runner, loop)
+        thread.join(grace_s)
+    if thread.is_alive():  # shutdown stuck on an unreachable server: leave without it
+        print(f"Runner did not stop within {grace_s:g} s (server gone?): exiting.", flush=True)
+        sys.stderr.flush()
+        os._exit(0)
+    if failed and not stop.is_set():
+        raise failed[0]
+
+
+def _request_stop(runner: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """Ask the runner, in its own loop, to stop polling and cancel its runs."""
+    if loop.is_running():
+        asyncio.run_coroutine_threadsafe(runner.astop(), loop)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve both deployments until stopped; 75 when the Prefect server cannot be reached."""
     ap = argparse.ArgumentParser(prog="python -m flows.deploy", description=__doc__.split("\n")[0])
     ap.add_argument("--repo", default=".", help="repository root (default: the current directory)")
     ap.add_argument("--cron", help="cron of the full run (default: params.yaml orchestration.cron)")
@@ -77,8 +136,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--inbox-every", type=int, default=600, help="inbox polling period, seconds")
     args = ap.parse_args(argv)
     deployments = build_deployments(args.repo, args.cron, args.inbox, args.inbox_every)
-    serve(*deployments, limit=1)
+    try:
+        serve_until_stopped(deployments)
+    except httpx.ConnectError as e:
+        url = os.environ.get("PREFECT_API_URL") or "the configured PREFECT_API_URL"
+        print(
+            f"ERROR: cannot reach the Prefect server at {url} ({e}). Start it "
+            f"(`prefect server start`) or set PREFECT_API_URL, then serve again.",
+            file=sys.stderr,
+        )
+        return EXIT_TEMPFAIL
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,17 +1,78 @@
-"""The `pipeline` command: the project's entry points in one place."""
+"""The `pipeline` command: the project's entry points in one place.
+
+Commands whose modules import heavy libraries (pandas, pyarrow, torch, DVC) are loaded only when
+they run, so `pipeline --help` answers at once: `LAZY` names each with its one-line help.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from stages import forget, lineage, predict
+# name: (module, attribute: a command function or a Typer app, its help line for `--help`;
+# tests/test_cli_lazy.py checks that the line is the command's own)
+LAZY = {
+    "predict": (
+        "stages.predict",
+        "predict",
+        "Predict classes and probabilities for new records, prepared exactly as training data was.",
+    ),
+    "forget": (
+        "stages.forget",
+        "forget",
+        "Erase a batch: its file, its cached partition results and DVC objects, then rerun.",
+    ),
+    "lineage": (
+        "stages.lineage",
+        "app",
+        "Lineage and audit: run records, show, verify, why, trace, export.",
+    ),
+}
 
-app = typer.Typer(help="Reproducible, privacy-safe ML pipeline.", no_args_is_help=True)
-app.add_typer(lineage.app, name="lineage")
-app.command("predict")(predict.predict)
-app.command("forget")(forget.forget)
+
+class LazyGroup(TyperGroup):
+    """A command group that imports a LAZY command's module only when that command runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *LAZY]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY:  # for listing in --help: the help line, no import
+            return click.Command(name, help=LAZY[name][2], short_help=LAZY[name][2])
+        return super().get_command(ctx, name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] in LAZY:
+            return args[0], load_command(args[0]), args[1:]
+        return super().resolve_command(ctx, args)
+
+
+def load_command(name: str) -> click.Command:
+    """Import a LAZY command's module and build its click command."""
+    module, attr, _ = LAZY[name]
+    obj = getattr(importlib.import_module(module), attr)
+    if not isinstance(obj, typer.Typer):
+        function, obj = obj, typer.Typer()
+        obj.command(name)(function)
+    command = typer.main.get_command(obj)
+    command.name = name
+    # Shell completion belongs to the top-level `pipeline` only.
+    command.params = [p for p in command.params if p.name not in _COMPLETION]
+    return command
+
+
+_COMPLETION = ("install_completion", "show_completion")
+
+
+app = typer.Typer(
+    cls=LazyGroup, help="Reproducible, privacy-safe ML pipeline.", no_args_is_help=True
+)
 
 
 @app.command("demo-key")
@@ -31,14 +92,19 @@ def demo_key() -> None:
 
 @app.command()
 def repro(targets: list[str] = typer.Argument(None), force: bool = False) -> None:
-    """Run `dvc repro` (the whole pipeline or the given stages) and append a run record."""
-    sys.exit(lineage.repro_and_record(targets, force))
+    """Reproduce the pipeline (or the given stages) stage by stage, then append a run record.
+
+    Exits with a failing stage's own code (2 bad input, 3 gate, 74/75 I/O) and puts its
+    previous outputs back."""
+    from stages.lineage import repro_and_record
+
+    sys.exit(repro_and_record(targets, force))
 
 
 @app.command("add-batch")
 def add_batch(path: str = typer.Argument(..., help="A batch file, or a glob of them")) -> None:
     """Bring a new batch under DVC in data/incoming (an identical batch is skipped)."""
-    from flows.new_data import add_batch as add
+    from stages.add_batch import add_batch as add
     from stages.lib.errors import run_stage
 
     def main() -> None:

@@ -7,7 +7,8 @@
 - trace: where one record_id came from and where it went, without printing identifiers;
 - export: one archive for an auditor, with a manifest of SHA-256 digests.
 
-Hashes always come from dvc.lock and DVC's own hashing (with its state cache of file hashes);
+Hashes always come from dvc.lock and DVC's documented hashes (MD5 of a file's bytes; of the .dir
+manifest for a directory), computed with hashlib;
 the run records keep only what dvc.lock said at the time (digests), never hashes of their own.
 """
 
@@ -35,7 +36,6 @@ from typing import Any
 import typer
 import yaml
 
-from stages.lib.env import interpreter_env
 from stages.lib.io import file_hash
 
 RECORDS = Path("lineage/runs.jsonl")
@@ -377,47 +377,68 @@ def open_repo(root: Path | str = "."):
     return Repo(str(root))
 
 
-def _odb(repo, full: bool):
-    """The object DB used for hashing: DVC's own (its state cache) or a state-less twin."""
-    odb = repo.cache.local
-    if not full:
-        return odb
-    from dvc_data.hashfile.db import HashFileDB
-    from dvc_data.hashfile.state import StateNoop
+def cache_files_dir(root: Path | str) -> Path:
+    """Where DVC's cache keeps file objects by MD5: `<dvc cache dir>/files/md5`, as DVC documents
+    its cache layout (the cache dir from the public `dvc cache dir` command)."""
+    key = str(Path(root).resolve())
+    if key not in _CACHE_DIRS:
+        done = subprocess.run(
+            [sys.executable, "-m", "dvc", "cache", "dir"],
+            cwd=key,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        found = done.stdout.strip() if done.returncode == 0 else ""
+        _CACHE_DIRS[key] = Path(key, found or ".dvc/cache") / "files" / "md5"
+    return _CACHE_DIRS[key]
 
-    return HashFileDB(odb.fs, odb.path, state=StateNoop(), hash_name=odb.hash_name)
+
+_CACHE_DIRS: dict[str, Path] = {}
+# Names DVC never hashes inside a directory output (its default ignore list).
+_DVC_SKIPPED = {".git", ".hg", ".dvc"}
+
+
+def cached_object(root: Path | str, oid: str) -> Path:
+    """The path of an object in DVC's cache: files/md5/<first two hex digits>/<the rest>."""
+    return cache_files_dir(root) / oid[:2] / oid[2:]
+
+
+def dir_md5(files: dict[str, str]) -> str:
+    """DVC's hash of a directory: the MD5 of its .dir manifest (the JSON list of {md5, relpath}
+    sorted by relpath, keys sorted), with ".dir" appended."""
+    manifest = [{"md5": md5, "relpath": rel} for rel, md5 in sorted(files.items())]
+    return hashlib.md5(json.dumps(manifest, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
 
 
 def hash_path(repo, path: str, full: bool = False) -> tuple[str | None, dict[str, str] | None]:
-    """(DVC md5 of a workspace path or None when missing, {relpath: md5} of a directory's files).
+    """(DVC's md5 of a workspace path or None when missing, {relpath: md5} of a directory's files).
 
-    full=False reuses DVC's state DB (hashes keyed by inode, mtime and size: unchanged files are
-    not read again); full=True reads every byte.
+    Plain MD5 of the bytes, the hash DVC 3 records (`hash: md5`); `full` is kept for callers:
+    every byte is read either way.
     """
-    from dvc_data.hashfile.build import build
-
-    abspath = os.path.join(repo.root_dir, path)
-    if not os.path.exists(abspath):
+    abspath = Path(repo.root_dir) / path
+    if abspath.is_file():
+        return file_hash(abspath, "md5"), None
+    if not abspath.is_dir():
         return None, None
-    _, _, obj = build(
-        _odb(repo, full), abspath, repo.fs, "md5", ignore=repo.dvcignore, dry_run=True
-    )
-    files = None
-    if obj.hash_info.isdir:
-        files = {"/".join(key): hi.value for key, _, hi in obj}
-    return obj.hash_info.value, files
+    files = {}
+    for dirpath, dirnames, filenames in os.walk(abspath):
+        dirnames[:] = sorted(d for d in dirnames if d not in _DVC_SKIPPED)
+        for name in filenames:
+            full_path = Path(dirpath) / name
+            files[full_path.relative_to(abspath).as_posix()] = file_hash(full_path, "md5")
+    return dir_md5(files), files
 
 
 def recorded_files(repo, oid: str) -> dict[str, str] | None:
-    """{relpath: md5} of a directory as dvc.lock recorded it, from DVC's cache (None if absent)."""
-    from dvc_data.hashfile.hash_info import HashInfo
-    from dvc_data.hashfile.tree import Tree
-
+    """{relpath: md5} of a directory as dvc.lock recorded it: its .dir manifest in DVC's cache
+    (None when absent: never pulled, or garbage-collected)."""
     try:
-        tree = Tree.load(repo.cache.local, HashInfo("md5", oid))
-    except Exception:  # .dir object not in the cache (never pulled, or gc'd)
+        manifest = json.loads(cached_object(repo.root_dir, oid).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
-    return {"/".join(key): hi.value for key, _, hi in tree}
+    return {entry["relpath"]: entry["md5"] for entry in manifest}
 
 
 def file_changes(old: dict[str, str] | None, new: dict[str, str] | None) -> list[dict]:
@@ -532,13 +553,26 @@ def append_run_record(
 def repro_and_record(
     targets: list[str] | None = None, force: bool = False, trigger: str = "pipeline repro"
 ) -> int:
-    """`dvc repro` then, when it succeeds, a run record: the project's way to run the pipeline."""
-    cmd = [sys.executable, "-m", "dvc", "repro", *(["--force"] if force else []), *(targets or [])]
-    rc = subprocess.call(cmd, env=interpreter_env())
-    if rc == 0:
-        record = append_run_record(".", trigger=trigger)
-        typer.echo(f"lineage: run {record['run_id']} recorded in {RECORDS}", err=True)
-    return rc
+    """Reproduce stage by stage, then a run record: the project's way to run the pipeline.
+
+    Returns the failing stage's own exit code (2 bad input, 3 gate, 74/75 I/O), not DVC's 255,
+    after its message and the restore of its previous outputs (see stages/repro.py).
+    """
+    from stages.repro import PipelineBusy, StageFailed, pipeline_lock, repro
+
+    try:
+        with pipeline_lock("."):
+            repro(".", targets, force)
+    except StageFailed as e:
+        typer.echo(f"pipeline: stage '{e.stage}' failed (exit {e.code}): {e.message}", err=True)
+        typer.echo(f"pipeline: {e.restored}", err=True)
+        return e.code
+    except (PipelineBusy, ValueError) as e:
+        typer.echo(f"pipeline: {e}", err=True)
+        return 75 if isinstance(e, PipelineBusy) else 2
+    record = append_run_record(".", trigger=trigger)
+    typer.echo(f"lineage: run {record['run_id']} recorded in {RECORDS}", err=True)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -729,14 +763,14 @@ def verify(root: Path | str = ".", full: bool = False) -> dict:
                                 "params": diff,
                             }
                         )
-    # The raw batch files: ingest recorded their SHA-256; where DVC hashed them above with the
-    # state cache, they are re-read here only in --full mode.
+    # The raw batch files: ingest recorded their SHA-256; where they were hashed above (MD5
+    # against dvc.lock), their SHA-256 is re-checked only in --full mode.
     batches = _read_json(root / "metrics/ingest.json").get("batches") or []
     for b in batches:
         path = root / str(b.get("file"))
         rel = str(b.get("file"))
         if not full and any(_under(rel, s) for s in seen):
-            continue  # DVC hashed it above (a dependency, or inside one) against dvc.lock
+            continue  # hashed above (a dependency, or inside one) against dvc.lock
         checked += 1
         if not path.exists():
             if not any(p["path"] == rel for p in problems):
@@ -757,7 +791,7 @@ def verify(root: Path | str = ".", full: bool = False) -> dict:
     unlocked = _unlocked_stages(root, lock)
     return {
         "ok": not problems,
-        "mode": "full re-hash" if full else "DVC state cache",
+        "mode": "MD5 and raw batches' SHA-256" if full else "MD5 against dvc.lock",
         "checked": checked,
         "raw_batches": len(batches),
         "problems": problems,
@@ -1150,7 +1184,7 @@ def _in_cached_dataset(repo, oid: str, record_id: str, sub: str = "") -> bool | 
     else:
         oids = [oid]
     for file_oid in oids:
-        path = repo.cache.local.oid_to_path(file_oid)
+        path = cached_object(repo.root_dir, file_oid)
         if not os.path.exists(path):
             return None
         rows = _read_matches(path, record_id)
@@ -1312,7 +1346,7 @@ def show_cmd(
 @app.command("verify")
 def verify_cmd(
     full: bool = typer.Option(
-        False, "--full", help="Re-read every byte (ignore DVC's state cache)."
+        False, "--full", help="Also re-check every raw batch's SHA-256 (metrics/ingest.json)."
     ),
     as_json: bool = typer.Option(False, "--json", help="JSON instead of text."),
 ) -> None:

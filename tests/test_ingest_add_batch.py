@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.new_data import add_batch, batch_files
+from stages.add_batch import add_batch, batch_files
 from stages.lib.errors import InputError, run_stage
 from stages.lib.io import WriteError
 from tests.conftest import project_copy, run_module

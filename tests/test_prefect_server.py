@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -61,10 +62,8 @@ def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = N
     pytest.fail(f"timed out waiting for {what}\n{tail}")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`prefect server start` on a free localhost port with SQLite in a temporary directory."""
-    home = tmp_path_factory.mktemp("prefect-server")
+def start_server(home: Path) -> tuple[subprocess.Popen, str]:
+    """`prefect server start` on a free port, SQLite under `home`; wait until it is healthy."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {
@@ -90,20 +89,14 @@ def server(tmp_path_factory):
             lambda: urllib.request.urlopen(f"{url}/health", timeout=2).status == 200,
             180, "the Prefect server", proc, log,
         )  # fmt: skip
-        yield url, home
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, url
 
 
-@pytest.fixture(scope="module")
-def served(server, tmp_path_factory):
-    """A toy repository and `python -m flows.deploy` serving its deployments."""
-    url, home = server
-    repo = make_toy_repo(tmp_path_factory.mktemp("served") / "repo", sleep_s=0.2)
+def start_serving(url: str, home: Path, repo: Path) -> tuple[subprocess.Popen, Path]:
+    """`python -m flows.deploy` serving the repository's deployments; wait till registered."""
     env = {
         **os.environ,
         "PREFECT_API_URL": url,
@@ -121,13 +114,42 @@ def served(server, tmp_path_factory):
             wait_for(
                 lambda: _deployment("dvc-new-data/new-data"), 120, "the deployments", proc, log
             )
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, log
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A Prefect server for the module."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    proc, url = start_server(home)
+    try:
+        yield url, home
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def served(server, tmp_path_factory):
+    """A toy repository and `python -m flows.deploy` serving its deployments."""
+    url, home = server
+    repo = make_toy_repo(tmp_path_factory.mktemp("served") / "repo", sleep_s=0.2)
+    proc, log = start_serving(url, home, repo)
+    try:
+        with temporary_settings({PREFECT_API_URL: url}):
             yield repo, log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def _deployment(name: str):
@@ -182,3 +204,31 @@ def test_new_data_deployment_adds_a_batch(served, tmp_path):
     assert run.state.is_completed(), f"{run.state}\n{Path(log).read_text()[-4000:]}"
     assert (repo / "data/incoming/new-batch.csv.dvc").is_file()
     assert "Running stage" not in dvc(repo, "repro")
+
+
+def test_serving_process_exits_promptly_on_sigterm_after_its_server_went_away(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    server_proc, url = start_server(home)
+    repo = make_toy_repo(tmp_path / "repo")
+    try:
+        serving, log = start_serving(url, home, repo)
+        server_proc.kill()  # the server goes away without a word...
+        server_proc.wait(30)
+        time.sleep(30)  # ...and the runner's polling has failed for a while (before the fix,
+        # SIGTERM then left the process running for minutes: its clean-up kept retrying)
+        assert serving.poll() is None, f"serving stopped by itself:\n{log.read_text()[-2000:]}"
+        start = time.monotonic()
+        serving.send_signal(signal.SIGTERM)
+        try:
+            code = serving.wait(timeout=60)
+        finally:
+            took = time.monotonic() - start
+            if serving.poll() is None:
+                serving.kill()
+    finally:
+        server_proc.kill()
+        server_proc.wait(30)
+    assert took < 15, f"took {took:.1f} s\n{log.read_text()[-3000:]}"
+    assert code == 0
+    assert "Stopping: signal received." in log.read_text()

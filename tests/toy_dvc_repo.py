@@ -8,8 +8,10 @@ metrics/<name>.json, so the flows are tested without the real pipeline's stages:
   loaded machine cannot make the concurrency check flaky); when $TOY_TIMING_DIR is
   set, every stage appends its name to attempts.log there and records its start and end times
   (outside the repository, so outputs stay deterministic);
-- left raises OSError once when $TOY_FLAKY_DIR is set and holds no marker yet (a transient failure);
+- left exits 75 (EX_TEMPFAIL) once when $TOY_FLAKY_DIR is set and holds no marker yet (a
+  transient I/O failure);
 - right exits 3 with "GATE FAILED: ..." when params `right.fail` is true (a gate failure);
+- with $TOY_FAIL=<stage>:<code>, that stage prints "ERROR: ..." and exits with that code at once;
 - report writes reports/summary.md.
 """
 
@@ -36,6 +38,11 @@ SCRIPT = textwrap.dedent(
     if timing:
         with open(Path(timing) / "attempts.log", "a") as log:
             log.write(name + "\\n")
+    fail_stage, _, fail_code = os.environ.get("TOY_FAIL", "").partition(":")
+    if fail_stage == name:
+        print(f"ERROR: {name}: data/incoming/batch0.csv, line 2, column b: expected an integer, "
+              "found 'x'; fix the file and run again", file=sys.stderr)
+        sys.exit(int(fail_code))
     Path("metrics").mkdir(exist_ok=True)
     Path("data").mkdir(exist_ok=True)
     summary = {"stage": name}
@@ -58,7 +65,8 @@ SCRIPT = textwrap.dedent(
         flaky = os.environ.get("TOY_FLAKY_DIR")
         if name == "left" and flaky and not (Path(flaky) / "failed-once").exists():
             (Path(flaky) / "failed-once").write_text("x")
-            raise OSError("simulated I/O error reading the batch store")
+            print("ERROR: simulated I/O error reading the batch store", file=sys.stderr)
+            sys.exit(75)
         if name == "right" and params["right"]["fail"]:
             print("GATE FAILED: right: score 0.10 below threshold 0.50", file=sys.stderr)
             sys.exit(3)
