@@ -115,14 +115,17 @@ def _read_delimited(
         line = int(short.to_numpy().argmax()) + (1 if names else 2)
         raise InputError(f"{path}: line {line} has fewer fields than the header; fix the file")
     if not names:
-        _check_header(path, [str(c) for c in df.columns])
+        _check_header(path, df)
     return df
 
 
-def _check_header(path: Path, header: list[str]) -> None:
-    """Fail when the first line looks like data: the file has no header."""
+def _check_header(path: Path, df: pd.DataFrame) -> None:
+    """Fail when the first line looks like data (the file has no header): a name that is long
+    or a sentence, all names numbers, or a name that is also a value of its own column."""
+    header = [str(c) for c in df.columns]
     numeric = sum(bool(re.fullmatch(r"[+-]?\d+(\.\d+)?", h)) for h in header)
-    long = [h for h in header if len(h) > MAX_HEADER_CHARS]
+    long = [h for h in header if len(h) > MAX_HEADER_CHARS or len(h.split()) >= 4]
+    long += [h for h in header if (df[h].astype(str).str.strip() == h.strip()).mean() >= 0.01]
     if long or numeric == len(header) or any(h.startswith("Unnamed:") for h in header):
         raise InputError(
             f"{path}: the first line looks like data, not a header "
@@ -350,7 +353,10 @@ def profile_source(df: pd.DataFrame, label: str | None, params: dict[str, Any]) 
     formats = list((params.get("clean") or {}).get("date_formats") or ["%Y-%m-%d"])
     miss = {m.strip().lower() for m in missing}
     if label is None:
-        label, why = prof.guess_label(df, miss)
+        try:
+            label, why = prof.guess_label(df, miss)
+        except ValueError as e:
+            raise InputError(str(e)) from e
     elif label not in df.columns:
         raise InputError(f"--label {label}: no such column; the columns are {list(df.columns)}")
     else:
