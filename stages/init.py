@@ -24,8 +24,10 @@ from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
+import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from stages.ingest import FORMATS, GZIP_MAGIC, check_content, file_format
 from stages.lib import profile as prof
@@ -150,18 +152,33 @@ def yaml_rt() -> YAML:
 
 
 def _flow(value: Any) -> Any:
+    """Values as flow-style YAML; a string that YAML 1.1 readers (PyYAML, which the stages use)
+    would take for something else (no, yes, on, null, 1e3) is quoted."""
+    if isinstance(value, str):
+        return _str(value)
     if isinstance(value, dict):
-        m = CommentedMap({k: _flow(v) for k, v in value.items()})
+        m = CommentedMap({_str(k): _flow(v) for k, v in value.items()})
         m.fa.set_flow_style()
         return m
     if isinstance(value, list):
-        s = CommentedSeq(value)
+        s = CommentedSeq([_flow(v) for v in value])
         s.fa.set_flow_style()
         return s
     return value
 
 
+def _str(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        plain = yaml.safe_load(value) == value
+    except yaml.YAMLError:
+        plain = False
+    return value if plain else DoubleQuotedScalarString(value)
+
+
 def _set(node: CommentedMap, key: str, value: Any, why: str | None = None) -> None:
+    key = _str(key)
     node[key] = _flow(value)
     if why:
         node.yaml_add_eol_comment(f"init: {why}", key)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -73,6 +71,8 @@ def test_csv_without_id_finds_identifiers_by_content(project: Path) -> None:
     assert r["date_of_birth"][0] == "attribute" and r["date_of_birth"][2]
     assert r["gender"] == ("categorical", None, True, True)
     assert r["postcode"][2] and r["churned"][0] == "label"
+    # yes/no stay strings for YAML 1.1 readers (PyYAML would read them as booleans).
+    assert p["schema"]["columns"]["churned"]["values"] == ["no", "yes"]
     assert not any(v[0] == "key" for v in r.values())
     pol = p["anonymize"]["policies"]
     assert pol["name"] == pol["email"] == "drop"
@@ -210,4 +210,3 @@ def test_dvc_sees_the_source_init_wrote(tmp_path: Path) -> None:
         f.write('0,3,"Doe, Mr. John",male,30,7.25,S,A/5 1\n')
     status = json.loads(run_module(root, "dvc", "status", "--json", "ingest").stdout)
     assert status == {"ingest": [{"changed deps": {"data/titanic.csv": "modified"}}]}, status
-    assert subprocess.run([sys.executable, "-c", "0"]).returncode == 0

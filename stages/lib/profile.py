@@ -333,7 +333,7 @@ def choose_key(df: pd.DataFrame, profiles: dict[str, ColumnProfile], missing: se
     best = sorted(found, key=lambda n: (not KEY_HINT.search(n), list(df.columns).index(n)))[0]
     p = profiles[best]
     p.role, p.pii, p.quasi = "key", None, False
-    p.type = "string" if p.type == "category" else p.type
+    p.type = "string"  # an id is a label, not a quantity (leading zeros, no arithmetic)
     p.why = [found[best]]
 
 
