@@ -40,3 +40,5 @@ def test_init_then_repro_builds_the_report(tmp_path: Path, case: str) -> None:
     assert (root / "reports/report.html").is_file()
     metrics = json.loads((root / "metrics/evaluate.json").read_text())
     assert "accuracy" in json.dumps(metrics)
+    found = {k: metrics[k] for k in ("accuracy", "roc_auc", "macro_f1") if k in metrics}
+    print(f"{case}: {found}; gate {metrics.get('gate', metrics.get('verdict'))}")
