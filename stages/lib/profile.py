@@ -471,7 +471,8 @@ def choose_policies(
     def share(pos: dict[str, int]) -> float:
         return suppressed_share({n: released(data[n], levels[n][pos[n]]) for n in quasi}, k)
 
-    current, coarsened = share(at), []
+    current = initial = share(at)
+    coarsened = []
     while current > MAX_SUPPRESSED:
         options = [(share({**at, n: at[n] + 1}), n) for n in quasi if at[n] + 1 < len(levels[n])]
         if not options:
@@ -484,13 +485,18 @@ def choose_policies(
         p.policy = None if policy == "keep" else policy
         p.policy_why = _policy_why(p, policy, has_age)
         if n in coarsened:
-            p.policy_why += f"; coarser: {current:.1%} of rows in classes smaller than k={k}"
+            p.policy_why += (
+                f"; coarsened: the finest forms left {initial:.0%} of the sampled rows in "
+                f"classes smaller than k={k}, now {current:.1%}"
+            )
     return current
 
 
 def _policy_why(p: ColumnProfile, policy: Any, has_age: bool) -> str:
     if p.kind == "birth":
-        return "age (a feature) already carries it" if has_age else "a birth year at most"
+        if has_age:
+            return "age (a feature) already carries it; a birth date would only add risk"
+        return "a date of birth: its year at most" if policy != "drop" else "a date of birth"
     if p.kind == "postcode":
         return "a postcode's leading characters only (its area)"
     if p.kind == "event":
