@@ -210,3 +210,25 @@ def test_dvc_sees_the_source_init_wrote(tmp_path: Path) -> None:
         f.write('0,3,"Doe, Mr. John",male,30,7.25,S,A/5 1\n')
     status = json.loads(run_module(root, "dvc", "status", "--json", "ingest").stdout)
     assert status == {"ingest": [{"changed deps": {"data/titanic.csv": "modified"}}]}, status
+
+
+def test_a_large_file_is_sampled_and_said_so(project: Path) -> None:
+    code, out, _ = init("byod/titanic.csv", "--label", "survived", "--rows", "300", "--force")
+    assert code == 0, out
+    assert "the first 300 rows (the file holds more: a sample)" in out.replace("\n", " ")
+    assert "from the first 300 rows" in Path("params.yaml").read_text()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_jsonl_and_parquet_give_the_same_schema(project: Path, fmt: str) -> None:
+    import pandas as pd
+
+    frame = pd.read_csv("byod/titanic.csv", dtype=str, keep_default_na=False)
+    if fmt == "jsonl":
+        frame.to_json("byod/titanic.jsonl", orient="records", lines=True, force_ascii=False)
+    else:
+        frame.to_parquet("byod/titanic.parquet")
+    code, out, p = init(f"byod/titanic.{fmt}", "--label", "survived", "--force")
+    assert code == 0, out
+    _, _, from_csv = init("byod/titanic.csv", "--label", "survived", "--force")
+    assert roles(p) == roles(from_csv)
