@@ -36,7 +36,7 @@ def init(
     columns: str = typer.Option(None, help="a,b,...: the columns of a file without a header"),
     format: str = typer.Option(None, help="csv|tsv|jsonl|parquet when the extension does not say"),
     force: bool = typer.Option(False, help="Overwrite a params.yaml that differs from git's"),
-    rows: int = typer.Option(50_000, help="Rows read from the start of a large file"),
+    rows: int = typer.Option(50_000, min=1, help="Rows read from the start of a large file"),
 ) -> None:
     """Profile FILE and write params.yaml (schema, policies, bounds) and dvc.yaml's ingest deps
     for it, each inferred line with a comment saying why; then `make run`."""
