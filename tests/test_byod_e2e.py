@@ -1,5 +1,8 @@
 """Bring your own data, end to end: in a fresh project copy, `pipeline init FIXTURE` and then
-`dvc repro` (what `make run` runs) go from the raw file to a finished report (issue 13)."""
+`dvc repro` (what `make run` runs) go from the raw file to a finished report (issue 13).
+
+Needs keyless record ids, header-less TSV (ingest), every type through every stage, and the gate
+stage after the report (evaluate/report); each case prints its timings, metrics and verdict."""
 
 from __future__ import annotations
 
@@ -36,7 +39,10 @@ def test_init_then_repro_builds_the_report(tmp_path: Path, case: str) -> None:
     done = run_module(root, "dvc", "repro")
     repro_s = time.monotonic() - start - init_s
     print(f"\n{case}: init {init_s:.1f} s, dvc repro {repro_s:.1f} s, exit {done.returncode}")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout + done.stderr
+    # Every stage runs; only the final quality gate may stop (exit 3), after the report is built
+    # and marked FAILED: a model's verdict on the data, not a failure of init or a stage.
+    assert done.returncode == 0 or "failed to reproduce 'gate'" in out, out[-6000:]
     assert (root / "reports/report.html").is_file()
     metrics = json.loads((root / "metrics/evaluate.json").read_text())
     assert "accuracy" in json.dumps(metrics)
