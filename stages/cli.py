@@ -90,6 +90,23 @@ def demo_key() -> None:
     )
 
 
+@app.command("init")
+def init(
+    file: str = typer.Argument(..., help="The table to describe (csv, tsv, jsonl, parquet; .gz)"),
+    label: str = typer.Option(None, help="The label column (default: guessed, and said so)"),
+    columns: str = typer.Option(None, help="a,b,...: the columns of a file without a header"),
+    format: str = typer.Option(None, help="csv|tsv|jsonl|parquet when the extension does not say"),
+    force: bool = typer.Option(False, help="Overwrite a params.yaml that differs from git's"),
+    rows: int = typer.Option(50_000, min=1, help="Rows read from the start of a large file"),
+) -> None:
+    """Profile FILE and write params.yaml (schema, policies, bounds) and dvc.yaml's ingest deps
+    for it, each inferred line with a comment saying why; then `make run`."""
+    from stages.init import run_init
+    from stages.lib.errors import run_stage
+
+    run_stage(lambda: run_init(file, label, columns, format, force, rows))
+
+
 @app.command()
 def repro(targets: list[str] = typer.Argument(None), force: bool = False) -> None:
     """Reproduce the pipeline (or the given stages) stage by stage, then append a run record.
