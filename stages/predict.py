@@ -28,8 +28,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 
-from stages.anonymize import anonymize_frame, build_index
 from stages.ingest import IoConfig
+from stages.lib.anon_index import build_index
+from stages.lib.anon_policies import anonymize_frame
 from stages.lib.clean_rows import clean_partition, to_arrow
 from stages.lib.coerce import CleanConfig
 from stages.lib.errors import InputError, run_stage
