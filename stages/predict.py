@@ -28,9 +28,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 
-from stages.anonymize import anonymize_frame, build_index
-from stages.clean import REASON, REASON_KIND, CleanConfig, clean_partition, to_arrow
 from stages.ingest import IoConfig
+from stages.lib.anon_index import build_index
+from stages.lib.anon_policies import anonymize_frame
+from stages.lib.clean_rows import clean_partition, to_arrow
+from stages.lib.coerce import CleanConfig
 from stages.lib.errors import InputError, run_stage
 from stages.lib.features import FeatureSpec, Policy, column_policies, feature_spec
 from stages.lib.io import file_hash, write_bytes_atomic, write_text_atomic
@@ -38,7 +40,7 @@ from stages.lib.keys import SAMPLE_KEY, key_id, load_key
 from stages.lib.params import load_params, section
 from stages.lib.readers import read_batches
 from stages.lib.record_ids import add_lineage
-from stages.lib.schema import RECORD_ID, SOURCE_ROW, Schema, load_schema
+from stages.lib.schema import REASON, REASON_KIND, RECORD_ID, SOURCE_ROW, Schema, load_schema
 from stages.lib.sources import batch_id, check_columns, check_content, file_format
 
 PREDICTED = "predicted"

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from stages.clean import EMAIL_RE
+from stages.lib.coerce import EMAIL_RE
 from stages.lib.dedup import hash_strings
 from stages.lib.errors import GateFailure, run_stage
 from stages.lib.gx import TYPE_NAMES, Check, build_docs, describe_failure, named, run_checks

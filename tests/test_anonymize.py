@@ -11,16 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages.anonymize import (
-    AnonymizeConfig,
-    ScanFailed,
-    build_index,
-    class_sizes,
-    quasi_frame,
-    risk_report,
-    run,
-    scan_identifier_leaks,
-)
+from stages.anonymize import AnonymizeConfig, ScanFailed, run
+from stages.lib.anon_index import build_index, scan_identifier_leaks
+from stages.lib.anon_risk import class_sizes, quasi_frame, risk_report
 from stages.lib.features import column_policies
 from stages.lib.io import read_dataset
 from stages.lib.params import load_params

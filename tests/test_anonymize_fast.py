@@ -11,9 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from stages.anonymize import (
+from stages.lib.anon_index import (
     ENTITIES,
-    GxRegexScan,
     IdentifierIndex,
     _norm,
     build_index,
@@ -22,6 +21,7 @@ from stages.anonymize import (
     scan_identifier_leaks,
     token_form,
 )
+from stages.lib.anon_scan import GxRegexScan
 from stages.lib.features import column_policies
 from stages.lib.params import load_params
 from stages.lib.schema import load_schema

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from stages.clean import CleanConfig, clean_partition, normalise_text, parse_dates
+from stages.lib.clean_rows import clean_partition
+from stages.lib.coerce import CleanConfig, parse_dates
 from stages.lib.dedup import DedupIndex
+from stages.lib.normalise import normalise_text
 from stages.lib.schema import BATCH, RECORD_ID, SOURCE_FILE, SOURCE_ROW, load_schema
 from tests.conftest import params, source_frame
 

@@ -13,20 +13,20 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stages.clean import (
-    REASON,
-    REASON_KIND,
-    CleanConfig,
+from stages.lib.clean_rows import (
     contract_schema,
     dedup_partition,
     map_partition,
     quarantine_arrow,
     superseded,
 )
+from stages.lib.coerce import CleanConfig
 from stages.lib.dedup import DedupIndex
 from stages.lib.schema import (
     BATCH,
     LINEAGE_COLUMNS,
+    REASON,
+    REASON_KIND,
     RECORD_ID,
     SOURCE_FILE,
     SOURCE_ROW,

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from stages.clean import dedup_partition, map_partition
+from stages.lib.clean_rows import dedup_partition, map_partition
 from stages.lib.dedup import DedupIndex, hash_strings
 from stages.lib.schema import load_schema
 from tests.conftest import params, source_frame

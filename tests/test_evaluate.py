@@ -15,6 +15,9 @@ from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
 from stages import evaluate as ev
+from stages.lib import eval_baselines as eb
+from stages.lib import eval_metrics as em
+from stages.lib import fairness
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import write_dataset
 from stages.lib.params import ParamsError, load_params, section
@@ -40,7 +43,7 @@ def random_problem(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_classification_metrics_match_sklearn(k):
     y, proba = random_problem(2000, k, seed=k)
     classes = [f"c{i}" for i in range(k)]
-    m = ev.classification_metrics(y, proba, classes)
+    m = em.classification_metrics(y, proba, classes)
     pred = proba.argmax(axis=1)
     assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
     assert m["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
@@ -65,7 +68,7 @@ def test_binary_auc_is_the_probability_a_positive_outranks_a_negative():
     y, proba = random_problem(300, 2, seed=1)
     pos, neg = proba[y == 1, 1], proba[y == 0, 1]
     pairs = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
-    assert ev.classification_metrics(y, proba, ["a", "b"])["roc_auc"] == pytest.approx(pairs)
+    assert em.classification_metrics(y, proba, ["a", "b"])["roc_auc"] == pytest.approx(pairs)
 
 
 def test_multiclass_auc_is_the_mean_of_one_vs_rest_aucs():
@@ -74,13 +77,13 @@ def test_multiclass_auc_is_the_mean_of_one_vs_rest_aucs():
     for i in range(3):
         pos, neg = proba[y == i, i], proba[y != i, i]
         by_hand.append((pos[:, None] > neg[None, :]).mean())
-    m = ev.classification_metrics(y, proba, ["a", "b", "c"])
+    m = em.classification_metrics(y, proba, ["a", "b", "c"])
     assert m["roc_auc"] == pytest.approx(np.mean(by_hand))
 
 
 def test_binary_pr_auc_follows_the_positive_class():
     y, proba = random_problem(500, 2, seed=5)
-    first = ev.classification_metrics(y, proba, ["a", "b"], positive=0)
+    first = em.classification_metrics(y, proba, ["a", "b"], positive=0)
     assert first["pr_auc"] == pytest.approx(skm.average_precision_score(y == 0, proba[:, 0]))
     assert first["roc_auc"] == pytest.approx(skm.roc_auc_score(y, proba[:, 1]))
 
@@ -88,25 +91,25 @@ def test_binary_pr_auc_follows_the_positive_class():
 def test_undefined_auc_is_nan_and_bad_shapes_are_refused():
     y = np.zeros(10, dtype=int)
     proba = np.tile([0.7, 0.3], (10, 1))
-    assert np.isnan(ev.classification_metrics(y, proba, ["a", "b"])["roc_auc"])
+    assert np.isnan(em.classification_metrics(y, proba, ["a", "b"])["roc_auc"])
     with pytest.raises(ValueError):
-        ev.classification_metrics(y, proba[:, :1], ["a", "b"])
+        em.classification_metrics(y, proba[:, :1], ["a", "b"])
 
 
 def test_encode_labels_rejects_unknown_labels():
-    assert ev.encode_labels(pd.Series(["b", "a"]), ["a", "b"]).tolist() == [1, 0]
+    assert em.encode_labels(pd.Series(["b", "a"]), ["a", "b"]).tolist() == [1, 0]
     with pytest.raises(ValueError, match="not among the classes"):
-        ev.encode_labels(pd.Series(["a", "z"]), ["a", "b"])
+        em.encode_labels(pd.Series(["a", "z"]), ["a", "b"])
 
 
 def test_curves_and_confusion():
     y, proba = random_problem(5000, 2, seed=3)
-    roc, pr = ev.roc_pr_curves(y, proba, positive=1)
+    roc, pr = em.roc_pr_curves(y, proba, positive=1)
     assert list(roc.columns[:2]) == ["fpr", "tpr"] and list(pr.columns[:2]) == [
         "recall",
         "precision",
     ]
-    assert len(roc) <= ev.MAX_CURVE_POINTS and len(pr) <= ev.MAX_CURVE_POINTS
+    assert len(roc) <= em.MAX_CURVE_POINTS and len(pr) <= em.MAX_CURVE_POINTS
     assert roc.iloc[0][["fpr", "tpr"]].tolist() == [0, 0] and roc.iloc[-1][
         ["fpr", "tpr"]
     ].tolist() == [1, 1]
@@ -115,7 +118,7 @@ def test_curves_and_confusion():
     assert np.trapezoid(roc.tpr, roc.fpr) == pytest.approx(
         skm.roc_auc_score(y, proba[:, 1]), abs=2e-3
     )
-    conf = ev.confusion_frame(y, proba.argmax(axis=1), ["neg", "pos"])
+    conf = em.confusion_frame(y, proba.argmax(axis=1), ["neg", "pos"])
     table = pd.crosstab(conf.actual, conf.predicted)
     expected = skm.confusion_matrix(y, proba.argmax(axis=1))
     assert table.loc[["neg", "pos"], ["neg", "pos"]].to_numpy().tolist() == expected.tolist()
@@ -137,7 +140,7 @@ def thirteen_class_problem() -> tuple[np.ndarray, np.ndarray]:
 
 def test_thirteen_classes_macro_averages_over_the_classes_present():
     y, proba = thirteen_class_problem()
-    m = ev.classification_metrics(y, proba, THIRTEEN)
+    m = em.classification_metrics(y, proba, THIRTEEN)
     assert m["macro_classes"] == {"present": 12, "total": 13, "absent": ["class 12"]}
     p, r, f1, _ = skm.precision_recall_fscore_support(
         y, proba.argmax(axis=1), labels=list(range(12)), average=None, zero_division=0
@@ -148,28 +151,28 @@ def test_thirteen_classes_macro_averages_over_the_classes_present():
     onehot = np.eye(13)[y].ravel()
     assert m["roc_auc_micro"] == pytest.approx(skm.roc_auc_score(onehot, proba.ravel()))
     assert m["pr_auc_micro"] == pytest.approx(skm.average_precision_score(onehot, proba.ravel()))
-    assert "roc_auc_micro" not in ev.classification_metrics(*random_problem(50, 2, 0), ["a", "b"])
+    assert "roc_auc_micro" not in em.classification_metrics(*random_problem(50, 2, 0), ["a", "b"])
 
 
 def test_thirteen_classes_curves_for_the_ten_most_frequent_and_the_averages():
     y, proba = thirteen_class_problem()
-    roc, pr = ev.multiclass_curves(y, proba, THIRTEEN)
+    roc, pr = em.multiclass_curves(y, proba, THIRTEEN)
     counts = np.bincount(y, minlength=13)
     top = [THIRTEEN[i] for i in np.argsort(-counts, kind="stable")[:10]]
-    assert list(dict.fromkeys(roc.curve)) == [*top, ev.MICRO, ev.MACRO]
-    assert list(dict.fromkeys(pr.curve)) == [*top, ev.MICRO, ev.MACRO]
+    assert list(dict.fromkeys(roc.curve)) == [*top, em.MICRO, em.MACRO]
+    assert list(dict.fromkeys(pr.curve)) == [*top, em.MICRO, em.MACRO]
     assert list(roc.columns) == ["curve", "fpr", "tpr", "threshold"]
     for name, part in roc.groupby("curve", sort=False):
         assert part.fpr.is_monotonic_increasing and part.tpr.is_monotonic_increasing, name
     # The macro curve's area is the mean one-vs-rest AUC (up to the 101-point grid).
-    macro = roc[roc.curve == ev.MACRO]
+    macro = roc[roc.curve == em.MACRO]
     area = np.trapezoid(macro.tpr, macro.fpr)
-    assert area == pytest.approx(ev.classification_metrics(y, proba, THIRTEEN)["roc_auc"], abs=0.01)
-    micro = pr[pr.curve == ev.MICRO]
+    assert area == pytest.approx(em.classification_metrics(y, proba, THIRTEEN)["roc_auc"], abs=0.01)
+    micro = pr[pr.curve == em.MICRO]
     assert micro.recall.iloc[0] == 0 and micro.recall.iloc[-1] == 1
     # The binary case keeps its one curve without a `curve` column.
     y2, p2 = random_problem(200, 2, 1)
-    assert "curve" not in ev.roc_pr_curves(y2, p2, 1)[0].columns
+    assert "curve" not in em.roc_pr_curves(y2, p2, 1)[0].columns
 
 
 def test_membership_audit_separates_memorised_rows_from_unseen_ones():
@@ -179,22 +182,22 @@ def test_membership_audit_separates_memorised_rows_from_unseen_ones():
     p_in = np.where(np.eye(2)[y_in] == 1, 0.95, 0.05)
     conf = np.where(rng.random(300) < 0.5, 0.95, 0.3)
     p_out = np.where(np.eye(2)[y_out] == 1, conf[:, None], 1 - conf[:, None])
-    audit = ev.membership_audit(y_in, p_in, y_out, p_out)
+    audit = eb.membership_audit(y_in, p_in, y_out, p_out)
     assert audit["members"] == audit["non_members"] == 300
     # the confident non-members tie with every member (half credit), the others lose to them
     confident = np.mean(conf == 0.95)
     assert audit["auc"] == pytest.approx(1 - confident / 2)
     assert audit["advantage"] == pytest.approx(1 - confident)
-    same = ev.membership_audit(y_out, p_out, y_out, p_out)
+    same = eb.membership_audit(y_out, p_out, y_out, p_out)
     assert same["auc"] == pytest.approx(0.5) and same["advantage"] == pytest.approx(0.0)
-    assert ev.membership_audit(y_in[:0], p_in[:0], y_out, p_out)["auc"] is None
+    assert eb.membership_audit(y_in[:0], p_in[:0], y_out, p_out)["auc"] is None
 
 
 def test_ece_is_zero_for_a_perfectly_calibrated_toy():
     # Per bin: predicted 0.25 on 4 rows of which 1 positive, 0.75 on 4 rows of which 3.
     p = np.array([0.25] * 4 + [0.75] * 4)
     y = np.array([1, 0, 0, 0, 1, 1, 1, 0])
-    ece, curve = ev.calibration(y, p, bins=10)
+    ece, curve = em.calibration(y, p, bins=10)
     assert ece == pytest.approx(0.0)
     assert curve["count"].tolist() == [4, 4]
     assert curve["fraction_positive"].tolist() == pytest.approx([0.25, 0.75])
@@ -203,15 +206,15 @@ def test_ece_is_zero_for_a_perfectly_calibrated_toy():
 def test_ece_of_a_miscalibrated_toy():
     p = np.full(100, 0.9)
     y = np.r_[np.ones(50), np.zeros(50)]
-    ece, _ = ev.calibration(y, p, bins=10)
+    ece, _ = em.calibration(y, p, bins=10)
     assert ece == pytest.approx(0.4)
 
 
 def test_ece_small_when_outcomes_follow_the_probabilities_large_when_not():
     rng = np.random.default_rng(0)
     p = rng.random(200_000)
-    calibrated, _ = ev.calibration(rng.random(p.size) < p, p, 10)
-    skewed, _ = ev.calibration(rng.random(p.size) < p**3, p, 10)
+    calibrated, _ = em.calibration(rng.random(p.size) < p, p, 10)
+    skewed, _ = em.calibration(rng.random(p.size) < p**3, p, 10)
     assert calibrated < 0.01
     assert skewed > 0.15
 
@@ -232,7 +235,7 @@ def test_reliability_curve_matches_sklearn():
         0.4,
     ]  # bin edges go where sklearn puts them
     y = rng.random(p.size) < np.sqrt(p)
-    ece, curve = ev.calibration(y, p, bins=10)
+    ece, curve = em.calibration(y, p, bins=10)
     frac, mean = calibration_curve(y, p, n_bins=10, strategy="uniform")
     assert curve["fraction_positive"].to_numpy() == pytest.approx(frac)
     assert curve["mean_predicted"].to_numpy() == pytest.approx(mean)
@@ -243,7 +246,7 @@ def test_reliability_curve_matches_sklearn():
 def test_top_label_calibration_for_several_classes():
     proba = np.array([[0.8, 0.1, 0.1]] * 5 + [[0.2, 0.7, 0.1]] * 5)
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 0, 2])  # 0.8 -> 4/5 right, 0.7 -> 3/5 right
-    ece, curve = ev.calibration(y, proba, bins=10)
+    ece, curve = em.calibration(y, proba, bins=10)
     assert curve["fraction_positive"].tolist() == pytest.approx([0.6, 0.8])
     assert ece == pytest.approx(0.5 * 0.1 + 0.5 * 0.0)
 
@@ -265,7 +268,7 @@ def crafted_slices() -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
 
 def test_slice_metrics_and_gaps_on_a_crafted_frame():
     df, y, proba = crafted_slices()
-    table, gaps = ev.slice_metrics(df, y, proba, ["grp"], positive_class=1, min_size=3)
+    table, gaps = fairness.slice_metrics(df, y, proba, ["grp"], positive_class=1, min_size=3)
     rows = table.set_index("group")
     assert rows.loc["A", "selection_rate"] == pytest.approx(0.5)
     assert rows.loc["B", "selection_rate"] == pytest.approx(0.2)
@@ -280,7 +283,7 @@ def test_slice_metrics_and_gaps_on_a_crafted_frame():
     assert gaps["equal_opportunity_diff"]["grp"]["value"] == pytest.approx(0.55)
     assert gaps["equal_opportunity_diff"]["grp"]["groups"] == 2
     # With C included, its selection rate 0.5 and TPR 0 widen the equal-opportunity gap.
-    _, gaps = ev.slice_metrics(df, y, proba, ["grp"], positive_class=1, min_size=1)
+    _, gaps = fairness.slice_metrics(df, y, proba, ["grp"], positive_class=1, min_size=1)
     assert gaps["equal_opportunity_diff"]["grp"]["value"] == pytest.approx(0.75)
 
 
@@ -288,7 +291,7 @@ def test_a_gap_with_fewer_than_two_eligible_groups_is_not_measured():
     """With min_size 5 only group B has 5 positive rows: its equal-opportunity gap is null with
     the reason, and the gate skips it instead of reading it as 0 "within limit"."""
     df, y, proba = crafted_slices()
-    _, gaps = ev.slice_metrics(df, y, proba, ["grp"], positive_class=1, min_size=5)
+    _, gaps = fairness.slice_metrics(df, y, proba, ["grp"], positive_class=1, min_size=5)
     assert gaps["demographic_parity_diff"]["grp"]["value"] == pytest.approx(0.3)  # A, B: 10 rows
     eo = gaps["equal_opportunity_diff"]["grp"]
     assert eo["value"] is None and eo["groups"] == 1
@@ -301,10 +304,10 @@ def test_a_gap_with_fewer_than_two_eligible_groups_is_not_measured():
 
 def test_missing_values_form_their_own_slice():
     df, y, proba = crafted_slices()
-    table, gaps = ev.slice_metrics(df, y, proba, ["other"], positive_class=1)
-    assert set(table.group) == {ev.MISSING, "x"}
+    table, gaps = fairness.slice_metrics(df, y, proba, ["other"], positive_class=1)
+    assert set(table.group) == {em.MISSING, "x"}
     assert table.n.sum() == len(df)
-    assert set(table.slice) == {f"other={ev.MISSING}", "other=x"}
+    assert set(table.slice) == {f"other={em.MISSING}", "other=x"}
     assert gaps["demographic_parity_diff"]["other"]["value"] >= 0
 
 
@@ -425,7 +428,7 @@ def synthetic(n: int, seed: int) -> pd.DataFrame:
 def test_baselines_fit_on_train_and_score_test():
     train, test = synthetic(2000, 0), synthetic(1000, 1)
     test.loc[0, "job"] = "astronaut"  # a category unseen in training
-    base = ev.baselines(train, test, SPEC)
+    base = eb.baselines(train, test, SPEC)
     majority = base.majority
     share = (test.income == majority["class"]).mean()
     assert majority["class"] == train.income.mode()[0]
@@ -439,10 +442,10 @@ def test_baselines_fit_on_train_and_score_test():
 
 def test_evaluate_in_memory_writes_every_table():
     train, test = synthetic(1500, 2), synthetic(800, 3)
-    base = ev.baselines(train, test, SPEC)
+    base = eb.baselines(train, test, SPEC)
     proba = base.logistic_proba
     cfg = section(ev.EvaluateConfig, "evaluate", {"evaluate": {"gate": {"min_accuracy": 0.99}}})
-    members = ev.member_sample(train, len(test))
+    members = eb.member_sample(train, len(test))
     members = ev.Members(members, base.logistic_predict_proba(members, SPEC))
     metrics, plots = ev.evaluate(
         test, proba, list(SPEC.classes), train, SPEC, ["sex"], cfg, members
@@ -470,13 +473,13 @@ class ScorePredictor:
     def __init__(self, spec: FeatureSpec, train: pd.DataFrame, broken: bool):
         self.classes = list(spec.classes)[::-1]
         self.spec = spec
-        self.pipe = ev.logistic_pipeline(spec).fit(
-            ev._baseline_frame(train, spec), ev.encode_labels(train[spec.label], self.classes)
+        self.pipe = eb.logistic_pipeline(spec).fit(
+            eb._baseline_frame(train, spec), em.encode_labels(train[spec.label], self.classes)
         )
         self.broken = broken
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
-        proba = self.pipe.predict_proba(ev._baseline_frame(df, self.spec))
+        proba = self.pipe.predict_proba(eb._baseline_frame(df, self.spec))
         if self.broken:
             return proba[np.random.default_rng(0).permutation(len(proba))]
         return proba

@@ -12,8 +12,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-import stages.anonymize as anonymize
-from stages.anonymize import AnonymizeConfig, MislabelledColumn, ScanFailed, run
+from stages.anonymize import AnonymizeConfig, ScanFailed, run
+from stages.lib import anon_policies, anon_scan
+from stages.lib.anon_scan import MislabelledColumn
 from stages.lib.leakscan import ValueScanner, find_numbers
 from stages.lib.params import load_params
 from stages.lib.schema import SOURCE_FILE, SOURCE_ROW, load_schema
@@ -134,10 +135,13 @@ def test_scan_stops_the_run_when_the_scrubber_is_off(tmp_path, monkeypatch):
     schema = load_schema(params)
     frame = clean_frame(300)
     write_clean(tmp_path / "clean", [("p0.parquet", frame)])
-    monkeypatch.setattr(
-        anonymize, "scrub_column", lambda values, *a, **k: (as_string_array(values), Counter())
-    )
-    monkeypatch.setattr(anonymize, "scrub_known_names", lambda values, names: (values, 0))
+
+    def no_scrub(values, *a, **k):
+        return as_string_array(values), Counter()
+
+    monkeypatch.setattr(anon_policies, "scrub_column", no_scrub)
+    monkeypatch.setattr(anon_scan, "scrub_column", no_scrub)
+    monkeypatch.setattr(anon_policies, "scrub_known_names", lambda values, names: (values, 0))
     cfg = AnonymizeConfig(policies=params["anonymize"]["policies"])
     with pytest.raises(ScanFailed) as err:
         run(tmp_path / "clean", tmp_path / "anon", tmp_path / "q", cfg, schema, KEY)

@@ -596,15 +596,16 @@ def thirteen_class_inputs(passed: bool = True) -> report.Inputs:
     from sklearn.preprocessing import OneHotEncoder  # noqa: F401  (sklearn present: evaluate's dep)
 
     from stages import evaluate as ev
+    from stages.lib import eval_metrics as em
 
     classes = [f"complaint category {i:02d}" for i in range(13)]
     rng = np.random.default_rng(3)
     y = rng.choice(12, 1500, p=np.r_[np.linspace(3, 1, 12) / np.linspace(3, 1, 12).sum()])
     logits = rng.normal(size=(1500, 13)) + 2.0 * np.eye(13)[y]
     proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    metrics = ev.classification_metrics(y, proba, classes)
-    metrics["ece"], calibration = ev.calibration(y, proba, 10)
-    roc, pr = ev.multiclass_curves(y, proba, classes)
+    metrics = em.classification_metrics(y, proba, classes)
+    metrics["ece"], calibration = em.calibration(y, proba, 10)
+    roc, pr = em.multiclass_curves(y, proba, classes)
     metrics["fairness"] = {
         "demographic_parity_diff": {"sex": {"value": 0.04, "groups": 2, "reason": None}},
         "equal_opportunity_diff": {
@@ -665,7 +666,7 @@ def thirteen_class_inputs(passed: bool = True) -> report.Inputs:
             "evaluate": {"rows_in": 1500, "rows_out": 1500, **ev._rounded(metrics)},
         },
         plots={
-            "confusion": ev.confusion_frame(y, proba.argmax(axis=1), classes),
+            "confusion": em.confusion_frame(y, proba.argmax(axis=1), classes),
             "roc": roc,
             "pr": pr,
             "calibration": calibration,

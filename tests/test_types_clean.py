@@ -10,21 +10,18 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from stages.clean import (
-    CleanConfig,
-    coerce_array,
-    date_bounds,
+from stages.lib.clean_rows import (
     dedup_partition,
     labels_missing,
     map_partition,
-    normalise_array,
-    range_text,
     replaced_rows,
     superseded,
     unlabelled_batches,
 )
+from stages.lib.coerce import CleanConfig, coerce_array, date_bounds, range_text
 from stages.lib.dedup import DedupIndex
 from stages.lib.features import numeric_values
+from stages.lib.normalise import normalise_array
 from stages.lib.params import ParamsError
 from stages.lib.schema import Column, load_schema
 from tests.conftest import params, source_frame
@@ -211,7 +208,7 @@ def test_replace_keeps_the_later_version_and_accounts_for_the_earlier():
 
 
 def _quarantine_like(result) -> pa.Table:
-    from stages.clean import quarantine_arrow
+    from stages.lib.clean_rows import quarantine_arrow
 
     return quarantine_arrow(result.quarantine_table)
 

@@ -22,6 +22,9 @@ LINEAGE_COLUMNS = (RECORD_ID, BATCH, SOURCE_FILE, SOURCE_ROW)
 # What anonymize releases of them: source positions stay on the raw side (lineage trace reads
 # them there), since a row number can be a public table's dropped id.
 RELEASED_LINEAGE = (RECORD_ID, BATCH)
+# Columns of a quarantined row: why it was set aside (with the value where it is no identifier),
+# and the value-free kind of that reason.
+REASON, REASON_KIND = "_reason", "_reason_kind"
 
 
 @dataclass(frozen=True)
