@@ -53,13 +53,16 @@ FIELD_SEP = "\x1f"
 def _normalised(column: pa.ChunkedArray, kind: str) -> pa.ChunkedArray:
     """One feature column as the strings the content hash reads, normalised as the model sees
     it (stages.lib.model): text NFKC, lower-cased, whitespace collapsed, null as ""; numbers
-    as float64 (so 3 and 3.0 agree); null numbers and categories marked."""
+    as float64 (so 3 and 3.0 agree), dates and booleans as text; null numbers and categories
+    marked."""
     if kind == "text":
         text = pc.utf8_lower(pc.utf8_normalize(column.cast(pa.string()), "NFKC"))
         text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"\s+", " "))
         return pc.fill_null(text, "")
-    if kind == "numeric":
-        column = pc.cast(column, pa.float64())
+    if kind == "numeric" and (
+        pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+    ):
+        column = pc.cast(column, pa.float64())  # dates, timestamps, booleans: as their text
     return pc.fill_null(pc.cast(column, pa.string()), NULL_MARK)
 
 
