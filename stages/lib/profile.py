@@ -433,7 +433,7 @@ def quasi_levels(p: ColumnProfile, has_age: bool) -> list[Any]:
 
 def released(values: pd.Series, policy: Any) -> pd.Series | None:
     """A column as anonymize releases it under `policy` (None: dropped)."""
-    from stages.anonymize import generalize
+    from stages.lib.anon_policies import generalize
 
     if policy == "drop":
         return None
@@ -444,7 +444,7 @@ def released(values: pd.Series, policy: Any) -> pd.Series | None:
 
 def suppressed_share(columns: dict[str, pd.Series | None], k: int) -> float:
     """Share of rows in equivalence classes smaller than k over the released columns."""
-    from stages.anonymize import quasi_hashes, sizes_of
+    from stages.lib.anon_risk import quasi_hashes, sizes_of
 
     kept = {n: s.reset_index(drop=True) for n, s in columns.items() if s is not None}
     if not kept:
@@ -509,7 +509,9 @@ def guard_check(df: pd.DataFrame, profiles: dict[str, ColumnProfile], missing: s
     column it would stop on becomes an identifier (dropped), so `make run` does not stop there."""
     import secrets
 
-    from stages.anonymize import apply_policies, index_part, mislabelled_columns
+    from stages.lib.anon_index import index_part
+    from stages.lib.anon_policies import apply_policies
+    from stages.lib.anon_scan import mislabelled_columns
 
     schema = Schema(
         {
