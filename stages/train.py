@@ -13,7 +13,6 @@ machine has neither Prefect, DVC nor Great Expectations).
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import hashlib
 import io
@@ -35,15 +34,17 @@ from torch import nn
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import read_dataset, write_bytes_atomic, write_text_atomic
 from stages.lib.model import (
+    HashedBag,
     PrepConfig,
     Tensors,
+    bag_grad_sample,
     build_net,
     fit_preprocessor,
     forward,
     spec_to_dict,
     transform,
 )
-from stages.lib.params import load_params, section
+from stages.lib.params import ParamsError, load_params, section
 from stages.lib.schema import RECORD_ID, load_schema
 from stages.lib.summary import StageSummary
 
@@ -55,59 +56,77 @@ CURVE_PATH = Path("plots/train_curve.csv")
 AUGMENTED = "_augmented"
 
 
+DP_TEXT_BUCKETS = 4096  # under DP: batch x 4096 x (text_dim + classes) floats per step
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """Differential privacy (DP-SGD with Opacus): per-sample clipping, noise, Poisson batches."""
+
+    enabled: bool = False
+    epsilon: float = 8.0  # the target: the noise is set so that the run spends at most this
+    delta: float | None = None  # None: 1 / training rows
+    max_grad_norm: float = 1.0  # per-sample gradient clipping norm
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """The `train` section of params.yaml."""
+    """The `train` section of params.yaml (tests/test_train.py asserts the defaults equal it)."""
 
-    seed: int = 0
+    seed: int = 20240601
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on a GPU that has it
-    epochs: int = 60  # upper bound; early stopping usually ends sooner
+    epochs: int = 20  # upper bound; early stopping usually ends sooner
+    min_steps: int = 1000  # small data: more epochs, so that training takes at least this
     max_steps: int = 0  # 0: no limit
-    batch_size_cpu: int = 512
-    batch_size_gpu: int = 4096
-    lr: float = 2e-3  # at batch_size_cpu; other batch sizes scale it by sqrt(batch / that)
+    batch_size: int = 0  # 0: rows / 64, clipped to 32..4096, rounded to a power of two
+    lr: float = 0.002  # at batch 512; other batch sizes scale it by sqrt(batch / 512)
     min_lr_ratio: float = 0.1
-    warmup_steps: int = 50
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0  # 0: off
-    hidden: tuple[int, ...] = (256, 128)
-    dropout: float = 0.1
-    cat_emb_dim: int = 16  # cap on a category's embedding width
-    cat_min_count: int = 5  # rarer values map to <unk>
-    text_dim: int = 32
-    text_buckets: int = 65536
+    warmup_fraction: float = 0.05  # share of the planned steps spent warming up
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0  # 0: off (DP clips per sample instead)
+    width: int = 128
+    blocks: int = 1
+    dropout: float = 0.3
+    cat_emb_dim: int = 16
+    cat_min_count: int = 5
+    text_dim: int = 8
+    text_buckets: int = 262144
     ngram_min: int = 1
     ngram_max: int = 3
+    word_ngram_max: int = 2
     text_max_chars: int = 1000
-    numeric_bins: int = 16  # quantile bins per numeric column, embedded beside its value; 0: off
-    log1p_skew: float = 2.0  # log1p a non-negative numeric column whose train skew exceeds this
-    patience: int = 6  # epochs without val-loss improvement before stopping
-    class_weights: bool = False  # inverse-frequency loss weights
-    compile: bool = False  # torch.compile on a GPU
-    gpu_resident_fraction: float = 0.5  # keep data on the GPU when it takes < this of free memory
-    resume: bool = True  # continue from models/checkpoint when config and data match
+    numeric_bins: int = 16
+    log1p_skew: float = 2.0
+    patience: int = 6  # epochs without val-loss improvement before stopping ...
+    patience_min_steps: int = 300  # ... and at least this many optimiser steps
+    class_weights: bool = False
+    prior_correction: bool = True
+    compile: bool = False
+    gpu_resident_fraction: float = 0.5
+    resume: bool = True
+    dp: DPConfig = dataclasses.field(default_factory=DPConfig)
 
     def prep(self) -> PrepConfig:
         """The preprocessing part of the config."""
         return PrepConfig(
             cat_min_count=self.cat_min_count,
             log1p_skew=self.log1p_skew,
-            text_buckets=self.text_buckets,
+            # DP needs dense per-sample gradients [batch, buckets, dim] of the text tables
+            text_buckets=min(self.text_buckets, DP_TEXT_BUCKETS)
+            if self.dp.enabled
+            else self.text_buckets,
             ngram_min=self.ngram_min,
             ngram_max=self.ngram_max,
+            word_ngram_max=self.word_ngram_max,
             text_max_chars=self.text_max_chars,
             numeric_bins=self.numeric_bins,
         )
 
     def net(self) -> dict[str, Any]:
         """The network-shape part of the config (NetConfig's optional knobs)."""
-        return {
-            "cat_emb_dim": self.cat_emb_dim,
-            "text_dim": self.text_dim,
-            "hidden": list(self.hidden),
-            "dropout": self.dropout,
-        }
+        keys = ("cat_emb_dim", "text_dim", "width", "blocks", "dropout")
+        return {k: getattr(self, k) for k in keys}
 
 
 # ---------------------------------------------------------------- device, precision, ranks
@@ -134,6 +153,11 @@ class Runtime:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def sync(self) -> None:
+        """Wait for the device (honest timings on a GPU)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
 
 def choose_device(cfg: TrainConfig) -> Runtime:
     """The one place that picks device, precision, determinism and the distributed setup."""
@@ -142,7 +166,12 @@ def choose_device(cfg: TrainConfig) -> Runtime:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     want_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+        raise ParamsError(
+            "params.yaml train.device: 'cuda' was asked for but this machine has no CUDA device "
+            f"(torch {torch.__version__}); set train.device to auto or cpu, or run on a GPU"
+        )
+    if cfg.dp.enabled and world > 1:
+        raise ParamsError("params.yaml train.dp.enabled: DP training runs in one process only")
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if want_cuda else "gloo")
     if want_cuda:
@@ -164,16 +193,49 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
+# ---------------------------------------------------------------- the plan: sizes from data
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Batch, steps, warm-up and patience for this many training rows (issue 13.6)."""
+
+    batch_size: int
+    steps_per_epoch: int
+    epochs: int
+    total_steps: int
+    warmup_steps: int
+    patience: int
+    lr: float
+
+
+def auto_batch(n_rows: int) -> int:
+    """rows / 64 clipped to 32..4096, as a power of two: ~64 steps per epoch at any size."""
+    b = min(4096, max(32, n_rows / 64))
+    return 2 ** round(math.log2(b))
+
+
+def plan(n_rows: int, cfg: TrainConfig, world: int = 1) -> Plan:
+    """Sizes that work from ~500 rows to 10M: every epoch has many steps, small data more epochs."""
+    batch = min(cfg.batch_size or auto_batch(n_rows), max(1, n_rows))
+    batch = max(1, batch // world) * world  # equal slices per rank
+    steps = max(1, n_rows // batch)  # drop the ragged tail: fixed shapes
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps))
+    total = min(epochs * steps, cfg.max_steps or epochs * steps)
+    warmup = max(1, round(cfg.warmup_fraction * total))
+    patience = max(cfg.patience, math.ceil(cfg.patience_min_steps / steps))
+    return Plan(batch, steps, epochs, total, warmup, patience, cfg.lr * math.sqrt(batch / 512))
+
+
+def lr_at(step: int, p: Plan, min_lr_ratio: float) -> float:
+    """Linear warmup, then cosine decay to min_lr_ratio * lr (nanoGPT's schedule)."""
+    if step < p.warmup_steps:
+        return p.lr * (step + 1) / p.warmup_steps
+    progress = min(1.0, (step - p.warmup_steps) / max(1, p.total_steps - p.warmup_steps))
+    return p.lr * (min_lr_ratio + 0.5 * (1 + math.cos(math.pi * progress)) * (1 - min_lr_ratio))
+
+
 # ---------------------------------------------------------------- helpers of the loop
-
-
-def lr_at(step: int, total: int, cfg: TrainConfig, base_lr: float) -> float:
-    """Linear warmup, then cosine decay to min_lr_ratio * base_lr (nanoGPT's schedule)."""
-    if step < cfg.warmup_steps:
-        return base_lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
-    min_lr = base_lr * cfg.min_lr_ratio
-    return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (base_lr - min_lr)
 
 
 def class_weight_tensor(y: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -181,6 +243,24 @@ def class_weight_tensor(y: torch.Tensor, n_classes: int) -> torch.Tensor:
     counts = torch.bincount(y, minlength=n_classes).double()
     w = torch.where(counts > 0, y.numel() / (n_classes * counts.clamp(min=1)), 0.0)
     return w.float()
+
+
+def prior_shift(train_df: pd.DataFrame, y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """log(prior of the source rows) - log(prior trained on): undoes augment's oversampling.
+
+    Added to the logits at prediction time (logit adjustment, Menon et al. 2021), so that the
+    model trained on oversampled classes predicts with the data's own class balance.
+    """
+    source = (
+        ~train_df[AUGMENTED].fillna(False).astype(bool).to_numpy()
+        if AUGMENTED in train_df
+        else None
+    )
+    if source is None or source.all():
+        return torch.zeros(n_classes)
+    seen = torch.bincount(y, minlength=n_classes).double() + 1
+    real = torch.bincount(y[torch.from_numpy(source)], minlength=n_classes).double() + 1
+    return (torch.log(real / real.sum()) - torch.log(seen / seen.sum())).float()
 
 
 def epoch_shard(
@@ -198,14 +278,19 @@ def epoch_shard(
     return batches[:, rank * per : (rank + 1) * per].reshape(-1)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
-    """AdamW; weight decay on matrices only (not on biases and norms), as in nanoGPT."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_optimizers(model: nn.Module, cfg: TrainConfig, lr: float) -> list[torch.optim.Optimizer]:
+    """AdamW (decay on matrices only, as in nanoGPT); SparseAdam for sparse text tables."""
+    sparse = {id(m.weight) for m in model.modules() if isinstance(m, HashedBag) and m.sparse}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=lr)
+    opts: list[torch.optim.Optimizer] = [torch.optim.AdamW(groups, lr=lr)]
+    tables = [p for p in model.parameters() if id(p) in sparse]
+    if tables:  # only the rows a batch touches are read and written: 2^18 buckets cost nothing
+        opts.append(torch.optim.SparseAdam(tables, lr=lr))
+    return opts
 
 
 @torch.no_grad()
@@ -226,8 +311,7 @@ def evaluate(
         wsum += weight[b.y].sum().double() if weight is not None else len(rows)
         correct += (logits.argmax(1) == b.y).sum()
     model.train()
-    n = max(1, len(data))
-    return float(loss_sum / wsum.clamp(min=1e-12)), float(correct) / n
+    return float(loss_sum / wsum.clamp(min=1e-12)), float(correct) / max(1, len(data))
 
 
 def tensors_digest(t: Tensors) -> str:
@@ -239,9 +323,6 @@ def tensors_digest(t: Tensors) -> str:
     return h.hexdigest()[:16]
 
 
-VOLATILE_INFO = ("train_time_s", "samples_per_s", "resumed_from")
-
-
 def save_torch(path: Path, obj: dict[str, Any]) -> None:
     """torch.save, atomically."""
     buf = io.BytesIO()
@@ -249,17 +330,71 @@ def save_torch(path: Path, obj: dict[str, Any]) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
-def _resumable(ckpt: dict[str, Any], cfg: TrainConfig, digest: str) -> bool:
-    """A checkpoint continues this run when the config (bar epoch/step budgets) and data match."""
-    ignore = {"epochs", "max_steps", "resume"}
-    mine = {k: v for k, v in _config_dict(cfg).items() if k not in ignore}
-    theirs = {k: v for k, v in ckpt["config"].items() if k not in ignore}
-    return mine == theirs and ckpt.get("data_digest") == digest
-
-
 def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
     """The config as plain JSON-able types."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _cpu(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached CPU copies of a state dict."""
+    return {k: v.detach().cpu().clone() for k, v in sd.items()}
+
+
+# ---------------------------------------------------------------- state = checkpoint
+
+
+@dataclass
+class TrainState:
+    """Everything a run has learnt so far; `asdict` of it is models/checkpoint/last.pt."""
+
+    config: dict[str, Any]
+    data_digest: str
+    model: dict[str, torch.Tensor]
+    best_model: dict[str, torch.Tensor]
+    optimizers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    step: int = 0
+    epoch: int = 0
+    best_val_loss: float = math.inf
+    best_val_accuracy: float = 0.0
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    train_time_s: float = 0.0
+    samples_seen: int = 0
+    rng: torch.Tensor = dataclasses.field(default_factory=torch.get_rng_state)
+
+    def as_checkpoint(self) -> dict[str, Any]:
+        """Plain dict for torch.save (weights_only-loadable)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def resumes(self, cfg: TrainConfig, digest: str) -> bool:
+        """Whether this state continues a run of `cfg` on data `digest` (budgets may differ)."""
+        ignore = {"epochs", "max_steps", "resume", "min_steps"}
+        mine = {k: v for k, v in _config_dict(cfg).items() if k not in ignore}
+        theirs = {k: v for k, v in self.config.items() if k not in ignore}
+        return mine == theirs and self.data_digest == digest and not cfg.dp.enabled
+
+    def done(self, p: Plan) -> bool:
+        """Out of epochs or steps, or no val-loss improvement for `patience` epochs."""
+        return self.epoch >= p.epochs or self.step >= p.total_steps or self.bad_epochs >= p.patience
+
+
+def load_state(
+    path: Path | None, cfg: TrainConfig, digest: str, log: Callable
+) -> TrainState | None:
+    """The state in `path` when it continues this run, else None."""
+    if not (cfg.resume and path is not None and path.exists()):
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = (
+        TrainState(**ckpt)
+        if set(ckpt) == {f.name for f in dataclasses.fields(TrainState)}
+        else None
+    )
+    if state is None or not state.resumes(cfg, digest):
+        log(f"{path} is from another config or data: starting afresh")
+        return None
+    log(f"resumed from {path} at epoch {state.epoch}, step {state.step}")
+    return state
 
 
 @dataclass
@@ -271,6 +406,132 @@ class FitResult:
     history: list[dict[str, Any]]
     info: dict[str, Any]
     checkpoint: dict[str, Any]
+
+
+# ---------------------------------------------------------------- differential privacy
+
+
+@dataclass
+class Privacy:
+    """An Opacus PrivacyEngine attached to the run and the budget it targets."""
+
+    engine: Any
+    delta: float
+    cfg: DPConfig
+
+    def report(self) -> dict[str, Any]:
+        """metrics/train.json's `dp`: the ε actually spent (at δ), clipping and noise."""
+        return {
+            "enabled": True,
+            "epsilon": round(float(self.engine.get_epsilon(self.delta)), 4),
+            "delta": self.delta,
+            "max_grad_norm": self.cfg.max_grad_norm,
+            "noise_multiplier": round(float(self.engine.optimizer_noise()), 6),
+        }
+
+
+NO_DP = {
+    "enabled": False,
+    "epsilon": None,
+    "delta": None,
+    "max_grad_norm": None,
+    "noise_multiplier": None,
+}
+
+
+def make_private(
+    model: nn.Module, opts: list[torch.optim.Optimizer], n_rows: int, p: Plan, cfg: TrainConfig
+) -> tuple[nn.Module, list[torch.optim.Optimizer], Any, Privacy]:
+    """DP-SGD: per-sample clipping and Gaussian noise sized for the target ε over the plan's
+    epochs, Poisson-sampled batches of row indices (expected size: the plan's batch)."""
+    from opacus import PrivacyEngine  # imported only when DP is on (it pulls in scipy)
+    from opacus.grad_sample import register_grad_sampler
+
+    register_grad_sampler(HashedBag)(bag_grad_sample)
+    delta = cfg.dp.delta if cfg.dp.delta is not None else 1.0 / n_rows
+    rows = torch.utils.data.TensorDataset(torch.arange(n_rows))
+    loader = torch.utils.data.DataLoader(
+        rows, batch_size=p.batch_size, generator=torch.Generator().manual_seed(cfg.seed)
+    )
+    engine = PrivacyEngine(accountant="rdp")
+    model, opt, loader = engine.make_private_with_epsilon(
+        module=model,
+        optimizer=opts[0],
+        data_loader=loader,
+        target_epsilon=cfg.dp.epsilon,
+        target_delta=delta,
+        epochs=p.epochs,
+        max_grad_norm=cfg.dp.max_grad_norm,
+        poisson_sampling=True,
+    )
+    engine.optimizer_noise = lambda: opt.noise_multiplier
+    return model, [opt], loader, Privacy(engine, delta, cfg.dp)
+
+
+def epoch_batches(train: Tensors, p: Plan, cfg: TrainConfig, rt: Runtime, epoch: int, loader: Any):
+    """Row-index batches of one epoch: Poisson samples under DP, else this rank's shard."""
+    if loader is not None:
+        return [rows.to(train.x_num.device) for (rows,) in loader]
+    shard = epoch_shard(
+        len(train), p.batch_size, p.steps_per_epoch, cfg.seed, epoch, rt.rank, rt.world_size
+    )
+    if rt.world_size > 1 and epoch == 0:  # every rank says which rows it took
+        sha = hashlib.sha256(shard.numpy().tobytes()).hexdigest()[:16]
+        print(
+            f"rank {rt.rank}/{rt.world_size}: epoch 1 shard of {len(shard)} rows, sha {sha}",
+            flush=True,
+        )
+    return shard.to(train.x_num.device).view(p.steps_per_epoch, -1)
+
+
+# ---------------------------------------------------------------- setup
+
+
+def prepare(
+    train_df: pd.DataFrame, val_df: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig, rt: Runtime
+):
+    """Preprocessing fitted on train only; tensors on the device when they fit there."""
+    prep = fit_preprocessor(train_df, spec, cfg.prep())
+    train, val = transform(train_df, prep), transform(val_df, prep)
+    resident = rt.device.type == "cpu"
+    if rt.device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(rt.device)
+        resident = train.nbytes() + val.nbytes() < cfg.gpu_resident_fraction * free
+    digest = tensors_digest(train)
+    train = train.to(rt.device) if resident else train.pin_memory()
+    return prep, train, val.to(rt.device) if resident else val, resident, digest
+
+
+def wrap(model: nn.Module, cfg: TrainConfig, rt: Runtime) -> nn.Module:
+    """torch.compile on a GPU when asked; DDP under torchrun."""
+    if cfg.compile and rt.device.type == "cuda":
+        model = torch.compile(model, dynamic=True)
+    if rt.world_size > 1:
+        ids = [rt.local_rank] if rt.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model
+
+
+def record_epoch(
+    st: TrainState, raw: nn.Module, val_loss: float, val_acc: float, row: dict
+) -> bool:
+    """Keep the best weights and count epochs without improvement; True when improved."""
+    improved = val_loss < st.best_val_loss - 1e-4
+    if improved:
+        st.best_val_loss, st.best_val_accuracy, st.bad_epochs = val_loss, val_acc, 0
+        st.best_model = _cpu(raw.state_dict())
+    else:
+        st.bad_epochs += 1
+    st.history.append(
+        {
+            "epoch": st.epoch,
+            "step": st.step,
+            **row,
+            "val_loss": round(val_loss, 6),
+            "val_accuracy": round(val_acc, 6),
+        }
+    )
+    return improved
 
 
 # ---------------------------------------------------------------- the training loop
@@ -285,220 +546,159 @@ def fit(
     meta: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> FitResult:
-    """Train on `train_df`, early-stop on `val_df`; frames are not modified.
-
-    With `checkpoint_dir`, rank 0 writes `last.pt` after every epoch and a later call with the
-    same config and data resumes from it.
-    """
+    """Train on `train_df`, early-stop on `val_df`; frames are not modified. With
+    `checkpoint_dir`, rank 0 writes `last.pt` (the TrainState) after every epoch and a later
+    call with the same config and data resumes from it."""
     rt = choose_device(cfg)
     seed_everything(cfg.seed)
     log = log if rt.master else (lambda _msg: None)
-
-    # data: fit preprocessing on train only, then everything becomes tensors once
-    state = fit_preprocessor(train_df, spec, cfg.prep())
-    train, val = transform(train_df, state), transform(val_df, state)
-    digest = tensors_digest(train)
-    n_classes = len(state["classes"])
-    resident = rt.device.type == "cpu"
-    if rt.device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(rt.device)
-        resident = train.nbytes() + val.nbytes() < cfg.gpu_resident_fraction * free
-    train = train.to(rt.device) if resident else train.pin_memory()
-    val = val.to(rt.device) if resident else val
-
-    # model, optimizer, schedule
-    batch_size = cfg.batch_size_gpu if rt.device.type == "cuda" else cfg.batch_size_cpu
-    batch_size = min(batch_size, len(train))
-    batch_size = max(1, batch_size // rt.world_size) * rt.world_size  # equal slices per rank
-    per_rank = batch_size // rt.world_size
-    base_lr = cfg.lr * math.sqrt(batch_size / cfg.batch_size_cpu)
-    steps_per_epoch = max(1, len(train) // batch_size)  # drop the ragged tail: fixed shapes
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-    model = build_net(state, **cfg.net()).to(rt.device)
-    raw_model = model
-    optimizer = make_optimizer(model, cfg, base_lr)
-    weight = class_weight_tensor(train.y, n_classes).to(rt.device) if cfg.class_weights else None
-
-    # resume
-    step, epoch, best_loss, best_acc, bad_epochs, history = 0, 0, math.inf, 0.0, 0, []
-    best_weights = copy.deepcopy(raw_model.state_dict())
-    train_time, samples_seen, resumed_from = 0.0, 0, None
+    prep, train, val, resident, digest = prepare(train_df, val_df, spec, cfg, rt)
+    p = plan(len(train), cfg, rt.world_size)
+    sparse = not cfg.dp.enabled and rt.world_size == 1  # Opacus and DDP want dense gradients
+    raw = build_net(prep, **cfg.net(), sparse_text=sparse).to(rt.device)
+    if cfg.prior_correction:
+        raw.prior_shift.copy_(prior_shift(train_df, train.y.cpu(), len(prep["classes"])))
+    opts = make_optimizers(raw, cfg, p.lr)
+    weight = (
+        class_weight_tensor(train.y, len(prep["classes"])).to(rt.device)
+        if cfg.class_weights
+        else None
+    )
     last = checkpoint_dir / "last.pt" if checkpoint_dir else None
-    if cfg.resume and last is not None and last.exists():
-        ckpt = torch.load(last, map_location="cpu", weights_only=True)
-        if _resumable(ckpt, cfg, digest):
-            raw_model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            step, epoch = ckpt["step"], ckpt["epoch"]
-            best_loss, best_acc = ckpt["best_val_loss"], ckpt["best_val_accuracy"]
-            bad_epochs, history = ckpt["bad_epochs"], list(ckpt["history"])
-            best_weights = ckpt["best_model"]
-            train_time, samples_seen = ckpt["train_time_s"], ckpt["samples_seen"]
-            torch.set_rng_state(ckpt["rng"])
-            resumed_from = {"step": step, "epoch": epoch}
-            log(f"resumed from {last} at epoch {epoch}, step {step}")
-        else:
-            log(f"{last} is from another config or data: starting afresh")
-
-    if cfg.compile and rt.device.type == "cuda":
-        model = torch.compile(model, dynamic=True)
-    if rt.world_size > 1:
-        ids = [rt.local_rank] if rt.device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
+    st = load_state(last, cfg, digest, log)
+    resumed_from = {"step": st.step, "epoch": st.epoch} if st else None
+    if st is None:
+        st = TrainState(_config_dict(cfg), digest, _cpu(raw.state_dict()), _cpu(raw.state_dict()))
+    raw.load_state_dict(st.model)
+    for opt, sd in zip(opts, st.optimizers, strict=False):
+        opt.load_state_dict(sd)
+    torch.set_rng_state(st.rng)
+    model, loader, privacy = wrap(raw, cfg, rt), None, None
+    if cfg.dp.enabled:
+        model, opts, loader, privacy = make_private(raw, opts, len(train), p, cfg)
     log(
         f"train: {len(train)} rows, val: {len(val)} rows, device {rt.device} ({rt.precision}), "
-        f"{'resident' if resident else 'streamed'}, batch {batch_size}, lr {base_lr:.2e}, "
-        f"{steps_per_epoch} steps/epoch, world {rt.world_size}"
+        f"{'resident' if resident else 'streamed'}, batch {p.batch_size}, lr {p.lr:.2e}, "
+        f"{p.steps_per_epoch} steps/epoch, up to {p.epochs} epochs, world {rt.world_size}"
+        f"{', DP target ε ' + str(cfg.dp.epsilon) if privacy else ''}"
     )
-    stop = (
-        epoch >= cfg.epochs
-        or (cfg.max_steps and step >= cfg.max_steps)
-        or (bad_epochs >= cfg.patience)
-    )
-    first_epoch = True
+    clip = [q for g in opts[0].param_groups for q in g["params"]]  # dense ones only
+    stop = st.done(p)
     while not stop:
-        # one epoch over this rank's shard of a seeded permutation
         model.train()
-        if rt.device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        shard = epoch_shard(
-            len(train), batch_size, steps_per_epoch, cfg.seed, epoch, rt.rank, rt.world_size
-        )
-        if rt.world_size > 1 and first_epoch:  # every rank says which rows it took
-            sha = hashlib.sha256(shard.numpy().tobytes()).hexdigest()[:16]
-            print(
-                f"rank {rt.rank}/{rt.world_size}: epoch {epoch + 1} shard of "
-                f"{len(shard)} rows, sha {sha}",
-                flush=True,
+        rt.sync()
+        t0, loss_sum, rows_seen = time.perf_counter(), torch.zeros((), device=rt.device), 0
+        for rows in epoch_batches(train, p, cfg, rt, st.epoch, loader):
+            batch = (
+                train.take(rows) if resident else train.take(rows).to(rt.device, non_blocking=True)
             )
-        first_epoch = False
-        shard = shard.to(train.x_num.device)
-        loss_sum = torch.zeros((), device=rt.device)
-        epoch_rows = 0
-        for i in range(steps_per_epoch):
-            rows = shard[i * per_rank : (i + 1) * per_rank]
-            batch = train.take(rows)
-            if not resident:
-                batch = batch.to(rt.device, non_blocking=True)
-            lr = lr_at(step, total_steps, cfg, base_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = lr_at(st.step, p, cfg.min_lr_ratio)
+            for opt in opts:
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                opt.zero_grad(set_to_none=True)
             with rt.autocast():
                 logits = forward(model, batch)
             loss = F.cross_entropy(logits.float(), batch.y, weight=weight)
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            step += 1
-            epoch_rows += len(rows)
+            if cfg.grad_clip > 0 and privacy is None:
+                nn.utils.clip_grad_norm_(clip, cfg.grad_clip)
+            for opt in opts:
+                opt.step()
+            st.step += 1
+            rows_seen += len(rows)
             loss_sum += loss.detach() * len(rows)  # no host sync inside the loop
-            if cfg.max_steps and step >= cfg.max_steps:
+            if st.step >= p.total_steps:
                 break
-        if rt.device.type == "cuda":
-            torch.cuda.synchronize()
+        rt.sync()
         dt = time.perf_counter() - t0
         if rt.world_size > 1:  # the epoch's train loss over every rank's shard
             torch.distributed.all_reduce(loss_sum)
-        epoch_rows *= rt.world_size
-        train_time += dt
-        samples_seen += epoch_rows
-        epoch += 1
-
-        # validate, early-stop, checkpoint
-        val_loss, val_acc = evaluate(raw_model, val, rt, weight)
-        train_loss = float(loss_sum) / max(1, epoch_rows)
-        improved = val_loss < best_loss - 1e-4
-        if improved:
-            best_loss, best_acc, bad_epochs = val_loss, val_acc, 0
-            best_weights = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()}
-        else:
-            bad_epochs += 1
-        history.append(
-            {
-                "epoch": epoch,
-                "step": step,
-                "train_loss": round(train_loss, 6),
-                "val_loss": round(val_loss, 6),
-                "val_accuracy": round(val_acc, 6),
-                "lr": lr,
-            }
+        rows_seen *= rt.world_size
+        st.train_time_s, st.samples_seen, st.epoch = (
+            st.train_time_s + dt,
+            st.samples_seen + rows_seen,
+            st.epoch + 1,
         )
-        stop = (
-            epoch >= cfg.epochs
-            or bool(cfg.max_steps and step >= cfg.max_steps)
-            or bad_epochs >= cfg.patience
+        val_loss, val_acc = evaluate(raw, val, rt, weight)
+        train_loss = float(loss_sum) / max(1, rows_seen)
+        improved = record_epoch(
+            st, raw, val_loss, val_acc, {"train_loss": round(train_loss, 6), "lr": lr}
         )
+        stop = st.done(p)
         if rt.world_size > 1:  # rank 0 decides, so that no rank waits alone in a collective
             flag = torch.tensor([float(stop)], device=rt.device)
             torch.distributed.broadcast(flag, src=0)
             stop = bool(flag.item())
         if rt.master and last is not None:
-            save_torch(
-                last,
-                {
-                    "model": raw_model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "step": step,
-                    "epoch": epoch,
-                    "best_val_loss": best_loss,
-                    "best_val_accuracy": best_acc,
-                    "bad_epochs": bad_epochs,
-                    "best_model": best_weights,
-                    "history": history,
-                    "train_time_s": train_time,
-                    "samples_seen": samples_seen,
-                    "rng": torch.get_rng_state(),
-                    "config": _config_dict(cfg),
-                    "data_digest": digest,
-                },
+            st.model, st.optimizers, st.rng = (
+                _cpu(raw.state_dict()),
+                [o.state_dict() for o in opts],
+                torch.get_rng_state(),
             )
+            save_torch(last, st.as_checkpoint())
         log(
-            f"epoch {epoch:3d} step {step:6d} train {train_loss:.4f} val {val_loss:.4f} "
-            f"acc {val_acc:.4f}{' *' if improved else ''} {epoch_rows / dt:,.0f} rows/s"
+            f"epoch {st.epoch:3d} step {st.step:6d} train {train_loss:.4f} val {val_loss:.4f} "
+            f"acc {val_acc:.4f}{' *' if improved else ''} {rows_seen / dt:,.0f} rows/s"
         )
+    info = run_info(st, cfg, rt, p, resident, privacy, resumed_from)
+    return finish(raw, st, prep, spec, cfg, info, meta)
 
-    raw_model.load_state_dict(best_weights)
-    raw_model.eval()
-    info = {
+
+VOLATILE_INFO = ("train_time_s", "samples_per_s", "resumed_from")
+
+
+def run_info(
+    st: TrainState, cfg: TrainConfig, rt: Runtime, p: Plan, resident: bool,
+    privacy: Privacy | None, resumed_from: dict[str, int] | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The run's facts for metrics/train.json."""
+    cuda = rt.device.type == "cuda"
+    return {
         "device": str(rt.device),
-        "device_name": torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else "cpu",
+        "device_name": torch.cuda.get_device_name(rt.device) if cuda else "cpu",
         "precision": rt.precision,
         "world_size": rt.world_size,
         "data_resident": resident,
-        "batch_size": batch_size,
-        "lr": base_lr,
-        "epochs_run": epoch,
-        "steps": step,
-        "best_val_loss": round(best_loss, 6),
-        "best_val_accuracy": round(best_acc, 6),
-        "train_time_s": round(train_time, 3),
-        "samples_per_s": round(samples_seen / train_time, 1) if train_time else 0.0,
+        "batch_size": p.batch_size,
+        "lr": p.lr,
+        "warmup_steps": p.warmup_steps,
+        "patience_epochs": p.patience,
+        "epochs_run": st.epoch,
+        "steps": st.step,
+        "best_val_loss": round(st.best_val_loss, 6),
+        "best_val_accuracy": round(st.best_val_accuracy, 6),
+        "train_time_s": round(st.train_time_s, 3),
+        "samples_per_s": round(st.samples_seen / st.train_time_s, 1) if st.train_time_s else 0.0,
         "resumed_from": resumed_from,
         "torch": str(torch.__version__),
         "seed": cfg.seed,
+        "dp": privacy.report() if privacy else dict(NO_DP),
     }
+
+
+def finish(
+    raw: nn.Module, st: TrainState, prep: dict[str, Any], spec: FeatureSpec, cfg: TrainConfig,
+    info: dict[str, Any], meta: dict[str, Any] | None,
+) -> FitResult:  # fmt: skip
+    """The best weights and the model file's contents."""
+    raw.load_state_dict(st.best_model)
+    raw.eval()
     checkpoint = {
-        "model": {k: v.detach().cpu() for k, v in raw_model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "step": step,
+        "model": _cpu(raw.state_dict()),
+        "step": st.step,
         "config": _config_dict(cfg),
         "net": cfg.net(),
-        "preprocessor": state,
+        "preprocessor": prep,
         "spec": spec_to_dict(spec),
-        "classes": list(state["classes"]),
-        "data_digest": digest,
+        "classes": list(prep["classes"]),
+        "data_digest": st.data_digest,
         # Timings vary run to run; leaving them out keeps the model file byte-identical across
         # repeated CPU runs (they are in metrics/train.json).
         "info": {k: v for k, v in info.items() if k not in VOLATILE_INFO},
         **(meta or {}),
     }
-    return FitResult(raw_model, state, history, info, checkpoint)
+    return FitResult(raw, prep, st.history, info, checkpoint)
 
 
 # ---------------------------------------------------------------- the stage

@@ -24,14 +24,17 @@ SMALL = TrainConfig(
     seed=7,
     device="cpu",
     epochs=4,
-    batch_size_cpu=64,
+    min_steps=0,
+    batch_size=64,
     lr=0.01,
-    warmup_steps=5,
-    hidden=(32,),
+    warmup_fraction=0.1,
+    width=32,
+    blocks=1,
     text_buckets=2048,
     text_dim=8,
     cat_min_count=2,
     patience=10,
+    patience_min_steps=0,
     resume=True,
 )
 
@@ -237,7 +240,6 @@ def test_stage_main_writes_model_curve_and_summary(tmp_path, monkeypatch):
     ckpt = torch.load(tmp_path / "models/model.pt", weights_only=True)
     assert {
         "model",
-        "optimizer",
         "step",
         "config",
         "preprocessor",
@@ -254,7 +256,9 @@ def test_stage_main_writes_model_curve_and_summary(tmp_path, monkeypatch):
     np.testing.assert_array_equal(pred.predict_proba(test), res_pred.predict_proba(test))
     assert accuracy(pred, test) > 0.75  # 300 rows, 4 epochs: learning, not converged
     data = transform(test, ckpt["preprocessor"])
-    assert data.x_num.shape == (100, 4)  # two numeric columns: value + missing indicator each
+    # two numeric columns: value, missing indicator and one piecewise-linear entry per bin each
+    bins = sum(len(s["edges"]) - 1 for s in ckpt["preprocessor"]["numeric"].values())
+    assert bins > 2 and data.x_num.shape == (100, 4 + bins)
 
 
 def test_train_imports_stay_lean():
@@ -271,7 +275,7 @@ def test_train_imports_stay_lean():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_training_bf16_resident():
     spec = spec_of(schema_params({**NUMERIC, **CATEGORICAL, **TEXT}))
-    cfg = dataclasses.replace(SMALL, device="cuda", batch_size_gpu=128, epochs=6)
+    cfg = dataclasses.replace(SMALL, device="cuda", batch_size=128, epochs=6)
     res = fit(frame(2000, 1), frame(300, 2), spec, cfg, log=lambda _m: None)
     assert res.info["device"].startswith("cuda") and res.info["data_resident"]
     assert res.info["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
