@@ -545,8 +545,10 @@ def fit(
     checkpoint_dir: Path | None = None,
     meta: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
+    build: Callable[..., nn.Module] = build_net,
 ) -> FitResult:
-    """Train on `train_df`, early-stop on `val_df`; frames are not modified. With
+    """Train on `train_df`, early-stop on `val_df`; frames are not modified (`build`: the
+    network for a fitted preprocessor; benchmarks pass earlier designs). With
     `checkpoint_dir`, rank 0 writes `last.pt` (the TrainState) after every epoch and a later
     call with the same config and data resumes from it."""
     rt = choose_device(cfg)
@@ -555,8 +557,8 @@ def fit(
     prep, train, val, resident, digest = prepare(train_df, val_df, spec, cfg, rt)
     p = plan(len(train), cfg, rt.world_size)
     sparse = not cfg.dp.enabled and rt.world_size == 1  # Opacus and DDP want dense gradients
-    raw = build_net(prep, **cfg.net(), sparse_text=sparse).to(rt.device)
-    if cfg.prior_correction:
+    raw = build(prep, **cfg.net(), sparse_text=sparse).to(rt.device)
+    if cfg.prior_correction and hasattr(raw, "prior_shift"):
         raw.prior_shift.copy_(prior_shift(train_df, train.y.cpu(), len(prep["classes"])))
     opts = make_optimizers(raw, cfg, p.lr)
     weight = (

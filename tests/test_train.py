@@ -205,26 +205,30 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path):
     assert other.info["resumed_from"] is None
 
 
+def write_project(root) -> None:
+    """data/train_aug (300 rows, every tenth augmented) and data/split/val (100 rows)."""
+    tr = frame(300, 1)
+    tr["_augmented"] = [i % 10 == 0 for i in range(len(tr))]
+    write_dataset(
+        root / "data/train_aug",
+        [("part-0.parquet", pa.Table.from_pandas(tr, preserve_index=False))],
+    )
+    write_dataset(
+        root / "data/split/val",
+        [("part-0.parquet", pa.Table.from_pandas(frame(100, 2), preserve_index=False))],
+    )
+
+
 def test_stage_main_writes_model_curve_and_summary(tmp_path, monkeypatch):
     from stages import train as stage
 
     params = schema_params({**NUMERIC, **CATEGORICAL, **TEXT})
-    params["train"] = {
-        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(SMALL).items()
-    }
+    params["train"] = json.loads(json.dumps(dataclasses.asdict(SMALL)))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(
         yaml.safe_dump(params, allow_unicode=True, sort_keys=False)
     )
-    tr = frame(300, 1)
-    tr["_augmented"] = [i % 10 == 0 for i in range(len(tr))]
-    write_dataset(
-        "data/train_aug", [("part-0.parquet", pa.Table.from_pandas(tr, preserve_index=False))]
-    )
-    write_dataset(
-        "data/split/val",
-        [("part-0.parquet", pa.Table.from_pandas(frame(100, 2), preserve_index=False))],
-    )
+    write_project(tmp_path)
     stage.main()
 
     summary = json.loads((tmp_path / "metrics/train.json").read_text())
@@ -232,6 +236,13 @@ def test_stage_main_writes_model_curve_and_summary(tmp_path, monkeypatch):
     assert summary["augmented_rows"] == 30 and summary["val_rows"] == 100
     assert summary["device"] == "cpu" and summary["precision"] == "fp32"
     assert summary["epochs_run"] == 4 and summary["samples_per_s"] > 0
+    assert summary["dp"] == {
+        "enabled": False,
+        "epsilon": None,
+        "delta": None,
+        "max_grad_norm": None,
+        "noise_multiplier": None,
+    }
     curve = pd.read_csv(tmp_path / "plots/train_curve.csv")
     assert list(curve.columns) == ["epoch", "step", "train_loss", "val_loss", "val_accuracy"]
     assert len(curve) == 4

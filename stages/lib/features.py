@@ -145,3 +145,13 @@ def merge_bags(
         [np.repeat(np.arange(n), np.diff(oa)), np.repeat(np.arange(n), np.diff(ob))]
     )
     return _bags(np.concatenate([fa, fb]), rows, n)
+
+
+def unique_bags(flat: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each bag's distinct ids, sorted (a binary bag of n-grams: fewer ids to look up and update,
+    and a character repeated through a text does not outweigh the rest)."""
+    n = len(offsets) - 1
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+    keys = np.unique(rows * (int(flat.max(initial=0)) + 1) + flat)
+    width = int(flat.max(initial=0)) + 1
+    return _bags(keys % width, keys // width, n)

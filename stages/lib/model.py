@@ -7,7 +7,6 @@ stage runs on GPU machines that have neither Prefect, DVC nor Great Expectations
 from __future__ import annotations
 
 import dataclasses
-import functools
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.lib.features import FeatureSpec, hash_word_ngrams, merge_bags
+from stages.lib.features import FeatureSpec, hash_word_ngrams, merge_bags, unique_bags
 
 UNK, NULL = 0, 1  # reserved categorical indices: unseen/rare value, missing value
 CAT_RESERVED = ("<unk>", "<null>")
@@ -246,6 +245,7 @@ def transform(df: pd.DataFrame, state: dict[str, Any], with_label: bool = True) 
         if t["word_ngram_max"]:
             words = hash_word_ngrams(texts, t["buckets"], t["word_ngram_max"])
             flat, off = merge_bags((flat, off), words)
+        flat, off = unique_bags(flat, off)
         flats.append(torch.from_numpy(flat))
         offs.append(torch.from_numpy(off))
     y = None
@@ -321,9 +321,12 @@ class HashedBag(nn.Module):
     as Opacus expects; `bag_grad_sample` gives its per-sample gradients for DP training.
     """
 
-    def __init__(self, buckets: int, dim: int, std: float, sparse: bool = False):
+    def __init__(self, buckets: int, dim: int, sparse: bool = False, wide: int = 0):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(buckets, dim) * std)
+        # deep columns start small and random, the last `wide` (linear logits) at zero
+        self.weight = nn.Parameter(torch.randn(buckets, dim) * 0.1)
+        with torch.no_grad():
+            self.weight[:, dim - wide :] = 0.0
         self.sparse = sparse
 
     def forward(self, flat: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
@@ -379,9 +382,14 @@ class TabularNet(nn.Module):
         self.cat_emb = nn.ModuleList(
             nn.Embedding(c, cat_dim(c, cfg.cat_emb_dim)) for c in cfg.cat_cards
         )
-        bag = functools.partial(HashedBag, cfg.text_buckets, sparse=cfg.sparse_text)
-        self.text_emb = nn.ModuleList(bag(cfg.text_dim, std=0.1) for _ in range(cfg.n_text))
-        self.wide = nn.ModuleList(bag(cfg.n_classes, std=0.0) for _ in range(cfg.n_text))
+        # One table per text column: its first text_dim columns feed the deep part, the last
+        # n_classes are the wide linear part's logits (one lookup, one sparse update for both).
+        self.text = nn.ModuleList(
+            HashedBag(
+                cfg.text_buckets, cfg.text_dim + cfg.n_classes, cfg.sparse_text, cfg.n_classes
+            )
+            for _ in range(cfg.n_text)
+        )
         width = cfg.n_numeric + sum(e.embedding_dim for e in self.cat_emb)
         width += cfg.text_dim * cfg.n_text
         self.stem = nn.Linear(width, cfg.width)
@@ -402,11 +410,13 @@ class TabularNet(nn.Module):
         """Logits [n, n_classes]."""
         parts = [x_num]
         parts += [emb(x_cat[:, i]) for i, emb in enumerate(self.cat_emb)]
-        lens = [off[1:] - off[:-1] for off in text_off]
-        parts += [emb(f, n) for emb, f, n in zip(self.text_emb, text_flat, lens, strict=True)]
+        bags = [
+            t(f, o[1:] - o[:-1]) for t, f, o in zip(self.text, text_flat, text_off, strict=True)
+        ]
+        parts += [b[:, : self.cfg.text_dim] for b in bags]
         logits = self.head(self.blocks(self.stem(torch.cat(parts, dim=1))))
-        for wide, f, n in zip(self.wide, text_flat, lens, strict=True):
-            logits = logits + wide(f, n)
+        for b in bags:
+            logits = logits + b[:, self.cfg.text_dim :]
         return logits if self.training else logits + self.prior_shift
 
 
