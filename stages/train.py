@@ -91,6 +91,7 @@ class TrainConfig:
     cat_emb_dim: int = 16
     cat_min_count: int = 5
     text_dim: int = 8
+    text_lr: float = 0.1  # SGD's rate for the sparse text tables, at batch 512
     text_buckets: int = 262144
     ngram_min: int = 1
     ngram_max: int = 3
@@ -279,7 +280,7 @@ def epoch_shard(
 
 
 def make_optimizers(model: nn.Module, cfg: TrainConfig, lr: float) -> list[torch.optim.Optimizer]:
-    """AdamW (decay on matrices only, as in nanoGPT); SparseAdam for sparse text tables."""
+    """AdamW (decay on matrices only, as in nanoGPT); plain SGD for sparse text tables."""
     sparse = {id(m.weight) for m in model.modules() if isinstance(m, HashedBag) and m.sparse}
     params = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse]
     groups = [
@@ -288,8 +289,11 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig, lr: float) -> list[torch
     ]
     opts: list[torch.optim.Optimizer] = [torch.optim.AdamW(groups, lr=lr)]
     tables = [p for p in model.parameters() if id(p) in sparse]
-    if tables:  # only the rows a batch touches are read and written: 2^18 buckets cost nothing
-        opts.append(torch.optim.SparseAdam(tables, lr=lr))
+    if tables:
+        # SGD as in fastText: only the rows a batch touches change (2^18 buckets cost nothing),
+        # and a rare n-gram moves with its gradient, not by a full Adam step (noise stays small)
+        scale = cfg.text_lr / cfg.lr
+        opts.append(torch.optim.SGD([{"params": tables, "lr_scale": scale}], lr=lr * scale))
     return opts
 
 
@@ -597,7 +601,7 @@ def fit(
             lr = lr_at(st.step, p, cfg.min_lr_ratio)
             for opt in opts:
                 for group in opt.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 opt.zero_grad(set_to_none=True)
             with rt.autocast():
                 logits = forward(model, batch)

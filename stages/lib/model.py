@@ -23,6 +23,7 @@ from stages.lib.features import FeatureSpec, hash_word_ngrams, merge_bags, uniqu
 UNK, NULL = 0, 1  # reserved categorical indices: unseen/rare value, missing value
 CAT_RESERVED = ("<unk>", "<null>")
 PREPROCESSOR_VERSION = 2
+MIN_ROWS_PER_BIN = 500  # a piecewise-linear bin per this many training rows at most
 
 
 # ---------------------------------------------------------------- preprocessing: fit
@@ -68,7 +69,9 @@ def fit_preprocessor(df: pd.DataFrame, spec: FeatureSpec, cfg: PrepConfig) -> di
         z = np.log1p(filled) if log else filled
         std = float(z.std())
         # quantile bin edges: an MLP learns thresholds (capital gain > x) more easily from them
-        qs = np.linspace(0, 1, cfg.numeric_bins + 1)[1:-1] if cfg.numeric_bins > 1 else []
+        # and no more bins than the rows can fill: small tables overfit thin bins (issue 13.6)
+        bins = min(cfg.numeric_bins, len(df) // MIN_ROWS_PER_BIN)
+        qs = np.linspace(0, 1, bins + 1)[1:-1] if bins > 1 else []
         edges = np.unique(np.quantile(seen, [0.0, *qs, 1.0])).tolist() if seen.size else []
         numeric[col] = {
             "median": median,
