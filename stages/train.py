@@ -394,6 +394,9 @@ def load_state(
         if set(ckpt) == {f.name for f in dataclasses.fields(TrainState)}
         else None
     )
+    if cfg.dp.enabled:
+        log(f"{path}: a DP run starts afresh (its privacy accountant is not checkpointed)")
+        return None
     if state is None or not state.resumes(cfg, digest):
         log(f"{path} is from another config or data: starting afresh")
         return None
@@ -538,6 +541,102 @@ def record_epoch(
     return improved
 
 
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class Run:
+    """What the loop works with: device, plan, data, model, optimisers, state, privacy."""
+
+    rt: Runtime
+    cfg: TrainConfig
+    p: Plan
+    prep: dict[str, Any]
+    train: Tensors
+    val: Tensors
+    resident: bool
+    raw: nn.Module  # the network itself (for evaluation and state dicts)
+    model: nn.Module  # what the loop calls: raw, or wrapped by DDP / torch.compile / Opacus
+    opts: list[torch.optim.Optimizer]
+    st: TrainState
+    weight: torch.Tensor | None = None
+    last: Path | None = None
+    resumed_from: dict[str, int] | None = None
+    loader: Any = None  # Poisson-sampling loader of row indices under DP
+    privacy: Privacy | None = None
+
+    def batch(self, rows: torch.Tensor) -> Tensors:
+        """The rows' tensors on the device."""
+        b = self.train.take(rows)
+        return b if self.resident else b.to(self.rt.device, non_blocking=True)
+
+    def set_lr(self, lr: float) -> None:
+        """Scheduled rate on every group (text tables at their own scale); clear gradients."""
+        for opt in self.opts:
+            for group in opt.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            opt.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        """Clip (globally; DP clips per sample itself) and step every optimiser."""
+        if self.cfg.grad_clip > 0 and self.privacy is None:
+            dense = [q for g in self.opts[0].param_groups for q in g["params"]]
+            nn.utils.clip_grad_norm_(dense, self.cfg.grad_clip)
+        for opt in self.opts:
+            opt.step()
+
+    def stop(self) -> bool:
+        """Whether training ends now; under DDP rank 0 decides, so that no rank waits alone."""
+        stop = self.st.done(self.p)
+        if self.rt.world_size > 1:
+            flag = torch.tensor([float(stop)], device=self.rt.device)
+            torch.distributed.broadcast(flag, src=0)
+            stop = bool(flag.item())
+        return stop
+
+    def save(self) -> None:
+        """Rank 0 writes the TrainState as models/checkpoint/last.pt."""
+        if self.rt.master and self.last is not None:
+            self.st.model = _cpu(self.raw.state_dict())
+            self.st.optimizers = [o.state_dict() for o in self.opts]
+            self.st.rng = torch.get_rng_state()
+            save_torch(self.last, self.st.as_checkpoint())
+
+
+def setup(
+    train_df: pd.DataFrame, val_df: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig,
+    checkpoint_dir: Path | None, log: Callable[[str], None], build: Callable[..., nn.Module],
+) -> Run:  # fmt: skip
+    """Device, data, plan, model, optimisers, the resumed or a fresh state, DP or DDP."""
+    rt = choose_device(cfg)
+    seed_everything(cfg.seed)
+    prep, train, val, resident, digest = prepare(train_df, val_df, spec, cfg, rt)
+    p = plan(len(train), cfg, rt.world_size)
+    sparse = not cfg.dp.enabled and rt.world_size == 1  # Opacus and DDP want dense gradients
+    raw = build(prep, **cfg.net(), sparse_text=sparse).to(rt.device)
+    n_classes = len(prep["classes"])
+    if cfg.prior_correction and hasattr(raw, "prior_shift"):
+        raw.prior_shift.copy_(prior_shift(train_df, train.y.cpu(), n_classes))
+    opts = make_optimizers(raw, cfg, p.lr)
+    last = checkpoint_dir / "last.pt" if checkpoint_dir else None
+    st = load_state(last, cfg, digest, log if rt.master else lambda _m: None)
+    resumed_from = {"step": st.step, "epoch": st.epoch} if st else None
+    if st is None:
+        st = TrainState(_config_dict(cfg), digest, _cpu(raw.state_dict()), _cpu(raw.state_dict()))
+    raw.load_state_dict(st.model)
+    for opt, sd in zip(opts, st.optimizers, strict=False):
+        opt.load_state_dict(sd)
+    torch.set_rng_state(st.rng)
+    run = Run(rt, cfg, p, prep, train, val, resident, raw, wrap(raw, cfg, rt), opts, st)
+    run.weight = (
+        class_weight_tensor(train.y, n_classes).to(rt.device) if cfg.class_weights else None
+    )
+    run.last, run.resumed_from = last, resumed_from
+    if cfg.dp.enabled:
+        run.model, run.opts, run.loader, run.privacy = make_private(raw, opts, len(train), p, cfg)
+    return run
+
+
 # ---------------------------------------------------------------- the training loop
 
 
@@ -555,62 +654,29 @@ def fit(
     network for a fitted preprocessor; benchmarks pass earlier designs). With
     `checkpoint_dir`, rank 0 writes `last.pt` (the TrainState) after every epoch and a later
     call with the same config and data resumes from it."""
-    rt = choose_device(cfg)
-    seed_everything(cfg.seed)
+    run = setup(train_df, val_df, spec, cfg, checkpoint_dir, log, build)
+    rt, p, st = run.rt, run.p, run.st
     log = log if rt.master else (lambda _msg: None)
-    prep, train, val, resident, digest = prepare(train_df, val_df, spec, cfg, rt)
-    p = plan(len(train), cfg, rt.world_size)
-    sparse = not cfg.dp.enabled and rt.world_size == 1  # Opacus and DDP want dense gradients
-    raw = build(prep, **cfg.net(), sparse_text=sparse).to(rt.device)
-    if cfg.prior_correction and hasattr(raw, "prior_shift"):
-        raw.prior_shift.copy_(prior_shift(train_df, train.y.cpu(), len(prep["classes"])))
-    opts = make_optimizers(raw, cfg, p.lr)
-    weight = (
-        class_weight_tensor(train.y, len(prep["classes"])).to(rt.device)
-        if cfg.class_weights
-        else None
-    )
-    last = checkpoint_dir / "last.pt" if checkpoint_dir else None
-    st = load_state(last, cfg, digest, log)
-    resumed_from = {"step": st.step, "epoch": st.epoch} if st else None
-    if st is None:
-        st = TrainState(_config_dict(cfg), digest, _cpu(raw.state_dict()), _cpu(raw.state_dict()))
-    raw.load_state_dict(st.model)
-    for opt, sd in zip(opts, st.optimizers, strict=False):
-        opt.load_state_dict(sd)
-    torch.set_rng_state(st.rng)
-    model, loader, privacy = wrap(raw, cfg, rt), None, None
-    if cfg.dp.enabled:
-        model, opts, loader, privacy = make_private(raw, opts, len(train), p, cfg)
     log(
-        f"train: {len(train)} rows, val: {len(val)} rows, device {rt.device} ({rt.precision}), "
-        f"{'resident' if resident else 'streamed'}, batch {p.batch_size}, lr {p.lr:.2e}, "
-        f"{p.steps_per_epoch} steps/epoch, up to {p.epochs} epochs, world {rt.world_size}"
-        f"{', DP target ε ' + str(cfg.dp.epsilon) if privacy else ''}"
+        f"train: {len(run.train)} rows, val: {len(run.val)} rows, device {rt.device} "
+        f"({rt.precision}), {'resident' if run.resident else 'streamed'}, batch {p.batch_size}, "
+        f"lr {p.lr:.2e}, {p.steps_per_epoch} steps/epoch, up to {p.epochs} epochs, "
+        f"world {rt.world_size}{f', DP target ε {cfg.dp.epsilon}' if run.privacy else ''}"
     )
-    clip = [q for g in opts[0].param_groups for q in g["params"]]  # dense ones only
     stop = st.done(p)
     while not stop:
-        model.train()
+        run.model.train()
         rt.sync()
         t0, loss_sum, rows_seen = time.perf_counter(), torch.zeros((), device=rt.device), 0
-        for rows in epoch_batches(train, p, cfg, rt, st.epoch, loader):
-            batch = (
-                train.take(rows) if resident else train.take(rows).to(rt.device, non_blocking=True)
-            )
+        for rows in epoch_batches(run.train, p, cfg, rt, st.epoch, run.loader):
+            batch = run.batch(rows)
             lr = lr_at(st.step, p, cfg.min_lr_ratio)
-            for opt in opts:
-                for group in opt.param_groups:
-                    group["lr"] = lr * group.get("lr_scale", 1.0)
-                opt.zero_grad(set_to_none=True)
+            run.set_lr(lr)
             with rt.autocast():
-                logits = forward(model, batch)
-            loss = F.cross_entropy(logits.float(), batch.y, weight=weight)
+                logits = forward(run.model, batch)
+            loss = F.cross_entropy(logits.float(), batch.y, weight=run.weight)
             loss.backward()
-            if cfg.grad_clip > 0 and privacy is None:
-                nn.utils.clip_grad_norm_(clip, cfg.grad_clip)
-            for opt in opts:
-                opt.step()
+            run.step()
             st.step += 1
             rows_seen += len(rows)
             loss_sum += loss.detach() * len(rows)  # no host sync inside the loop
@@ -621,34 +687,21 @@ def fit(
         if rt.world_size > 1:  # the epoch's train loss over every rank's shard
             torch.distributed.all_reduce(loss_sum)
         rows_seen *= rt.world_size
-        st.train_time_s, st.samples_seen, st.epoch = (
-            st.train_time_s + dt,
-            st.samples_seen + rows_seen,
-            st.epoch + 1,
-        )
-        val_loss, val_acc = evaluate(raw, val, rt, weight)
+        st.epoch += 1
+        st.train_time_s += dt
+        st.samples_seen += rows_seen
+        val_loss, val_acc = evaluate(run.raw, run.val, rt, run.weight)
         train_loss = float(loss_sum) / max(1, rows_seen)
-        improved = record_epoch(
-            st, raw, val_loss, val_acc, {"train_loss": round(train_loss, 6), "lr": lr}
-        )
-        stop = st.done(p)
-        if rt.world_size > 1:  # rank 0 decides, so that no rank waits alone in a collective
-            flag = torch.tensor([float(stop)], device=rt.device)
-            torch.distributed.broadcast(flag, src=0)
-            stop = bool(flag.item())
-        if rt.master and last is not None:
-            st.model, st.optimizers, st.rng = (
-                _cpu(raw.state_dict()),
-                [o.state_dict() for o in opts],
-                torch.get_rng_state(),
-            )
-            save_torch(last, st.as_checkpoint())
+        row = {"train_loss": round(train_loss, 6), "lr": lr}
+        improved = record_epoch(st, run.raw, val_loss, val_acc, row)
+        stop = run.stop()
+        run.save()
         log(
             f"epoch {st.epoch:3d} step {st.step:6d} train {train_loss:.4f} val {val_loss:.4f} "
             f"acc {val_acc:.4f}{' *' if improved else ''} {rows_seen / dt:,.0f} rows/s"
         )
-    info = run_info(st, cfg, rt, p, resident, privacy, resumed_from)
-    return finish(raw, st, prep, spec, cfg, info, meta)
+    info = run_info(st, cfg, rt, p, run.resident, run.privacy, run.resumed_from)
+    return finish(run.raw, st, run.prep, spec, cfg, info, meta)
 
 
 VOLATILE_INFO = ("train_time_s", "samples_per_s", "resumed_from")
