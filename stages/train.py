@@ -181,6 +181,8 @@ def choose_device(cfg: TrainConfig) -> Runtime:
         torch.backends.cuda.matmul.allow_tf32 = True
         bf16_ok = torch.cuda.is_bf16_supported()
         precision = "bf16" if cfg.precision in ("auto", "bf16") and bf16_ok else "fp32"
+        if cfg.dp.enabled:  # Opacus' per-sample gradient hooks are fp32 code: no autocast
+            precision = "fp32"
     else:
         device = torch.device("cpu")
         precision = "fp32"  # bf16 autocast on CPU is slow and gains nothing here
