@@ -266,6 +266,14 @@ def prior_shift(train_df: pd.DataFrame, y: torch.Tensor, n_classes: int) -> torc
     return (torch.log(real / real.sum()) - torch.log(seen / seen.sum())).float()
 
 
+def source_rows(train_df: pd.DataFrame) -> pd.DataFrame:
+    """The training rows without augment's added copies: under DP each record must be one row,
+    or its copies would spend its privacy budget several times over (group privacy)."""
+    if AUGMENTED not in train_df:
+        return train_df
+    return train_df[~train_df[AUGMENTED].fillna(False).astype(bool)]
+
+
 def epoch_shard(
     n: int, batch_size: int, steps: int, seed: int, epoch: int, rank: int = 0, world: int = 1
 ) -> torch.Tensor:
@@ -612,6 +620,8 @@ def setup(
     """Device, data, plan, model, optimisers, the resumed or a fresh state, DP or DDP."""
     rt = choose_device(cfg)
     seed_everything(cfg.seed)
+    if cfg.dp.enabled:
+        train_df = source_rows(train_df)
     prep, train, val, resident, digest = prepare(train_df, val_df, spec, cfg, rt)
     p = plan(len(train), cfg, rt.world_size)
     sparse = not cfg.dp.enabled and rt.world_size == 1  # Opacus and DDP want dense gradients

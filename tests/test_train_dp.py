@@ -69,10 +69,13 @@ def test_each_rows_gradient_is_clipped_to_max_grad_norm():
 
 def test_dp_training_spends_at_most_the_target_epsilon():
     spec = spec_of(schema_params(MIXED))
-    res = fit(frame(400, 1), frame(100, 2), spec, DP, log=lambda _m: None)
+    train = frame(400, 1)
+    train["_augmented"] = [i % 5 == 0 for i in range(400)]  # augment's copies: 80 rows
+    res = fit(train, frame(100, 2), spec, DP, log=lambda _m: None)
     dp = res.info["dp"]
     assert set(dp) == {"enabled", "epsilon", "delta", "max_grad_norm", "noise_multiplier"}
-    assert dp["enabled"] is True and dp["delta"] == 1 / 400 and dp["max_grad_norm"] == 0.5
+    # DP trains on source rows only (a record's copies would spend its budget twice): δ = 1/320
+    assert dp["enabled"] is True and dp["delta"] == 1 / 320 and dp["max_grad_norm"] == 0.5
     assert 0 < dp["epsilon"] <= DP.dp.epsilon and dp["noise_multiplier"] > 0
     assert res.info["epochs_run"] == DP.epochs  # Poisson batches, ~batch_size rows each
     tighter = dataclasses.replace(DP, dp=dataclasses.replace(DP.dp, epsilon=0.5))
