@@ -4,7 +4,10 @@ One readable loop in the spirit of nanoGPT's train.py. Device and precision are 
 place (`choose_device`); on a GPU the whole training set sits on the device when it fits and
 batches are gathered there, with bf16 autocast; on CPU runs are seeded and deterministic.
 Under torchrun (WORLD_SIZE > 1) each rank takes its share of every batch and the model is
-DDP-wrapped; only rank 0 writes checkpoints, logs and outputs.
+DDP-wrapped; only rank 0 writes checkpoints, logs and outputs. Sizes (batch, steps, warm-up,
+patience) follow the row count (`plan`); the run's state is a dataclass that is also the
+checkpoint (`TrainState`); with `train.dp.enabled` Opacus makes the step DP-SGD and the ε spent
+goes to metrics/train.json `dp`. The loop's parts live in stages/lib/training.py.
 
 Imports are lean on purpose: torch, numpy, pandas, pyarrow, yaml and stages.lib only (the GPU
 machine has neither Prefect, DVC nor Great Expectations).
