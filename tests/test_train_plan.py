@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from stages.lib.model import Predictor
 from stages.lib.params import load_params, section
@@ -111,7 +112,16 @@ def logistic_accuracy(train: pd.DataFrame, test: pd.DataFrame) -> float:
     return float((lr.predict(x(test)) == test["label"].astype(str).to_numpy()).mean())
 
 
-def test_titanic_sized_table_with_defaults_matches_logistic_regression():
+@pytest.fixture
+def one_thread():
+    """Batches of 32 rows gain nothing from intra-op threads, and lose much on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_titanic_sized_table_with_defaults_matches_logistic_regression(one_thread):
     spec = spec_of(schema_params(TITANIC))
     data = titanic_like(891, 1)  # Titanic's size, split 70/15/15 as the pipeline does
     train, val = data.iloc[:623], data.iloc[623:757]
