@@ -1,10 +1,11 @@
 """Benchmark: the project's training loop against the seed articles' loop, on UCI Adult.
 
 Seed-style loop: a per-row torch Dataset through a DataLoader, batch 64, fp32, Adam, each batch
-copied to the device. Project loop: stages.train.fit (data resident on the device, large
-batches, bf16 autocast on a GPU). Same model, same preprocessing, same data. Prints training
-samples per second of both (training steps only, validation excluded), the ratio, and test
-accuracy and ROC-AUC of both; then what anonymization's generalisation costs.
+copied to the device. Previous net: the project loop with the network and features before
+issue 16 (MLP 256-128, no numeric encodings, 4,096 text buckets). Project loop: stages.train.fit
+(data resident on the device, large batches, bf16 autocast on a GPU). Same data. Prints training
+samples per second of each (training steps only, validation excluded), the ratios, and test
+accuracy and ROC-AUC of each; then what anonymization's generalisation costs.
 
     PYTHONPATH=. python benchmarks/bench_train.py --quick            # CPU, about 3 minutes
     PYTHONPATH=. python benchmarks/bench_train.py --device cuda      # on the GPU machine
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,6 +39,7 @@ from stages.lib.model import (
     Predictor,
     Tensors,
     build_net,
+    cat_dim,
     fit_preprocessor,
     transform,
 )
@@ -167,6 +170,49 @@ def project_fit(train_df, val_df, spec, cfg, device):
     return pred, res.info
 
 
+# ---------------------------------------------------------------- the model before issue 16
+
+
+class PreviousNet(nn.Module):
+    """The network before issue 16 (an MLP 256-128 over numbers, category embeddings and a
+    4,096-bucket mean bag of character n-grams), kept here to measure the new one against."""
+
+    def __init__(self, state: dict, cat_emb_dim: int = 16, text_dim: int = 8, **_ignored):
+        super().__init__()
+        cards = [len(v) for v in state["categorical"].values()]
+        self.cat_emb = nn.ModuleList(nn.Embedding(c, cat_dim(c, cat_emb_dim)) for c in cards)
+        self.text_emb = nn.ModuleList(
+            nn.EmbeddingBag(state["text"]["buckets"], text_dim, include_last_offset=True)
+            for _ in state["text"]["columns"]
+        )
+        width = 2 * len(state["numeric"]) + sum(e.embedding_dim for e in self.cat_emb)
+        width += text_dim * len(self.text_emb)
+        layers: list[nn.Module] = []
+        for h in (256, 128):
+            layers += [nn.Linear(width, h), nn.LayerNorm(h), nn.GELU(), nn.Dropout(0.3)]
+            width = h
+        self.mlp = nn.Sequential(*layers, nn.Linear(width, len(state["classes"])))
+
+    def forward(self, x_num, x_cat, text_flat, text_off):
+        parts = [x_num] + [e(x_cat[:, i]) for i, e in enumerate(self.cat_emb)]
+        parts += [e(f, o) for e, f, o in zip(self.text_emb, text_flat, text_off, strict=True)]
+        return self.mlp(torch.cat(parts, dim=1))
+
+
+def previous_config(cfg: TrainConfig) -> TrainConfig:
+    """The params before issue 16: no numeric encodings, 4,096 character-n-gram buckets."""
+    return dataclasses.replace(
+        cfg, numeric_bins=0, text_buckets=4096, word_ngram_max=0, prior_correction=False
+    )
+
+
+def previous_fit(train_df, val_df, spec, cfg, device):
+    """The project's loop with the network and features before issue 16."""
+    res = fit(train_df, val_df, spec, previous_config(cfg), log=lambda _m: None, build=PreviousNet)
+    pred = Predictor(res.model, res.state, spec, list(spec.classes), device)
+    return pred, res.info
+
+
 # ---------------------------------------------------------------- variants of the features
 
 
@@ -218,14 +264,17 @@ def main() -> None:
     print(f"train {len(train)} / val {len(val)} / test {len(test)} rows; features {spec}")
     results: dict[str, dict] = {}
 
-    runs = {"seed": [], "project": []}
+    runs = {"seed": [], "previous": [], "project": []}
+    keep = ("samples_per_s", "epochs_run", "train_time_s", "precision", "batch_size")
     for r in range(repeats):
         c = dataclasses.replace(cfg, seed=cfg.seed + r)
         pred, info = seed_style_fit(a_train, a_val, spec, c, device, seed_epochs, seed_patience)
         runs["seed"].append({**info, **test_metrics(pred, a_test)})
         print(f"  seed-style   #{r}: {runs['seed'][-1]}")
+        pred, info = previous_fit(a_train, a_val, spec, c, device)
+        runs["previous"].append({**{k: info[k] for k in keep}, **test_metrics(pred, a_test)})
+        print(f"  previous net #{r}: {runs['previous'][-1]}")
         pred, info = project_fit(a_train, a_val, spec, c, device)
-        keep = ("samples_per_s", "epochs_run", "train_time_s", "precision", "batch_size")
         runs["project"].append({**{k: info[k] for k in keep}, **test_metrics(pred, a_test)})
         print(f"  project loop #{r}: {runs['project'][-1]}")
     for k, rs in runs.items():
@@ -237,13 +286,16 @@ def main() -> None:
     results["speedup"] = ratio
 
     print(f"\n{'loop':<14}{'samples/s':>12}{'train s':>9}{'epochs':>8}{'test acc':>10}{'AUC':>8}")
-    for k, label in (("seed", "seed-style"), ("project", "project")):
+    for k, label in (("seed", "seed-style"), ("previous", "previous net"), ("project", "project")):
         m = results[k]
         print(
             f"{label:<14}{m['samples_per_s']:>12,.0f}{m['train_time_s']:>9.1f}"
             f"{m['epochs_run']:>8.0f}{m['accuracy']:>10.4f}{m['roc_auc']:>8.4f}"
         )
     print(f"speedup (project / seed-style samples/s): {ratio:.1f}x  (medians of {repeats})")
+    per_epoch = results["previous"]["samples_per_s"] / results["project"]["samples_per_s"]
+    results["epoch_time_vs_previous"] = per_epoch
+    print(f"epoch time, project / previous net (same loop, same run): {per_epoch:.2f}x")
 
     if not args.skip_anonymization:
         # what anonymization's generalisation costs: the same loop on the features as they were

@@ -4,7 +4,10 @@ One readable loop in the spirit of nanoGPT's train.py. Device and precision are 
 place (`choose_device`); on a GPU the whole training set sits on the device when it fits and
 batches are gathered there, with bf16 autocast; on CPU runs are seeded and deterministic.
 Under torchrun (WORLD_SIZE > 1) each rank takes its share of every batch and the model is
-DDP-wrapped; only rank 0 writes checkpoints, logs and outputs.
+DDP-wrapped; only rank 0 writes checkpoints, logs and outputs. Sizes (batch, steps, warm-up,
+patience) follow the row count (`plan`); the run's state is a dataclass that is also the
+checkpoint (`TrainState`); with `train.dp.enabled` Opacus makes the step DP-SGD and the ε spent
+goes to metrics/train.json `dp`. The loop's parts live in stages/lib/training.py.
 
 Imports are lean on purpose: torch, numpy, pandas, pyarrow, yaml and stages.lib only (the GPU
 machine has neither Prefect, DVC nor Great Expectations).
@@ -12,11 +15,8 @@ machine has neither Prefect, DVC nor Great Expectations).
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import os
@@ -26,14 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
-from stages.lib.io import read_dataset, write_bytes_atomic, write_text_atomic
+from stages.lib.io import read_dataset, write_text_atomic
 from stages.lib.model import (
     PrepConfig,
     Tensors,
@@ -46,220 +45,169 @@ from stages.lib.model import (
 from stages.lib.params import load_params, section
 from stages.lib.schema import RECORD_ID, load_schema
 from stages.lib.summary import StageSummary
+from stages.lib.training import (  # noqa: F401  (re-exported: tests and benchmarks use them)
+    AUGMENTED,
+    NO_DP,
+    Plan,
+    Privacy,
+    Runtime,
+    _config_dict,
+    _cpu,
+    auto_batch,
+    choose_device,
+    class_weight_tensor,
+    epoch_shard,
+    evaluate,
+    lr_at,
+    make_optimizers,
+    make_private,
+    plan,
+    prior_shift,
+    save_torch,
+    seed_everything,
+    source_rows,
+    tensors_digest,
+)
 
 TRAIN_DIR = Path("data/train_aug")
 VAL_DIR = Path("data/split/val")
 MODEL_PATH = Path("models/model.pt")
 CHECKPOINT_DIR = Path("models/checkpoint")
 CURVE_PATH = Path("plots/train_curve.csv")
-AUGMENTED = "_augmented"
+
+
+DP_TEXT_BUCKETS = 4096  # under DP: batch x 4096 x (text_dim + classes) floats per step
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """Differential privacy (DP-SGD with Opacus): per-sample clipping, noise, Poisson batches."""
+
+    enabled: bool = False
+    epsilon: float = 8.0  # the target: the noise is set so that the run spends at most this
+    delta: float | None = None  # None: 1 / training rows
+    max_grad_norm: float = 1.0  # per-sample gradient clipping norm
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The `train` section of params.yaml."""
+    """The `train` section of params.yaml (tests/test_train.py asserts the defaults equal it)."""
 
-    seed: int = 0
+    seed: int = 20240601
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on a GPU that has it
-    epochs: int = 60  # upper bound; early stopping usually ends sooner
+    epochs: int = 20  # upper bound; early stopping usually ends sooner
+    min_steps: int = 1000  # small data: more epochs, so that training takes at least this
     max_steps: int = 0  # 0: no limit
-    batch_size_cpu: int = 512
-    batch_size_gpu: int = 4096
-    lr: float = 2e-3  # at batch_size_cpu; other batch sizes scale it by sqrt(batch / that)
+    batch_size: int = 0  # 0: rows / 64, clipped to 32..4096, rounded to a power of two
+    lr: float = 0.002  # at batch 512; other batch sizes scale it by sqrt(batch / 512)
     min_lr_ratio: float = 0.1
-    warmup_steps: int = 50
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0  # 0: off
-    hidden: tuple[int, ...] = (256, 128)
-    dropout: float = 0.1
-    cat_emb_dim: int = 16  # cap on a category's embedding width
-    cat_min_count: int = 5  # rarer values map to <unk>
-    text_dim: int = 32
-    text_buckets: int = 65536
+    warmup_fraction: float = 0.05  # share of the planned steps spent warming up
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0  # 0: off (DP clips per sample instead)
+    width: int = 128
+    blocks: int = 1
+    dropout: float = 0.3
+    cat_emb_dim: int = 16
+    cat_min_count: int = 5
+    text_dim: int = 8
+    text_lr: float = 0.1  # SGD's rate for the sparse text tables, at batch 512
+    text_buckets: int = 262144
     ngram_min: int = 1
     ngram_max: int = 3
+    word_ngram_max: int = 2
     text_max_chars: int = 1000
-    numeric_bins: int = 16  # quantile bins per numeric column, embedded beside its value; 0: off
-    log1p_skew: float = 2.0  # log1p a non-negative numeric column whose train skew exceeds this
-    patience: int = 6  # epochs without val-loss improvement before stopping
-    class_weights: bool = False  # inverse-frequency loss weights
-    compile: bool = False  # torch.compile on a GPU
-    gpu_resident_fraction: float = 0.5  # keep data on the GPU when it takes < this of free memory
-    resume: bool = True  # continue from models/checkpoint when config and data match
+    numeric_bins: int = 16
+    log1p_skew: float = 2.0
+    patience: int = 6  # epochs without val-loss improvement before stopping ...
+    patience_min_steps: int = 300  # ... and at least this many optimiser steps
+    class_weights: bool = False
+    prior_correction: bool = True
+    compile: bool = False
+    gpu_resident_fraction: float = 0.5
+    resume: bool = True
+    dp: DPConfig = dataclasses.field(default_factory=DPConfig)
 
     def prep(self) -> PrepConfig:
         """The preprocessing part of the config."""
         return PrepConfig(
             cat_min_count=self.cat_min_count,
             log1p_skew=self.log1p_skew,
-            text_buckets=self.text_buckets,
+            # DP needs dense per-sample gradients [batch, buckets, dim] of the text tables
+            text_buckets=min(self.text_buckets, DP_TEXT_BUCKETS)
+            if self.dp.enabled
+            else self.text_buckets,
             ngram_min=self.ngram_min,
             ngram_max=self.ngram_max,
+            word_ngram_max=self.word_ngram_max,
             text_max_chars=self.text_max_chars,
             numeric_bins=self.numeric_bins,
         )
 
     def net(self) -> dict[str, Any]:
         """The network-shape part of the config (NetConfig's optional knobs)."""
-        return {
-            "cat_emb_dim": self.cat_emb_dim,
-            "text_dim": self.text_dim,
-            "hidden": list(self.hidden),
-            "dropout": self.dropout,
-        }
+        keys = ("cat_emb_dim", "text_dim", "width", "blocks", "dropout")
+        return {k: getattr(self, k) for k in keys}
 
 
-# ---------------------------------------------------------------- device, precision, ranks
+# ---------------------------------------------------------------- state = checkpoint
 
 
-@dataclass(frozen=True)
-class Runtime:
-    """Where and how training runs: device, precision, distributed rank."""
+@dataclass
+class TrainState:
+    """Everything a run has learnt so far; `asdict` of it is models/checkpoint/last.pt."""
 
-    device: torch.device
-    precision: Literal["fp32", "bf16"]
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
+    config: dict[str, Any]
+    data_digest: str
+    model: dict[str, torch.Tensor]
+    best_model: dict[str, torch.Tensor]
+    optimizers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    step: int = 0
+    epoch: int = 0
+    best_val_loss: float = math.inf
+    best_val_accuracy: float = 0.0
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    train_time_s: float = 0.0
+    samples_seen: int = 0
+    rng: torch.Tensor = dataclasses.field(default_factory=torch.get_rng_state)
 
-    @property
-    def master(self) -> bool:
-        """Whether this process writes checkpoints, logs and outputs."""
-        return self.rank == 0
+    def as_checkpoint(self) -> dict[str, Any]:
+        """Plain dict for torch.save (weights_only-loadable)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast on a GPU, nothing otherwise."""
-        if self.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def resumes(self, cfg: TrainConfig, digest: str) -> bool:
+        """Whether this state continues a run of `cfg` on data `digest` (budgets may differ)."""
+        ignore = {"epochs", "max_steps", "resume", "min_steps"}
+        mine = {k: v for k, v in _config_dict(cfg).items() if k not in ignore}
+        theirs = {k: v for k, v in self.config.items() if k not in ignore}
+        return mine == theirs and self.data_digest == digest and not cfg.dp.enabled
 
-
-def choose_device(cfg: TrainConfig) -> Runtime:
-    """The one place that picks device, precision, determinism and the distributed setup."""
-    rank = int(os.environ.get("RANK", "0"))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    want_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if want_cuda else "gloo")
-    if want_cuda:
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        bf16_ok = torch.cuda.is_bf16_supported()
-        precision = "bf16" if cfg.precision in ("auto", "bf16") and bf16_ok else "fp32"
-    else:
-        device = torch.device("cpu")
-        precision = "fp32"  # bf16 autocast on CPU is slow and gains nothing here
-        torch.use_deterministic_algorithms(True)
-    return Runtime(device, precision, rank, world, local)
+    def done(self, p: Plan) -> bool:
+        """Out of epochs or steps, or no val-loss improvement for `patience` epochs."""
+        return self.epoch >= p.epochs or self.step >= p.total_steps or self.bad_epochs >= p.patience
 
 
-def seed_everything(seed: int) -> None:
-    """Seed torch and numpy (every rank alike, so initial weights agree before DDP broadcasts)."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-
-
-# ---------------------------------------------------------------- helpers of the loop
-
-
-def lr_at(step: int, total: int, cfg: TrainConfig, base_lr: float) -> float:
-    """Linear warmup, then cosine decay to min_lr_ratio * base_lr (nanoGPT's schedule)."""
-    if step < cfg.warmup_steps:
-        return base_lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
-    min_lr = base_lr * cfg.min_lr_ratio
-    return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (base_lr - min_lr)
-
-
-def class_weight_tensor(y: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights n / (k * count), 0 for a class absent from training."""
-    counts = torch.bincount(y, minlength=n_classes).double()
-    w = torch.where(counts > 0, y.numel() / (n_classes * counts.clamp(min=1)), 0.0)
-    return w.float()
-
-
-def epoch_shard(
-    n: int, batch_size: int, steps: int, seed: int, epoch: int, rank: int = 0, world: int = 1
-) -> torch.Tensor:
-    """The rows `rank` trains on in `epoch`, batch after batch.
-
-    A seeded permutation (seed + epoch: every rank, and a resumed run, draw the same one) cut
-    into `steps` global batches; each rank takes its own slice of every batch, so the ranks'
-    shards are disjoint and together are what one process would see.
-    """
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
-    per = batch_size // world
-    batches = perm[: steps * batch_size].view(steps, batch_size)
-    return batches[:, rank * per : (rank + 1) * per].reshape(-1)
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
-    """AdamW; weight decay on matrices only (not on biases and norms), as in nanoGPT."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=lr)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, data: Tensors, rt: Runtime, weight: torch.Tensor | None, batch: int = 16384
-) -> tuple[float, float]:
-    """Mean loss and accuracy of `model` on `data` (moved to the device chunk by chunk)."""
-    model.eval()
-    loss_sum = torch.zeros((), device=rt.device, dtype=torch.float64)
-    correct = torch.zeros((), device=rt.device, dtype=torch.int64)
-    wsum = torch.zeros((), device=rt.device, dtype=torch.float64)
-    for start in range(0, len(data), batch):
-        rows = torch.arange(start, min(start + batch, len(data)), device=data.x_num.device)
-        b = data.take(rows).to(rt.device, non_blocking=True)
-        with rt.autocast():
-            logits = forward(model, b).float()
-        loss_sum += F.cross_entropy(logits, b.y, weight=weight, reduction="sum").double()
-        wsum += weight[b.y].sum().double() if weight is not None else len(rows)
-        correct += (logits.argmax(1) == b.y).sum()
-    model.train()
-    n = max(1, len(data))
-    return float(loss_sum / wsum.clamp(min=1e-12)), float(correct) / n
-
-
-def tensors_digest(t: Tensors) -> str:
-    """A content hash of the training tensors: resume only onto the same data."""
-    h = hashlib.sha256()
-    for x in [t.x_num, t.x_cat, *t.text_flat, *t.text_off, t.y]:
-        if x is not None:
-            h.update(x.contiguous().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-VOLATILE_INFO = ("train_time_s", "samples_per_s", "resumed_from")
-
-
-def save_torch(path: Path, obj: dict[str, Any]) -> None:
-    """torch.save, atomically."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    write_bytes_atomic(path, buf.getvalue())
-
-
-def _resumable(ckpt: dict[str, Any], cfg: TrainConfig, digest: str) -> bool:
-    """A checkpoint continues this run when the config (bar epoch/step budgets) and data match."""
-    ignore = {"epochs", "max_steps", "resume"}
-    mine = {k: v for k, v in _config_dict(cfg).items() if k not in ignore}
-    theirs = {k: v for k, v in ckpt["config"].items() if k not in ignore}
-    return mine == theirs and ckpt.get("data_digest") == digest
-
-
-def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """The config as plain JSON-able types."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+def load_state(
+    path: Path | None, cfg: TrainConfig, digest: str, log: Callable
+) -> TrainState | None:
+    """The state in `path` when it continues this run, else None."""
+    if not (cfg.resume and path is not None and path.exists()):
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = (
+        TrainState(**ckpt)
+        if set(ckpt) == {f.name for f in dataclasses.fields(TrainState)}
+        else None
+    )
+    if cfg.dp.enabled:
+        log(f"{path}: a DP run starts afresh (its privacy accountant is not checkpointed)")
+        return None
+    if state is None or not state.resumes(cfg, digest):
+        log(f"{path} is from another config or data: starting afresh")
+        return None
+    log(f"resumed from {path} at epoch {state.epoch}, step {state.step}")
+    return state
 
 
 @dataclass
@@ -273,6 +221,170 @@ class FitResult:
     checkpoint: dict[str, Any]
 
 
+def epoch_batches(train: Tensors, p: Plan, cfg: TrainConfig, rt: Runtime, epoch: int, loader: Any):
+    """Row-index batches of one epoch: Poisson samples under DP, else this rank's shard."""
+    if loader is not None:
+        return [rows.to(train.x_num.device) for (rows,) in loader]
+    shard = epoch_shard(
+        len(train), p.batch_size, p.steps_per_epoch, cfg.seed, epoch, rt.rank, rt.world_size
+    )
+    if rt.world_size > 1 and epoch == 0:  # every rank says which rows it took
+        sha = hashlib.sha256(shard.numpy().tobytes()).hexdigest()[:16]
+        print(
+            f"rank {rt.rank}/{rt.world_size}: epoch 1 shard of {len(shard)} rows, sha {sha}",
+            flush=True,
+        )
+    return shard.to(train.x_num.device).view(p.steps_per_epoch, -1)
+
+
+# ---------------------------------------------------------------- setup
+
+
+def prepare(
+    train_df: pd.DataFrame, val_df: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig, rt: Runtime
+):
+    """Preprocessing fitted on train only; tensors on the device when they fit there."""
+    prep = fit_preprocessor(train_df, spec, cfg.prep())
+    train, val = transform(train_df, prep), transform(val_df, prep)
+    resident = rt.device.type == "cpu"
+    if rt.device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(rt.device)
+        resident = train.nbytes() + val.nbytes() < cfg.gpu_resident_fraction * free
+    digest = tensors_digest(train)
+    train = train.to(rt.device) if resident else train.pin_memory()
+    return prep, train, val.to(rt.device) if resident else val, resident, digest
+
+
+def wrap(model: nn.Module, cfg: TrainConfig, rt: Runtime) -> nn.Module:
+    """torch.compile on a GPU when asked; DDP under torchrun."""
+    if cfg.compile and rt.device.type == "cuda":
+        model = torch.compile(model, dynamic=True)
+    if rt.world_size > 1:
+        ids = [rt.local_rank] if rt.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model
+
+
+def record_epoch(
+    st: TrainState, raw: nn.Module, val_loss: float, val_acc: float, row: dict
+) -> bool:
+    """Keep the best weights and count epochs without improvement; True when improved."""
+    improved = val_loss < st.best_val_loss - 1e-4
+    if improved:
+        st.best_val_loss, st.best_val_accuracy, st.bad_epochs = val_loss, val_acc, 0
+        st.best_model = _cpu(raw.state_dict())
+    else:
+        st.bad_epochs += 1
+    st.history.append(
+        {
+            "epoch": st.epoch,
+            "step": st.step,
+            **row,
+            "val_loss": round(val_loss, 6),
+            "val_accuracy": round(val_acc, 6),
+        }
+    )
+    return improved
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class Run:
+    """What the loop works with: device, plan, data, model, optimisers, state, privacy."""
+
+    rt: Runtime
+    cfg: TrainConfig
+    p: Plan
+    prep: dict[str, Any]
+    train: Tensors
+    val: Tensors
+    resident: bool
+    raw: nn.Module  # the network itself (for evaluation and state dicts)
+    model: nn.Module  # what the loop calls: raw, or wrapped by DDP / torch.compile / Opacus
+    opts: list[torch.optim.Optimizer]
+    st: TrainState
+    weight: torch.Tensor | None = None
+    last: Path | None = None
+    resumed_from: dict[str, int] | None = None
+    loader: Any = None  # Poisson-sampling loader of row indices under DP
+    privacy: Privacy | None = None
+
+    def batch(self, rows: torch.Tensor) -> Tensors:
+        """The rows' tensors on the device."""
+        b = self.train.take(rows)
+        return b if self.resident else b.to(self.rt.device, non_blocking=True)
+
+    def set_lr(self, lr: float) -> None:
+        """Scheduled rate on every group (text tables at their own scale); clear gradients."""
+        for opt in self.opts:
+            for group in opt.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            opt.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        """Clip (globally; DP clips per sample itself) and step every optimiser."""
+        if self.cfg.grad_clip > 0 and self.privacy is None:
+            dense = [q for g in self.opts[0].param_groups for q in g["params"]]
+            nn.utils.clip_grad_norm_(dense, self.cfg.grad_clip)
+        for opt in self.opts:
+            opt.step()
+
+    def stop(self) -> bool:
+        """Whether training ends now; under DDP rank 0 decides, so that no rank waits alone."""
+        stop = self.st.done(self.p)
+        if self.rt.world_size > 1:
+            flag = torch.tensor([float(stop)], device=self.rt.device)
+            torch.distributed.broadcast(flag, src=0)
+            stop = bool(flag.item())
+        return stop
+
+    def save(self) -> None:
+        """Rank 0 writes the TrainState as models/checkpoint/last.pt."""
+        if self.rt.master and self.last is not None:
+            self.st.model = _cpu(self.raw.state_dict())
+            self.st.optimizers = [o.state_dict() for o in self.opts]
+            self.st.rng = torch.get_rng_state()
+            save_torch(self.last, self.st.as_checkpoint())
+
+
+def setup(
+    train_df: pd.DataFrame, val_df: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig,
+    checkpoint_dir: Path | None, log: Callable[[str], None], build: Callable[..., nn.Module],
+) -> Run:  # fmt: skip
+    """Device, data, plan, model, optimisers, the resumed or a fresh state, DP or DDP."""
+    rt = choose_device(cfg)
+    seed_everything(cfg.seed)
+    if cfg.dp.enabled:
+        train_df = source_rows(train_df)
+    prep, train, val, resident, digest = prepare(train_df, val_df, spec, cfg, rt)
+    p = plan(len(train), cfg, rt.world_size)
+    sparse = not cfg.dp.enabled and rt.world_size == 1  # Opacus and DDP want dense gradients
+    raw = build(prep, **cfg.net(), sparse_text=sparse).to(rt.device)
+    n_classes = len(prep["classes"])
+    if cfg.prior_correction and hasattr(raw, "prior_shift"):
+        raw.prior_shift.copy_(prior_shift(train_df, train.y.cpu(), n_classes))
+    opts = make_optimizers(raw, cfg, p.lr)
+    last = checkpoint_dir / "last.pt" if checkpoint_dir else None
+    st = load_state(last, cfg, digest, log if rt.master else lambda _m: None)
+    resumed_from = {"step": st.step, "epoch": st.epoch} if st else None
+    if st is None:
+        st = TrainState(_config_dict(cfg), digest, _cpu(raw.state_dict()), _cpu(raw.state_dict()))
+    raw.load_state_dict(st.model)
+    for opt, sd in zip(opts, st.optimizers, strict=False):
+        opt.load_state_dict(sd)
+    torch.set_rng_state(st.rng)
+    run = Run(rt, cfg, p, prep, train, val, resident, raw, wrap(raw, cfg, rt), opts, st)
+    run.weight = (
+        class_weight_tensor(train.y, n_classes).to(rt.device) if cfg.class_weights else None
+    )
+    run.last, run.resumed_from = last, resumed_from
+    if cfg.dp.enabled:
+        run.model, run.opts, run.loader, run.privacy = make_private(raw, opts, len(train), p, cfg)
+    return run
+
+
 # ---------------------------------------------------------------- the training loop
 
 
@@ -284,221 +396,116 @@ def fit(
     checkpoint_dir: Path | None = None,
     meta: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
+    build: Callable[..., nn.Module] = build_net,
 ) -> FitResult:
-    """Train on `train_df`, early-stop on `val_df`; frames are not modified.
-
-    With `checkpoint_dir`, rank 0 writes `last.pt` after every epoch and a later call with the
-    same config and data resumes from it.
-    """
-    rt = choose_device(cfg)
-    seed_everything(cfg.seed)
+    """Train on `train_df`, early-stop on `val_df`; frames are not modified (`build`: the
+    network for a fitted preprocessor; benchmarks pass earlier designs). With
+    `checkpoint_dir`, rank 0 writes `last.pt` (the TrainState) after every epoch and a later
+    call with the same config and data resumes from it."""
+    run = setup(train_df, val_df, spec, cfg, checkpoint_dir, log, build)
+    rt, p, st = run.rt, run.p, run.st
     log = log if rt.master else (lambda _msg: None)
-
-    # data: fit preprocessing on train only, then everything becomes tensors once
-    state = fit_preprocessor(train_df, spec, cfg.prep())
-    train, val = transform(train_df, state), transform(val_df, state)
-    digest = tensors_digest(train)
-    n_classes = len(state["classes"])
-    resident = rt.device.type == "cpu"
-    if rt.device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(rt.device)
-        resident = train.nbytes() + val.nbytes() < cfg.gpu_resident_fraction * free
-    train = train.to(rt.device) if resident else train.pin_memory()
-    val = val.to(rt.device) if resident else val
-
-    # model, optimizer, schedule
-    batch_size = cfg.batch_size_gpu if rt.device.type == "cuda" else cfg.batch_size_cpu
-    batch_size = min(batch_size, len(train))
-    batch_size = max(1, batch_size // rt.world_size) * rt.world_size  # equal slices per rank
-    per_rank = batch_size // rt.world_size
-    base_lr = cfg.lr * math.sqrt(batch_size / cfg.batch_size_cpu)
-    steps_per_epoch = max(1, len(train) // batch_size)  # drop the ragged tail: fixed shapes
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-    model = build_net(state, **cfg.net()).to(rt.device)
-    raw_model = model
-    optimizer = make_optimizer(model, cfg, base_lr)
-    weight = class_weight_tensor(train.y, n_classes).to(rt.device) if cfg.class_weights else None
-
-    # resume
-    step, epoch, best_loss, best_acc, bad_epochs, history = 0, 0, math.inf, 0.0, 0, []
-    best_weights = copy.deepcopy(raw_model.state_dict())
-    train_time, samples_seen, resumed_from = 0.0, 0, None
-    last = checkpoint_dir / "last.pt" if checkpoint_dir else None
-    if cfg.resume and last is not None and last.exists():
-        ckpt = torch.load(last, map_location="cpu", weights_only=True)
-        if _resumable(ckpt, cfg, digest):
-            raw_model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            step, epoch = ckpt["step"], ckpt["epoch"]
-            best_loss, best_acc = ckpt["best_val_loss"], ckpt["best_val_accuracy"]
-            bad_epochs, history = ckpt["bad_epochs"], list(ckpt["history"])
-            best_weights = ckpt["best_model"]
-            train_time, samples_seen = ckpt["train_time_s"], ckpt["samples_seen"]
-            torch.set_rng_state(ckpt["rng"])
-            resumed_from = {"step": step, "epoch": epoch}
-            log(f"resumed from {last} at epoch {epoch}, step {step}")
-        else:
-            log(f"{last} is from another config or data: starting afresh")
-
-    if cfg.compile and rt.device.type == "cuda":
-        model = torch.compile(model, dynamic=True)
-    if rt.world_size > 1:
-        ids = [rt.local_rank] if rt.device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
     log(
-        f"train: {len(train)} rows, val: {len(val)} rows, device {rt.device} ({rt.precision}), "
-        f"{'resident' if resident else 'streamed'}, batch {batch_size}, lr {base_lr:.2e}, "
-        f"{steps_per_epoch} steps/epoch, world {rt.world_size}"
+        f"train: {len(run.train)} rows, val: {len(run.val)} rows, device {rt.device} "
+        f"({rt.precision}), {'resident' if run.resident else 'streamed'}, batch {p.batch_size}, "
+        f"lr {p.lr:.2e}, {p.steps_per_epoch} steps/epoch, up to {p.epochs} epochs, "
+        f"world {rt.world_size}{f', DP target ε {cfg.dp.epsilon}' if run.privacy else ''}"
     )
-    stop = (
-        epoch >= cfg.epochs
-        or (cfg.max_steps and step >= cfg.max_steps)
-        or (bad_epochs >= cfg.patience)
-    )
-    first_epoch = True
+    stop = st.done(p)
     while not stop:
-        # one epoch over this rank's shard of a seeded permutation
-        model.train()
-        if rt.device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        shard = epoch_shard(
-            len(train), batch_size, steps_per_epoch, cfg.seed, epoch, rt.rank, rt.world_size
-        )
-        if rt.world_size > 1 and first_epoch:  # every rank says which rows it took
-            sha = hashlib.sha256(shard.numpy().tobytes()).hexdigest()[:16]
-            print(
-                f"rank {rt.rank}/{rt.world_size}: epoch {epoch + 1} shard of "
-                f"{len(shard)} rows, sha {sha}",
-                flush=True,
-            )
-        first_epoch = False
-        shard = shard.to(train.x_num.device)
-        loss_sum = torch.zeros((), device=rt.device)
-        epoch_rows = 0
-        for i in range(steps_per_epoch):
-            rows = shard[i * per_rank : (i + 1) * per_rank]
-            batch = train.take(rows)
-            if not resident:
-                batch = batch.to(rt.device, non_blocking=True)
-            lr = lr_at(step, total_steps, cfg, base_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+        run.model.train()
+        rt.sync()
+        t0, loss_sum, rows_seen = time.perf_counter(), torch.zeros((), device=rt.device), 0
+        for rows in epoch_batches(run.train, p, cfg, rt, st.epoch, run.loader):
+            batch = run.batch(rows)
+            lr = lr_at(st.step, p, cfg.min_lr_ratio)
+            run.set_lr(lr)
             with rt.autocast():
-                logits = forward(model, batch)
-            loss = F.cross_entropy(logits.float(), batch.y, weight=weight)
-            optimizer.zero_grad(set_to_none=True)
+                logits = forward(run.model, batch)
+            loss = F.cross_entropy(logits.float(), batch.y, weight=run.weight)
             loss.backward()
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            step += 1
-            epoch_rows += len(rows)
+            run.step()
+            st.step += 1
+            rows_seen += len(rows)
             loss_sum += loss.detach() * len(rows)  # no host sync inside the loop
-            if cfg.max_steps and step >= cfg.max_steps:
+            if st.step >= p.total_steps:
                 break
-        if rt.device.type == "cuda":
-            torch.cuda.synchronize()
+        rt.sync()
         dt = time.perf_counter() - t0
         if rt.world_size > 1:  # the epoch's train loss over every rank's shard
             torch.distributed.all_reduce(loss_sum)
-        epoch_rows *= rt.world_size
-        train_time += dt
-        samples_seen += epoch_rows
-        epoch += 1
-
-        # validate, early-stop, checkpoint
-        val_loss, val_acc = evaluate(raw_model, val, rt, weight)
-        train_loss = float(loss_sum) / max(1, epoch_rows)
-        improved = val_loss < best_loss - 1e-4
-        if improved:
-            best_loss, best_acc, bad_epochs = val_loss, val_acc, 0
-            best_weights = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()}
-        else:
-            bad_epochs += 1
-        history.append(
-            {
-                "epoch": epoch,
-                "step": step,
-                "train_loss": round(train_loss, 6),
-                "val_loss": round(val_loss, 6),
-                "val_accuracy": round(val_acc, 6),
-                "lr": lr,
-            }
-        )
-        stop = (
-            epoch >= cfg.epochs
-            or bool(cfg.max_steps and step >= cfg.max_steps)
-            or bad_epochs >= cfg.patience
-        )
-        if rt.world_size > 1:  # rank 0 decides, so that no rank waits alone in a collective
-            flag = torch.tensor([float(stop)], device=rt.device)
-            torch.distributed.broadcast(flag, src=0)
-            stop = bool(flag.item())
-        if rt.master and last is not None:
-            save_torch(
-                last,
-                {
-                    "model": raw_model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "step": step,
-                    "epoch": epoch,
-                    "best_val_loss": best_loss,
-                    "best_val_accuracy": best_acc,
-                    "bad_epochs": bad_epochs,
-                    "best_model": best_weights,
-                    "history": history,
-                    "train_time_s": train_time,
-                    "samples_seen": samples_seen,
-                    "rng": torch.get_rng_state(),
-                    "config": _config_dict(cfg),
-                    "data_digest": digest,
-                },
-            )
+        rows_seen *= rt.world_size
+        st.epoch += 1
+        st.train_time_s += dt
+        st.samples_seen += rows_seen
+        val_loss, val_acc = evaluate(run.raw, run.val, rt, run.weight)
+        train_loss = float(loss_sum) / max(1, rows_seen)
+        row = {"train_loss": round(train_loss, 6), "lr": lr}
+        improved = record_epoch(st, run.raw, val_loss, val_acc, row)
+        stop = run.stop()
+        run.save()
         log(
-            f"epoch {epoch:3d} step {step:6d} train {train_loss:.4f} val {val_loss:.4f} "
-            f"acc {val_acc:.4f}{' *' if improved else ''} {epoch_rows / dt:,.0f} rows/s"
+            f"epoch {st.epoch:3d} step {st.step:6d} train {train_loss:.4f} val {val_loss:.4f} "
+            f"acc {val_acc:.4f}{' *' if improved else ''} {rows_seen / dt:,.0f} rows/s"
         )
+    info = run_info(st, cfg, rt, p, run.resident, run.privacy, run.resumed_from)
+    return finish(run.raw, st, run.prep, spec, cfg, info, meta)
 
-    raw_model.load_state_dict(best_weights)
-    raw_model.eval()
-    info = {
+
+VOLATILE_INFO = ("train_time_s", "samples_per_s", "resumed_from")
+
+
+def run_info(
+    st: TrainState, cfg: TrainConfig, rt: Runtime, p: Plan, resident: bool,
+    privacy: Privacy | None, resumed_from: dict[str, int] | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The run's facts for metrics/train.json."""
+    cuda = rt.device.type == "cuda"
+    return {
         "device": str(rt.device),
-        "device_name": torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else "cpu",
+        "device_name": torch.cuda.get_device_name(rt.device) if cuda else "cpu",
         "precision": rt.precision,
         "world_size": rt.world_size,
         "data_resident": resident,
-        "batch_size": batch_size,
-        "lr": base_lr,
-        "epochs_run": epoch,
-        "steps": step,
-        "best_val_loss": round(best_loss, 6),
-        "best_val_accuracy": round(best_acc, 6),
-        "train_time_s": round(train_time, 3),
-        "samples_per_s": round(samples_seen / train_time, 1) if train_time else 0.0,
+        "batch_size": p.batch_size,
+        "lr": p.lr,
+        "warmup_steps": p.warmup_steps,
+        "patience_epochs": p.patience,
+        "epochs_run": st.epoch,
+        "steps": st.step,
+        "best_val_loss": round(st.best_val_loss, 6),
+        "best_val_accuracy": round(st.best_val_accuracy, 6),
+        "train_time_s": round(st.train_time_s, 3),
+        "samples_per_s": round(st.samples_seen / st.train_time_s, 1) if st.train_time_s else 0.0,
         "resumed_from": resumed_from,
         "torch": str(torch.__version__),
         "seed": cfg.seed,
+        "dp": privacy.report() if privacy else dict(NO_DP),
     }
+
+
+def finish(
+    raw: nn.Module, st: TrainState, prep: dict[str, Any], spec: FeatureSpec, cfg: TrainConfig,
+    info: dict[str, Any], meta: dict[str, Any] | None,
+) -> FitResult:  # fmt: skip
+    """The best weights and the model file's contents."""
+    raw.load_state_dict(st.best_model)
+    raw.eval()
     checkpoint = {
-        "model": {k: v.detach().cpu() for k, v in raw_model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "step": step,
+        "model": _cpu(raw.state_dict()),
+        "step": st.step,
         "config": _config_dict(cfg),
         "net": cfg.net(),
-        "preprocessor": state,
+        "preprocessor": prep,
         "spec": spec_to_dict(spec),
-        "classes": list(state["classes"]),
-        "data_digest": digest,
+        "classes": list(prep["classes"]),
+        "data_digest": st.data_digest,
         # Timings vary run to run; leaving them out keeps the model file byte-identical across
         # repeated CPU runs (they are in metrics/train.json).
         "info": {k: v for k, v in info.items() if k not in VOLATILE_INFO},
         **(meta or {}),
     }
-    return FitResult(raw_model, state, history, info, checkpoint)
+    return FitResult(raw, prep, st.history, info, checkpoint)
 
 
 # ---------------------------------------------------------------- the stage

@@ -31,13 +31,16 @@ CFG = TrainConfig(
     seed=11,
     device="cpu",
     epochs=6,
-    batch_size_cpu=128,
+    min_steps=0,
+    batch_size=128,
     lr=0.01,
-    warmup_steps=10,
-    hidden=(32,),
+    warmup_fraction=0.1,
+    width=32,
+    blocks=1,
     cat_min_count=2,
     numeric_bins=8,
     patience=10,
+    patience_min_steps=0,
 )
 N_TRAIN, N_VAL = 3000, 1500
 
@@ -45,9 +48,7 @@ N_TRAIN, N_VAL = 3000, 1500
 def make_project(root: Path) -> None:
     """A project directory with params.yaml, data/train_aug and data/split/val."""
     params = schema_params({**NUMERIC, **CATEGORICAL})
-    params["train"] = {
-        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(CFG).items()
-    }
+    params["train"] = json.loads(json.dumps(dataclasses.asdict(CFG)))
     root.mkdir()
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for name, df in [("train_aug", frame(N_TRAIN, 1)), ("split/val", frame(N_VAL, 2))]:
@@ -111,12 +112,12 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         for m in re.finditer(r"rank (\d)/2: epoch 1 shard of (\d+) rows, sha (\w+)", log)
     }
     assert sorted(shards) == [0, 1], log[-3000:]
-    steps = N_TRAIN // CFG.batch_size_cpu
-    mine = [epoch_shard(N_TRAIN, CFG.batch_size_cpu, steps, CFG.seed, 0, r, 2) for r in (0, 1)]
-    whole = epoch_shard(N_TRAIN, CFG.batch_size_cpu, steps, CFG.seed, 0, 0, 1)
+    steps = N_TRAIN // CFG.batch_size
+    mine = [epoch_shard(N_TRAIN, CFG.batch_size, steps, CFG.seed, 0, r, 2) for r in (0, 1)]
+    whole = epoch_shard(N_TRAIN, CFG.batch_size, steps, CFG.seed, 0, 0, 1)
     assert not set(mine[0].tolist()) & set(mine[1].tolist())
     assert sorted(mine[0].tolist() + mine[1].tolist()) == sorted(whole.tolist())
-    assert len(whole) == steps * CFG.batch_size_cpu
+    assert len(whole) == steps * CFG.batch_size
     for r in (0, 1):
         assert shards[r] == (
             len(whole) // 2,

@@ -16,7 +16,15 @@ import yaml
 
 from stages.lib.features import column_policies, feature_spec
 from stages.lib.io import write_dataset
-from stages.lib.model import Predictor, hash_ngrams, load_predictor, normalize_text, transform
+from stages.lib.model import (
+    Predictor,
+    fit_preprocessor,
+    hash_ngrams,
+    load_predictor,
+    normalize_text,
+    piecewise_linear,
+    transform,
+)
 from stages.lib.schema import load_schema
 from stages.train import TrainConfig, fit
 
@@ -24,14 +32,17 @@ SMALL = TrainConfig(
     seed=7,
     device="cpu",
     epochs=4,
-    batch_size_cpu=64,
+    min_steps=0,
+    batch_size=64,
     lr=0.01,
-    warmup_steps=5,
-    hidden=(32,),
+    warmup_fraction=0.1,
+    width=32,
+    blocks=1,
     text_buckets=2048,
     text_dim=8,
     cat_min_count=2,
     patience=10,
+    patience_min_steps=0,
     resume=True,
 )
 
@@ -155,6 +166,17 @@ def test_unseen_and_null_values_at_predict_time():
     assert np.isfinite(proba).all() and proba.shape == (4, 2)
 
 
+def test_piecewise_linear_encoding():
+    edges = [0.0, 1.0, 3.0, 7.0]
+    got = piecewise_linear(np.array([-1.0, 0.5, 2.0, 7.0, 9.0]), edges)
+    want = [[0, 0, 0], [0.5, 0, 0], [1, 0.5, 0], [1, 1, 1], [1, 1, 1]]
+    np.testing.assert_allclose(got, want)
+    spec = spec_of(schema_params(NUMERIC))
+    state = fit_preprocessor(frame(4000, 1), spec, SMALL.prep())
+    assert len(state["numeric"]["x"]["edges"]) == 8 + 1  # 4000 rows: 8 bins of 500 rows
+    assert transform(frame(10, 2), state).x_num.shape[1] == 2 + 8 + 2 + 8
+
+
 def test_cpu_training_is_deterministic():
     spec = spec_of(schema_params({**NUMERIC, **CATEGORICAL, **TEXT}))
     train, val = frame(400, 1), frame(100, 2)
@@ -202,26 +224,30 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path):
     assert other.info["resumed_from"] is None
 
 
+def write_project(root) -> None:
+    """data/train_aug (300 rows, every tenth augmented) and data/split/val (100 rows)."""
+    tr = frame(300, 1)
+    tr["_augmented"] = [i % 10 == 0 for i in range(len(tr))]
+    write_dataset(
+        root / "data/train_aug",
+        [("part-0.parquet", pa.Table.from_pandas(tr, preserve_index=False))],
+    )
+    write_dataset(
+        root / "data/split/val",
+        [("part-0.parquet", pa.Table.from_pandas(frame(100, 2), preserve_index=False))],
+    )
+
+
 def test_stage_main_writes_model_curve_and_summary(tmp_path, monkeypatch):
     from stages import train as stage
 
     params = schema_params({**NUMERIC, **CATEGORICAL, **TEXT})
-    params["train"] = {
-        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(SMALL).items()
-    }
+    params["train"] = json.loads(json.dumps(dataclasses.asdict(SMALL)))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(
         yaml.safe_dump(params, allow_unicode=True, sort_keys=False)
     )
-    tr = frame(300, 1)
-    tr["_augmented"] = [i % 10 == 0 for i in range(len(tr))]
-    write_dataset(
-        "data/train_aug", [("part-0.parquet", pa.Table.from_pandas(tr, preserve_index=False))]
-    )
-    write_dataset(
-        "data/split/val",
-        [("part-0.parquet", pa.Table.from_pandas(frame(100, 2), preserve_index=False))],
-    )
+    write_project(tmp_path)
     stage.main()
 
     summary = json.loads((tmp_path / "metrics/train.json").read_text())
@@ -229,6 +255,13 @@ def test_stage_main_writes_model_curve_and_summary(tmp_path, monkeypatch):
     assert summary["augmented_rows"] == 30 and summary["val_rows"] == 100
     assert summary["device"] == "cpu" and summary["precision"] == "fp32"
     assert summary["epochs_run"] == 4 and summary["samples_per_s"] > 0
+    assert summary["dp"] == {
+        "enabled": False,
+        "epsilon": None,
+        "delta": None,
+        "max_grad_norm": None,
+        "noise_multiplier": None,
+    }
     curve = pd.read_csv(tmp_path / "plots/train_curve.csv")
     assert list(curve.columns) == ["epoch", "step", "train_loss", "val_loss", "val_accuracy"]
     assert len(curve) == 4
@@ -237,7 +270,6 @@ def test_stage_main_writes_model_curve_and_summary(tmp_path, monkeypatch):
     ckpt = torch.load(tmp_path / "models/model.pt", weights_only=True)
     assert {
         "model",
-        "optimizer",
         "step",
         "config",
         "preprocessor",
@@ -254,7 +286,8 @@ def test_stage_main_writes_model_curve_and_summary(tmp_path, monkeypatch):
     np.testing.assert_array_equal(pred.predict_proba(test), res_pred.predict_proba(test))
     assert accuracy(pred, test) > 0.75  # 300 rows, 4 epochs: learning, not converged
     data = transform(test, ckpt["preprocessor"])
-    assert data.x_num.shape == (100, 4)  # two numeric columns: value + missing indicator each
+    # two numeric columns: value + missing indicator each; 300 rows are too few for bins
+    assert data.x_num.shape == (100, 4)
 
 
 def test_train_imports_stay_lean():
@@ -271,7 +304,7 @@ def test_train_imports_stay_lean():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_training_bf16_resident():
     spec = spec_of(schema_params({**NUMERIC, **CATEGORICAL, **TEXT}))
-    cfg = dataclasses.replace(SMALL, device="cuda", batch_size_gpu=128, epochs=6)
+    cfg = dataclasses.replace(SMALL, device="cuda", batch_size=128, epochs=6)
     res = fit(frame(2000, 1), frame(300, 2), spec, cfg, log=lambda _m: None)
     assert res.info["device"].startswith("cuda") and res.info["data_resident"]
     assert res.info["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")

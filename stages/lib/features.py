@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import zlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -123,3 +125,68 @@ def numeric_values(values: pd.Series) -> np.ndarray:
         if kind == "boolean":
             return values.map({True: 1.0, False: 0.0}).to_numpy(dtype="float64", na_value=np.nan)
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+# ---------------------------------------------------------------- text: hashed word n-grams
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_WORD_SALT = np.uint64(0x9E3779B97F4A7C15)  # keeps word ids apart from character n-gram ids
+_MIX = np.uint64(0x100000001B3)
+
+
+def hash_word_ngrams(texts: list[str], buckets: int, n_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """Word 1..n_max-grams of each text hashed into `buckets` ids: (flat ids, offsets [n + 1]).
+
+    Words are runs of Unicode word characters (a run of Chinese characters is one word; the
+    character n-grams cover its parts). crc32 of each distinct word, combined with FNV-style
+    mixing for longer n-grams: stable across processes, unlike Python's salted hash().
+    """
+    tokens = [_WORD.findall(t) for t in texts]
+    counts = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+    flat_words = [w for ts in tokens for w in ts]
+    uniq, inverse = np.unique(np.asarray(flat_words, dtype=object), return_inverse=True)
+    word_hash = np.fromiter(
+        (zlib.crc32(w.encode()) for w in uniq), dtype=np.uint64, count=len(uniq)
+    )
+    h1 = word_hash[inverse] ^ _WORD_SALT if len(flat_words) else np.zeros(0, dtype=np.uint64)
+    row_of = np.repeat(np.arange(len(texts), dtype=np.int64), counts)
+    ids, rows = [h1], [row_of]
+    h = h1
+    with np.errstate(over="ignore"):
+        for n in range(2, n_max + 1):
+            same_row = row_of[n - 1 :] == row_of[: row_of.size - n + 1]
+            h = (h[:-1] * _MIX) ^ h1[n - 1 :]
+            ids.append(h[same_row[: h.size]])
+            rows.append(row_of[: h.size][same_row[: h.size]])
+    flat = (np.concatenate(ids) >> np.uint64(7)) % np.uint64(buckets)
+    return _bags(flat.astype(np.int64), np.concatenate(rows), len(texts))
+
+
+def _bags(ids: np.ndarray, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ids grouped by row (stable within a row) and the offsets [n + 1] of each row's bag."""
+    order = np.argsort(rows, kind="stable")
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
+    return ids[order], offsets
+
+
+def merge_bags(
+    a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two bag sets over the same rows as one: each row's ids from `a`, then those from `b`."""
+    (fa, oa), (fb, ob) = a, b
+    n = len(oa) - 1
+    rows = np.concatenate(
+        [np.repeat(np.arange(n), np.diff(oa)), np.repeat(np.arange(n), np.diff(ob))]
+    )
+    return _bags(np.concatenate([fa, fb]), rows, n)
+
+
+def unique_bags(flat: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each bag's distinct ids, sorted (a binary bag of n-grams: fewer ids to look up and update,
+    and a character repeated through a text does not outweigh the rest)."""
+    n = len(offsets) - 1
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+    keys = np.unique(rows * (int(flat.max(initial=0)) + 1) + flat)
+    width = int(flat.max(initial=0)) + 1
+    return _bags(keys % width, keys // width, n)

@@ -15,13 +15,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from stages.lib.features import FeatureSpec, numeric_values
+from stages.lib.features import (
+    FeatureSpec,
+    hash_word_ngrams,
+    merge_bags,
+    numeric_values,
+    unique_bags,
+)
 
 UNK, NULL = 0, 1  # reserved categorical indices: unseen/rare value, missing value
 CAT_RESERVED = ("<unk>", "<null>")
-PREPROCESSOR_VERSION = 1
+PREPROCESSOR_VERSION = 2
+MIN_ROWS_PER_BIN = 500  # a piecewise-linear bin per this many training rows at most
 
 
 # ---------------------------------------------------------------- preprocessing: fit
@@ -34,11 +42,12 @@ class PrepConfig:
     cat_min_count: int = 5
     log1p_skew: float = 2.0
     clip: float = 10.0
-    text_buckets: int = 65536
+    text_buckets: int = 262144
     ngram_min: int = 1
     ngram_max: int = 3
+    word_ngram_max: int = 2  # word 1..n-grams hashed beside the character n-grams; 0: none
     text_max_chars: int = 1000
-    numeric_bins: int = 16  # quantile bins per numeric column, embedded beside its value; 0: off
+    numeric_bins: int = 16  # quantile bins per numeric column for its piecewise-linear encoding
 
 
 def _numeric(series: pd.Series) -> np.ndarray:
@@ -66,14 +75,16 @@ def fit_preprocessor(df: pd.DataFrame, spec: FeatureSpec, cfg: PrepConfig) -> di
         z = np.log1p(filled) if log else filled
         std = float(z.std())
         # quantile bin edges: an MLP learns thresholds (capital gain > x) more easily from them
-        qs = np.linspace(0, 1, cfg.numeric_bins + 1)[1:-1] if cfg.numeric_bins > 1 else []
-        edges = np.unique(np.quantile(seen, qs)).tolist() if seen.size and len(qs) else []
+        # and no more bins than the rows can fill: small tables overfit thin bins (issue 13.6)
+        bins = min(cfg.numeric_bins, len(df) // MIN_ROWS_PER_BIN)
+        qs = np.linspace(0, 1, bins + 1)[1:-1] if bins > 1 else []
+        edges = np.unique(np.quantile(seen, [0.0, *qs, 1.0])).tolist() if seen.size else []
         numeric[col] = {
             "median": median,
             "log1p": log,
             "mean": float(z.mean()),
             "std": std if std > 0 else 1.0,
-            "edges": [float(e) for e in edges],
+            "edges": [float(e) for e in edges] if len(qs) else [],  # min, quantiles, max
         }
     categorical = {}
     for col in spec.categorical:
@@ -91,6 +102,7 @@ def fit_preprocessor(df: pd.DataFrame, spec: FeatureSpec, cfg: PrepConfig) -> di
             "buckets": cfg.text_buckets,
             "ngram_min": cfg.ngram_min,
             "ngram_max": cfg.ngram_max,
+            "word_ngram_max": cfg.word_ngram_max,
             "max_chars": cfg.text_max_chars,
         },
         "clip": cfg.clip,
@@ -106,8 +118,9 @@ def fit_preprocessor(df: pd.DataFrame, spec: FeatureSpec, cfg: PrepConfig) -> di
 class Tensors:
     """A table as model inputs: numbers, category indices, text bags (flat + offsets), labels."""
 
-    x_num: torch.Tensor  # [n, 2 * numeric] float32: standardised value, missing indicator
-    x_cat: torch.Tensor  # [n, binned numeric + categorical] int64
+    x_num: torch.Tensor  # [n, ...] float32: per numeric column its standardised value, missing
+    #                      indicator and piecewise-linear encoding (one entry per quantile bin)
+    x_cat: torch.Tensor  # [n, categorical] int64
     text_flat: list[torch.Tensor]  # per text column: [total n-grams] int64 bucket ids
     text_off: list[torch.Tensor]  # per text column: [n + 1] int64 offsets into text_flat
     y: torch.Tensor | None = None  # [n] int64
@@ -220,15 +233,13 @@ def transform(df: pd.DataFrame, state: dict[str, Any], with_label: bool = True) 
         x = np.where(missing, st["median"], x)
         if st["log1p"]:
             x = np.log1p(np.maximum(x, 0.0))  # negative values were not seen in train
-        x = np.clip((x - st["mean"]) / st["std"], -state["clip"], state["clip"])
-        cols += [x, missing.astype("float64")]
-    x_num = np.stack(cols, axis=1) if cols else np.zeros((n, 0))
+        z = np.clip((x - st["mean"]) / st["std"], -state["clip"], state["clip"])
+        cols += [z[:, None], missing[:, None].astype("float64")]
+        cols.append(
+            piecewise_linear(np.where(missing, st["median"], _numeric(df[col])), st["edges"])
+        )
+    x_num = np.concatenate(cols, axis=1) if cols else np.zeros((n, 0))
     cats = []
-    for col, st in state["numeric"].items():
-        if st["edges"]:  # bin 0: missing, 1..len(edges)+1: quantile bins
-            x = _numeric(df[col])
-            b = np.searchsorted(np.asarray(st["edges"]), x, side="right") + 1
-            cats.append(np.where(np.isnan(x), 0, b).astype(np.int64))
     for col, vocab in state["categorical"].items():
         index = {v: i for i, v in enumerate(vocab)}
         s = _strings(df[col])
@@ -240,6 +251,10 @@ def transform(df: pd.DataFrame, state: dict[str, Any], with_label: bool = True) 
     for col in t["columns"]:
         texts = normalize_text(df[col], t["max_chars"])
         flat, off = hash_ngrams(texts, t["buckets"], t["ngram_min"], t["ngram_max"])
+        if t["word_ngram_max"]:
+            words = hash_word_ngrams(texts, t["buckets"], t["word_ngram_max"])
+            flat, off = merge_bags((flat, off), words)
+        flat, off = unique_bags(flat, off)
         flats.append(torch.from_numpy(flat))
         offs.append(torch.from_numpy(off))
     y = None
@@ -252,6 +267,18 @@ def transform(df: pd.DataFrame, state: dict[str, Any], with_label: bool = True) 
         offs,
         y,
     )
+
+
+def piecewise_linear(x: np.ndarray, edges: list[float]) -> np.ndarray:
+    """Piecewise-linear encoding [n, bins] (Gorishniy et al. 2022): how far x fills each bin.
+
+    Bin t spans edges[t]..edges[t + 1]; its entry is 0 below, 1 above and linear inside, so the
+    network sees thresholds (capital gain above x) and the position within a bin alike.
+    """
+    if len(edges) < 2:
+        return np.zeros((len(x), 0))
+    lo, hi = np.asarray(edges[:-1]), np.asarray(edges[1:])
+    return np.clip((x[:, None] - lo) / (hi - lo), 0.0, 1.0)
 
 
 def encode_labels(labels: pd.Series, classes: list[str]) -> torch.Tensor:
@@ -273,15 +300,17 @@ def encode_labels(labels: pd.Series, classes: list[str]) -> torch.Tensor:
 class NetConfig:
     """Shape of the network."""
 
-    n_numeric: int  # input width of the numeric block (values + missing indicators)
+    n_numeric: int  # input width of the numeric block (values, missing flags, encodings)
     cat_cards: tuple[int, ...]
     n_text: int
     n_classes: int
     text_buckets: int
     cat_emb_dim: int = 16
-    text_dim: int = 32
-    hidden: tuple[int, ...] = (256, 128)
+    text_dim: int = 8
+    width: int = 256
+    blocks: int = 2
     dropout: float = 0.1
+    sparse_text: bool = False  # sparse gradients for the text tables (SparseAdam steps them)
 
 
 def cat_dim(card: int, max_dim: int) -> int:
@@ -289,8 +318,72 @@ def cat_dim(card: int, max_dim: int) -> int:
     return max(2, min(max_dim, round(1.6 * card**0.56)))
 
 
+def bag_weights(lens: torch.Tensor, total: int) -> torch.Tensor:
+    """Per n-gram weight 1/sqrt(bag length): a bag's sum becomes an L2-normalised count vector."""
+    return torch.repeat_interleave(lens.clamp(min=1).float().rsqrt(), lens, output_size=total)
+
+
+class HashedBag(nn.Module):
+    """A table of `buckets` vectors; a row's vector is the weighted sum over its n-gram ids.
+
+    Takes bag lengths [n] rather than offsets [n + 1] so that the last input is batch-sized,
+    as Opacus expects; `bag_grad_sample` gives its per-sample gradients for DP training.
+    """
+
+    def __init__(self, buckets: int, dim: int, sparse: bool = False, wide: int = 0):
+        super().__init__()
+        # deep columns start small and random, the last `wide` (linear logits) at zero
+        self.weight = nn.Parameter(torch.randn(buckets, dim) * 0.1)
+        with torch.no_grad():
+            self.weight[:, dim - wide :] = 0.0
+        self.sparse = sparse
+
+    def forward(self, flat: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        """[n, dim]."""
+        off = F.pad(torch.cumsum(lens, 0), (1, 0))
+        w = bag_weights(lens, flat.numel())
+        return F.embedding_bag(
+            flat, self.weight, off, mode="sum", per_sample_weights=w,
+            include_last_offset=True, sparse=self.sparse,
+        )  # fmt: skip
+
+
+def bag_grad_sample(
+    layer: HashedBag, activations: list[torch.Tensor], backprops: torch.Tensor
+) -> dict[nn.Parameter, torch.Tensor]:
+    """Per-sample gradients of a HashedBag [n, buckets, dim] (an Opacus grad sampler)."""
+    flat, lens = activations[0], activations[1]
+    n = lens.shape[0]
+    gs = torch.zeros(n, *layer.weight.shape, device=flat.device, dtype=backprops.dtype)
+    rows = torch.repeat_interleave(torch.arange(n, device=flat.device), lens)
+    w = bag_weights(lens, flat.numel()).to(backprops.dtype)
+    gs.index_put_((rows, flat), backprops[rows] * w[:, None], accumulate=True)
+    return {layer.weight: gs}
+
+
+class ResBlock(nn.Module):
+    """Pre-norm residual MLP block (the ResNet of Gorishniy et al. 2021)."""
+
+    def __init__(self, width: int, dropout: float):
+        super().__init__()
+        self.f = nn.Sequential(
+            nn.LayerNorm(width),
+            nn.Linear(width, 2 * width),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(2 * width, width),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h + f(h)."""
+        return h + self.f(h)
+
+
 class TabularNet(nn.Module):
-    """Numbers, category embeddings and hashed-n-gram text bags, concatenated into an MLP."""
+    """Wide and deep: a residual MLP over numbers (with piecewise-linear encodings), category
+    embeddings and text bags, plus a wide linear part over the hashed word and character
+    n-grams of each text column (fastText / TF-IDF-like), trained jointly; logits add up."""
 
     def __init__(self, cfg: NetConfig):
         super().__init__()
@@ -298,20 +391,23 @@ class TabularNet(nn.Module):
         self.cat_emb = nn.ModuleList(
             nn.Embedding(c, cat_dim(c, cfg.cat_emb_dim)) for c in cfg.cat_cards
         )
-        self.text_emb = nn.ModuleList(
-            nn.EmbeddingBag(cfg.text_buckets, cfg.text_dim, mode="mean", include_last_offset=True)
+        # One table per text column: its first text_dim columns feed the deep part, the last
+        # n_classes are the wide linear part's logits (one lookup, one sparse update for both).
+        self.text = nn.ModuleList(
+            HashedBag(
+                cfg.text_buckets, cfg.text_dim + cfg.n_classes, cfg.sparse_text, cfg.n_classes
+            )
             for _ in range(cfg.n_text)
         )
         width = cfg.n_numeric + sum(e.embedding_dim for e in self.cat_emb)
         width += cfg.text_dim * cfg.n_text
-        layers: list[nn.Module] = []
-        for h in cfg.hidden:
-            layers += [nn.Linear(width, h), nn.LayerNorm(h), nn.GELU(), nn.Dropout(cfg.dropout)]
-            width = h
-        self.mlp = nn.Sequential(*layers)
-        self.head = nn.Linear(width, cfg.n_classes)
-        for e in self.text_emb:
-            nn.init.normal_(e.weight, std=0.1)
+        self.stem = nn.Linear(width, cfg.width)
+        self.blocks = nn.Sequential(*(ResBlock(cfg.width, cfg.dropout) for _ in range(cfg.blocks)))
+        self.head = nn.Sequential(
+            nn.LayerNorm(cfg.width), nn.GELU(), nn.Linear(cfg.width, cfg.n_classes)
+        )
+        # log class-prior ratio added at prediction time (train's prior_correction sets it)
+        self.register_buffer("prior_shift", torch.zeros(cfg.n_classes))
 
     def forward(
         self,
@@ -323,18 +419,21 @@ class TabularNet(nn.Module):
         """Logits [n, n_classes]."""
         parts = [x_num]
         parts += [emb(x_cat[:, i]) for i, emb in enumerate(self.cat_emb)]
-        parts += [emb(f, o) for emb, f, o in zip(self.text_emb, text_flat, text_off, strict=True)]
-        return self.head(self.mlp(torch.cat(parts, dim=1)))
+        bags = [
+            t(f, o[1:] - o[:-1]) for t, f, o in zip(self.text, text_flat, text_off, strict=True)
+        ]
+        parts += [b[:, : self.cfg.text_dim] for b in bags]
+        logits = self.head(self.blocks(self.stem(torch.cat(parts, dim=1))))
+        for b in bags:
+            logits = logits + b[:, self.cfg.text_dim :]
+        return logits if self.training else logits + self.prior_shift
 
 
 def build_net(state: dict[str, Any], **shape: Any) -> TabularNet:
     """The network that fits a fitted preprocessor `state` (shape: NetConfig's optional knobs)."""
-    if "hidden" in shape:
-        shape = {**shape, "hidden": tuple(shape["hidden"])}
     cfg = NetConfig(
-        n_numeric=2 * len(state["numeric"]),
-        cat_cards=tuple(len(s["edges"]) + 2 for s in state["numeric"].values() if s["edges"])
-        + tuple(len(v) for v in state["categorical"].values()),
+        n_numeric=sum(2 + max(0, len(s["edges"]) - 1) for s in state["numeric"].values()),
+        cat_cards=tuple(len(v) for v in state["categorical"].values()),
         n_text=len(state["text"]["columns"]),
         n_classes=len(state["classes"]),
         text_buckets=state["text"]["buckets"],
