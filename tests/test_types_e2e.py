@@ -92,7 +92,7 @@ def types_params() -> dict:
     p["anonymize"]["policies"] = POLICIES
     p["anonymize"]["k"] = 2
     p["augment"]["numeric_jitter"] = 0.05  # numbers jittered, dates and booleans left as they are
-    p["train"].update(epochs=2, batch_size_cpu=64, warmup_steps=2, hidden=[16], cat_min_count=1)
+    p["train"].update(epochs=2, min_steps=10, batch_size=64, width=16, cat_min_count=1)
     p["evaluate"]["min_slice_size"] = 5
     p["evaluate"]["gate"] = {k: None for k in p["evaluate"]["gate"]}
     return p
