@@ -40,6 +40,8 @@ from typing import IO, Any
 
 import yaml
 
+from stages.lib.dvccli import dvc, dvc_json, stage_name
+from stages.lib.dvclock import lock_entry
 from stages.lib.env import interpreter_env
 
 EXIT_TEMPFAIL = 75  # sysexits EX_TEMPFAIL: the one failure worth an automatic retry
@@ -144,23 +146,7 @@ def stage_order(root: str | Path, targets: list[str] | None = None) -> list[str]
     return [n for n in names if n in wanted]
 
 
-def lock_entry(root: str | Path, stage: str) -> dict[str, Any] | None:
-    """The stage's entry in dvc.lock, or None before its first run."""
-    path = Path(root) / "dvc.lock"
-    if not path.is_file():
-        return None
-    return ((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages") or {}).get(stage)
-
-
 # ------------------------------------------------------------------------------ running DVC
-
-
-def dvc(root: str | Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run a dvc command in root and capture its output (no exception on failure)."""
-    cmd = [sys.executable, "-m", "dvc", *args]
-    return subprocess.run(
-        cmd, cwd=root, env=interpreter_env(), capture_output=True, text=True, check=False
-    )
 
 
 def stream_command(cmd: list[str], root: str | Path, out: Emit, err: Emit) -> tuple[int, list[str]]:
@@ -259,13 +245,9 @@ def restore_previous(root: str | Path, name: str, stage: dict[str, Any], kept: P
 
 def changed_stages(root: str | Path) -> set[str] | None:
     """The stages `dvc status --json` says would rerun now; None when DVC cannot tell."""
-    done = dvc(root, "status", "--json")
-    try:
-        status = json.loads(done.stdout or "{}") if done.returncode == 0 else None
-    except ValueError:
-        status = None
+    status, _ = dvc_json(root, "status")
     # Keys are stage names, "dvc.yaml:<name>" away from the root, or .dvc files.
-    return None if status is None else {key.rsplit(":", 1)[-1] for key in status}
+    return None if not isinstance(status, dict) else {stage_name(key) for key in status}
 
 
 def run_stage(
