@@ -38,10 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-import yaml
-
 from stages.lib.dvccli import dvc, dvc_json, stage_name
-from stages.lib.dvclock import lock_entry
+from stages.lib.dvclock import dvc_yaml_stages, lock_entry, yaml_paths
 from stages.lib.env import interpreter_env
 
 EXIT_TEMPFAIL = 75  # sysexits EX_TEMPFAIL: the one failure worth an automatic retry
@@ -92,17 +90,13 @@ class StageRun:
 
 def dvc_stages(root: str | Path) -> dict[str, dict[str, Any]]:
     """The stages of dvc.yaml, in file order (plain stages; foreach/matrix are not used here)."""
-    data = yaml.safe_load((Path(root) / "dvc.yaml").read_text(encoding="utf-8")) or {}
-    stages = data.get("stages") or {}
+    if not (Path(root) / "dvc.yaml").is_file():
+        raise FileNotFoundError(f"{Path(root) / 'dvc.yaml'}: no dvc.yaml in this project")
+    stages = dvc_yaml_stages(root)
     templated = [n for n, s in stages.items() if "foreach" in s or "matrix" in s]
     if templated:
         raise ValueError(f"dvc.yaml: foreach/matrix stages {templated} are not supported here")
     return stages
-
-
-def _paths(items: list[Any] | None) -> list[str]:
-    """Paths of a dvc.yaml deps/outs list (entries are "path" or {"path": {options}})."""
-    return [str(next(iter(i))) if isinstance(i, dict) else str(i) for i in items or []]
 
 
 def stage_outs(stage: dict[str, Any], cached: bool | None = None) -> list[str]:
@@ -130,7 +124,7 @@ def stage_order(root: str | Path, targets: list[str] | None = None) -> list[str]
         raise ValueError(f"no stage named {unknown} in dvc.yaml (stages: {', '.join(names)})")
     producer = {out: n for n, s in stages.items() for out in stage_outs(s)}
     for i, name in enumerate(names):  # dvc.yaml order must be a valid run order
-        for dep in _paths(stages[name].get("deps")):
+        for dep in yaml_paths(stages[name].get("deps")):
             later = [p for o, p in producer.items() if _inside(dep, o) and names.index(p) > i]
             if later:
                 raise ValueError(f"dvc.yaml: stage {name!r} needs {dep} from the later {later}")
@@ -141,7 +135,7 @@ def stage_order(root: str | Path, targets: list[str] | None = None) -> list[str]
         name = todo.pop()
         if name not in wanted:
             wanted.add(name)
-            deps = _paths(stages[name].get("deps"))
+            deps = yaml_paths(stages[name].get("deps"))
             todo += [p for o, p in producer.items() if any(_inside(d, o) for d in deps)]
     return [n for n in names if n in wanted]
 
@@ -295,7 +289,7 @@ def _stage_run(root: str | Path, name: str, stage: dict, status: str, start: flo
 
 def _summary(root: str | Path, name: str, stage: dict[str, Any]) -> tuple[dict | None, str | None]:
     """The stage summary: its metrics/<name>.json, else its first JSON metrics file."""
-    metrics = [_paths([m])[0] for m in stage.get("metrics") or []]
+    metrics = [yaml_paths([m])[0] for m in stage.get("metrics") or []]
     json_metrics = [m for m in metrics if m.endswith(".json")]
     preferred = [m for m in json_metrics if Path(m).stem == name] + json_metrics
     for rel in [*preferred, f"metrics/{name}.json"]:

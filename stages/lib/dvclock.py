@@ -38,6 +38,17 @@ def lock_stages(lock: Mapping | None) -> dict[str, dict]:
     return dict(stages) if isinstance(stages, Mapping) else {}
 
 
+def dvc_yaml_stages(root: Path | str = ".") -> dict[str, dict]:
+    """The stages of dvc.yaml as written, in file order ({} without a dvc.yaml)."""
+    stages = read_yaml(Path(root) / "dvc.yaml").get("stages")
+    return dict(stages) if isinstance(stages, Mapping) else {}
+
+
+def yaml_paths(items: list[Any] | None) -> list[str]:
+    """Paths of a dvc.yaml deps/outs list (entries are "path" or {"path": {options}})."""
+    return [str(next(iter(i))) if isinstance(i, dict) else str(i) for i in items or []]
+
+
 def lock_entry(root: Path | str, stage: str) -> dict | None:
     """One stage's entry in dvc.lock, or None before its first run."""
     return lock_stages(read_lock(root)).get(stage)
