@@ -35,15 +35,23 @@ def prefect_flow_run_id() -> str | None:
     return os.environ.get("PREFECT__FLOW_RUN_ID") or os.environ.get("PREFECT_FLOW_RUN_ID")
 
 
+def _name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0]
+
+
 def declared_packages(root: Path | str = ".") -> list[str]:
-    """The project and its declared dependencies (pyproject.toml), by distribution name."""
+    """The project and its declared dependencies, by distribution name: from the project's
+    pyproject.toml, else from the installed project's metadata (the same list)."""
     path = Path(root) / "pyproject.toml"
-    if not path.is_file():
+    if path.is_file():
+        project = tomllib.loads(path.read_text(encoding="utf-8")).get("project", {})
+        deps = project.get("dependencies", [])
+        return [project.get("name", PROJECT), *(_name(d) for d in deps)]
+    try:
+        requires = importlib.metadata.requires(PROJECT) or []
+    except importlib.metadata.PackageNotFoundError:
         return [PROJECT]
-    project = tomllib.loads(path.read_text(encoding="utf-8")).get("project", {})
-    deps = project.get("dependencies", [])
-    names = [re.split(r"[\s\[<>=!~;]", d, maxsplit=1)[0] for d in deps]
-    return [project.get("name", PROJECT), *names]
+    return [PROJECT, *(_name(r) for r in requires if "extra ==" not in r)]
 
 
 def package_versions(names: Iterable[str]) -> dict[str, str | None]:
