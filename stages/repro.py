@@ -12,8 +12,8 @@ do are added here, both through DVC's public commands and files:
   alone), so `dvc checkout --force <stage>` brings them back; the outputs DVC does not cache
   (`cache: false` files: metrics, plots, the report) are copied aside before the run and back.
 
-Used by `pipeline repro` (stages/lineage.py) and by the Prefect flow (flows/pipeline.py), which
-wraps `run_stage` in one task per stage.
+Used by `pipeline repro` (stages/lineage/records.py) and by the Prefect flow
+(flows/pipeline.py), which wraps `run_stage` in one task per stage.
 """
 
 from __future__ import annotations
