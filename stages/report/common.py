@@ -95,19 +95,6 @@ def _dict(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
 
 
-def flatten_numbers(obj: Any, prefix: str = "") -> dict[str, float | int]:
-    """Every numeric leaf of nested dicts as {'a.b.c': value}; strings and lists are skipped."""
-    out: dict[str, float] = {}
-    if isinstance(obj, Mapping):
-        for k, v in obj.items():
-            out.update(flatten_numbers(v, f"{prefix}.{k}" if prefix else str(k)))
-    else:
-        x = _num(obj)
-        if x is not None and prefix:
-            out[prefix] = obj if isinstance(obj, numbers.Integral) else x
-    return out
-
-
 def digest(obj: Any, length: int = 12) -> str:
     """A short SHA-256 of a JSON-able value in canonical form."""
     return canonical_digest(obj, length)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages.lib.dvclock import entry_hash, hash_name, shown_params
+from stages.lib.dvclock import entry_hash, hash_name, param_leaves, shown_params
 from stages.report.common import (
     PIPELINE,
     RUN_DEFAULTS,
@@ -19,7 +19,6 @@ from stages.report.common import (
     _missing,
     _num,
     digest,
-    flatten_numbers,
     fmt,
     pct,
 )
@@ -36,7 +35,8 @@ def identity_section(inputs: Inputs) -> dict[str, Any]:
     """When, which commit (and whether the tree was dirty), versions, device, seeds, params."""
     run = {**RUN_DEFAULTS, **inputs.run}
     train = inputs.metrics.get("train", {})
-    seeds = {k: v for k, v in flatten_numbers(inputs.params).items() if k.endswith("seed")}
+    leaves = param_leaves(inputs.params)
+    seeds = {k: v for k, v in leaves.items() if k.endswith("seed") and _num(v) is not None}
     for stage, m in inputs.metrics.items():  # seeds a stage recorded that params do not hold
         if _num(m.get("seed")) is not None and not any(k.startswith(f"{stage}.") for k in seeds):
             seeds[f"{stage}.seed"] = m["seed"]
