@@ -1,5 +1,12 @@
 """verify: re-hash what dvc.lock lists (and the raw batches) and name every missing or altered
-file. Hashes are DVC's documented ones, computed with hashlib (see hashing.py)."""
+file. Hashes are DVC's documented ones, computed with hashlib (see hashing.py).
+
+Why not `dvc data status --granular --json`: it answers for DVC-tracked outputs only (not
+git-tracked sources, params or the raw batches' SHA-256), and it trusts DVC's state database
+(a file whose size, inode and mtime are unchanged keeps its remembered hash), so an edit made
+in place with its mtime put back goes unseen. An audit reads every byte again; `why`, which
+asks what DVC itself would rerun, is built on `dvc status --json` instead.
+"""
 
 from __future__ import annotations
 
