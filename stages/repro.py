@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from stages.lib.dvccli import dvc, dvc_json, stage_name
-from stages.lib.dvclock import dvc_yaml_stages, lock_entry, yaml_paths
+from stages.lib.dvclock import dvc_yaml_stages, lock_entry, under, yaml_paths
 from stages.lib.env import interpreter_env
 
 EXIT_TEMPFAIL = 75  # sysexits EX_TEMPFAIL: the one failure worth an automatic retry
@@ -111,10 +111,6 @@ def stage_outs(stage: dict[str, Any], cached: bool | None = None) -> list[str]:
     return found
 
 
-def _inside(path: str, parent: str) -> bool:
-    return path == parent or path.startswith(parent.rstrip("/") + "/")
-
-
 def stage_order(root: str | Path, targets: list[str] | None = None) -> list[str]:
     """Stages to reproduce, in dvc.yaml order: all, or the targets and every stage upstream."""
     stages = dvc_stages(root)
@@ -125,7 +121,7 @@ def stage_order(root: str | Path, targets: list[str] | None = None) -> list[str]
     producer = {out: n for n, s in stages.items() for out in stage_outs(s)}
     for i, name in enumerate(names):  # dvc.yaml order must be a valid run order
         for dep in yaml_paths(stages[name].get("deps")):
-            later = [p for o, p in producer.items() if _inside(dep, o) and names.index(p) > i]
+            later = [p for o, p in producer.items() if under(dep, o) and names.index(p) > i]
             if later:
                 raise ValueError(f"dvc.yaml: stage {name!r} needs {dep} from the later {later}")
     if not targets:
@@ -136,7 +132,7 @@ def stage_order(root: str | Path, targets: list[str] | None = None) -> list[str]
         if name not in wanted:
             wanted.add(name)
             deps = yaml_paths(stages[name].get("deps"))
-            todo += [p for o, p in producer.items() if any(_inside(d, o) for d in deps)]
+            todo += [p for o, p in producer.items() if any(under(d, o) for d in deps)]
     return [n for n in names if n in wanted]
 
 
@@ -229,7 +225,7 @@ def restore_previous(root: str | Path, name: str, stage: dict[str, Any], kept: P
         why = (done.stderr.strip().splitlines() or ["no message"])[-1]
         return f"could not restore the previous outputs of {name} from the DVC cache: {why}"
     note = f"restored the previous outputs of {name} from the DVC cache"
-    if any(_inside(o, MODEL_DIR.rstrip("/")) for o in cached):
+    if any(under(o, MODEL_DIR.rstrip("/")) for o in cached):
         note += "; predict keeps serving the last good model"
     return note
 

@@ -19,6 +19,12 @@ LOCK = Path("dvc.lock")
 MAX_SHOWN_PARAM_LEAVES = 20
 
 
+def under(path: str, parent: str) -> bool:
+    """Whether a path is `parent` or inside it (how a file belongs to a directory output)."""
+    path, parent = path.rstrip("/"), parent.rstrip("/")
+    return path == parent or path.startswith(parent + "/")
+
+
 def read_yaml(path: Path) -> dict:
     """A YAML mapping from a file ({} when the file is missing or not a mapping)."""
     if not path.is_file():

@@ -6,6 +6,8 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from stages.lib.dvclock import under
+
 # Paths a pipeline run itself writes (DVC outputs, metrics, the report, the run records).
 RUN_OUTPUTS = ("metrics/", "plots/", "reports/", "data/", "models/", "lineage/runs.jsonl")
 DVC_FILES = ("dvc.lock",)
@@ -22,17 +24,12 @@ def git(root: Path | str, *args: str) -> str | None:
     return done.stdout
 
 
-def _under(path: str, parent: str) -> bool:
-    path, parent = path.rstrip("/"), parent.rstrip("/")
-    return path == parent or path.startswith(parent + "/")
-
-
 def is_run_output(path: str, outputs: Iterable[str] = ()) -> bool:
     """Whether a changed path is the pipeline's own writing, not code: dvc.lock, an output
     dvc.lock lists, the run-output folders, or DVC's .gitignore and .dvc pointer files."""
     if path.endswith((".gitignore", ".dvc")) or path in DVC_FILES:
         return True
-    return any(_under(path, p) for p in (*RUN_OUTPUTS, *outputs))
+    return any(under(path, p) for p in (*RUN_OUTPUTS, *outputs))
 
 
 def git_state(root: Path | str = ".", outputs: Iterable[str] = ()) -> dict:

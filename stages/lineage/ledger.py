@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from stages.lib.digest import canonical_digest
-from stages.lib.dvclock import entry_hash, lock_stages
+from stages.lib.dvclock import entry_hash, lock_stages, under
 
 DEFAULT_TARGET = "models/model.pt"
 CODE_SUFFIXES = (".py", ".sh", ".sql", ".ipynb", ".r", ".jl")
@@ -20,12 +20,6 @@ def stage_digests(lock: dict) -> dict[str, str]:
 def is_code(path: str) -> bool:
     """Whether a dependency is code (its changes are reported as code, not data)."""
     return path.lower().endswith(CODE_SUFFIXES)
-
-
-def under(path: str, parent: str) -> bool:
-    """Whether `path` is `parent` or inside it."""
-    path, parent = path.rstrip("/"), parent.rstrip("/")
-    return path == parent or path.startswith(parent + "/")
 
 
 def producer_of(lock: dict, path: str) -> tuple[str, str] | None:

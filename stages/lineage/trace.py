@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from stages.lib.dvclock import entry_hash, lock_stages, read_lock
+from stages.lib.dvclock import entry_hash, lock_stages, read_lock, under
 from stages.lineage.hashing import cached_object, recorded_files
-from stages.lineage.ledger import is_code, producer_of, under
+from stages.lineage.ledger import is_code, producer_of
 from stages.lineage.records import read_records, run_summary
 
 # Lineage columns trace may read; source columns (identifiers among them) are never read.

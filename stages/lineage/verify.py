@@ -20,9 +20,10 @@ from stages.lib.dvclock import (
     params_value,
     read_lock,
     read_yaml,
+    under,
 )
 from stages.lineage.hashing import file_changes, hash_path, recorded_files, sha256
-from stages.lineage.ledger import is_code, params_diff, producer_of, under
+from stages.lineage.ledger import is_code, params_diff, producer_of
 from stages.lineage.records import read_json
 from stages.lineage.show import short
 

@@ -18,10 +18,11 @@ from stages.lib.dvclock import (
     lock_stages,
     read_lock,
     read_yaml,
+    under,
     yaml_paths,
 )
 from stages.lineage.hashing import file_changes, hash_path, recorded_files, sha256
-from stages.lineage.ledger import downstream, is_code, params_diff, producer_of, under
+from stages.lineage.ledger import downstream, is_code, params_diff, producer_of
 from stages.lineage.records import read_json
 from stages.lineage.show import short
 
