@@ -12,8 +12,8 @@ do are added here, both through DVC's public commands and files:
   alone), so `dvc checkout --force <stage>` brings them back; the outputs DVC does not cache
   (`cache: false` files: metrics, plots, the report) are copied aside before the run and back.
 
-Used by `pipeline repro` (stages/lineage.py) and by the Prefect flow (flows/pipeline.py), which
-wraps `run_stage` in one task per stage.
+Used by `pipeline repro` (stages/lineage/records.py) and by the Prefect flow
+(flows/pipeline.py), which wraps `run_stage` in one task per stage.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-import yaml
-
+from stages.lib.dvccli import dvc, dvc_json, stage_name
+from stages.lib.dvclock import dvc_yaml_stages, lock_entry, under, yaml_paths
 from stages.lib.env import interpreter_env
 
 EXIT_TEMPFAIL = 75  # sysexits EX_TEMPFAIL: the one failure worth an automatic retry
@@ -90,17 +90,13 @@ class StageRun:
 
 def dvc_stages(root: str | Path) -> dict[str, dict[str, Any]]:
     """The stages of dvc.yaml, in file order (plain stages; foreach/matrix are not used here)."""
-    data = yaml.safe_load((Path(root) / "dvc.yaml").read_text(encoding="utf-8")) or {}
-    stages = data.get("stages") or {}
+    if not (Path(root) / "dvc.yaml").is_file():
+        raise FileNotFoundError(f"{Path(root) / 'dvc.yaml'}: no dvc.yaml in this project")
+    stages = dvc_yaml_stages(root)
     templated = [n for n, s in stages.items() if "foreach" in s or "matrix" in s]
     if templated:
         raise ValueError(f"dvc.yaml: foreach/matrix stages {templated} are not supported here")
     return stages
-
-
-def _paths(items: list[Any] | None) -> list[str]:
-    """Paths of a dvc.yaml deps/outs list (entries are "path" or {"path": {options}})."""
-    return [str(next(iter(i))) if isinstance(i, dict) else str(i) for i in items or []]
 
 
 def stage_outs(stage: dict[str, Any], cached: bool | None = None) -> list[str]:
@@ -115,10 +111,6 @@ def stage_outs(stage: dict[str, Any], cached: bool | None = None) -> list[str]:
     return found
 
 
-def _inside(path: str, parent: str) -> bool:
-    return path == parent or path.startswith(parent.rstrip("/") + "/")
-
-
 def stage_order(root: str | Path, targets: list[str] | None = None) -> list[str]:
     """Stages to reproduce, in dvc.yaml order: all, or the targets and every stage upstream."""
     stages = dvc_stages(root)
@@ -128,8 +120,8 @@ def stage_order(root: str | Path, targets: list[str] | None = None) -> list[str]
         raise ValueError(f"no stage named {unknown} in dvc.yaml (stages: {', '.join(names)})")
     producer = {out: n for n, s in stages.items() for out in stage_outs(s)}
     for i, name in enumerate(names):  # dvc.yaml order must be a valid run order
-        for dep in _paths(stages[name].get("deps")):
-            later = [p for o, p in producer.items() if _inside(dep, o) and names.index(p) > i]
+        for dep in yaml_paths(stages[name].get("deps")):
+            later = [p for o, p in producer.items() if under(dep, o) and names.index(p) > i]
             if later:
                 raise ValueError(f"dvc.yaml: stage {name!r} needs {dep} from the later {later}")
     if not targets:
@@ -139,28 +131,12 @@ def stage_order(root: str | Path, targets: list[str] | None = None) -> list[str]
         name = todo.pop()
         if name not in wanted:
             wanted.add(name)
-            deps = _paths(stages[name].get("deps"))
-            todo += [p for o, p in producer.items() if any(_inside(d, o) for d in deps)]
+            deps = yaml_paths(stages[name].get("deps"))
+            todo += [p for o, p in producer.items() if any(under(d, o) for d in deps)]
     return [n for n in names if n in wanted]
 
 
-def lock_entry(root: str | Path, stage: str) -> dict[str, Any] | None:
-    """The stage's entry in dvc.lock, or None before its first run."""
-    path = Path(root) / "dvc.lock"
-    if not path.is_file():
-        return None
-    return ((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages") or {}).get(stage)
-
-
 # ------------------------------------------------------------------------------ running DVC
-
-
-def dvc(root: str | Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run a dvc command in root and capture its output (no exception on failure)."""
-    cmd = [sys.executable, "-m", "dvc", *args]
-    return subprocess.run(
-        cmd, cwd=root, env=interpreter_env(), capture_output=True, text=True, check=False
-    )
 
 
 def stream_command(cmd: list[str], root: str | Path, out: Emit, err: Emit) -> tuple[int, list[str]]:
@@ -249,7 +225,7 @@ def restore_previous(root: str | Path, name: str, stage: dict[str, Any], kept: P
         why = (done.stderr.strip().splitlines() or ["no message"])[-1]
         return f"could not restore the previous outputs of {name} from the DVC cache: {why}"
     note = f"restored the previous outputs of {name} from the DVC cache"
-    if any(_inside(o, MODEL_DIR.rstrip("/")) for o in cached):
+    if any(under(o, MODEL_DIR.rstrip("/")) for o in cached):
         note += "; predict keeps serving the last good model"
     return note
 
@@ -259,13 +235,9 @@ def restore_previous(root: str | Path, name: str, stage: dict[str, Any], kept: P
 
 def changed_stages(root: str | Path) -> set[str] | None:
     """The stages `dvc status --json` says would rerun now; None when DVC cannot tell."""
-    done = dvc(root, "status", "--json")
-    try:
-        status = json.loads(done.stdout or "{}") if done.returncode == 0 else None
-    except ValueError:
-        status = None
+    status, _ = dvc_json(root, "status")
     # Keys are stage names, "dvc.yaml:<name>" away from the root, or .dvc files.
-    return None if status is None else {key.rsplit(":", 1)[-1] for key in status}
+    return None if not isinstance(status, dict) else {stage_name(key) for key in status}
 
 
 def run_stage(
@@ -313,7 +285,7 @@ def _stage_run(root: str | Path, name: str, stage: dict, status: str, start: flo
 
 def _summary(root: str | Path, name: str, stage: dict[str, Any]) -> tuple[dict | None, str | None]:
     """The stage summary: its metrics/<name>.json, else its first JSON metrics file."""
-    metrics = [_paths([m])[0] for m in stage.get("metrics") or []]
+    metrics = [yaml_paths([m])[0] for m in stage.get("metrics") or []]
     json_metrics = [m for m in metrics if m.endswith(".json")]
     preferred = [m for m in json_metrics if Path(m).stem == name] + json_metrics
     for rel in [*preferred, f"metrics/{name}.json"]:

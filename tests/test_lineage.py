@@ -5,6 +5,7 @@ lineage reads any DAG from dvc.lock), a first run and a new-data run, each recor
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import shutil
 import subprocess
@@ -156,7 +157,7 @@ def test_run_records(project):
     assert second["device"] == "cpu" and second["seed"] == 7
     assert second["packages"]["dvc"] and second["packages"]["python"]
     lock_text = (project / "dvc.lock").read_text()
-    assert second["dvc_lock_sha256"] == lineage.hashlib.sha256(lock_text.encode()).hexdigest()
+    assert second["dvc_lock_sha256"] == hashlib.sha256(lock_text.encode()).hexdigest()
     assert second["metrics"]["metrics/train.json"]["rows"] > 0
     assert len(second["batches"]) == 2 and second["key_id"]
 
@@ -319,7 +320,7 @@ def test_export_archive_with_manifest(project, tmp_path):
         manifest = json.loads(tar.extractfile("audit/MANIFEST.json").read())
         for name, meta in manifest["members"].items():
             data = tar.extractfile(f"audit/{name}").read()
-            assert lineage.hashlib.sha256(data).hexdigest() == meta["sha256"]
+            assert hashlib.sha256(data).hexdigest() == meta["sha256"]
     for member in (
         "dvc.lock",
         "params.yaml",

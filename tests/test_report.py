@@ -7,6 +7,7 @@ import html
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -345,6 +346,17 @@ def git(root: Path, *args: str) -> None:
     )
 
 
+def dvc_metrics_project(root: Path, stages: tuple[str, ...]) -> None:
+    """`dvc init` and a dvc.yaml declaring metrics/<stage>.json, for `dvc metrics diff`."""
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
+    dvc_yaml = {
+        "stages": {
+            s: {"cmd": "true", "metrics": [{f"metrics/{s}.json": {"cache": False}}]} for s in stages
+        }
+    }
+    (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
+
+
 def full_project(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project that ran ingest/clean/validate for real, with downstream results, committed
     once (the previous run) and then rerun with other scores (the current run)."""
@@ -355,7 +367,8 @@ def full_project(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     validate.main()
     write_downstream(root, seed=1, shift=-0.3)
     git(root, "init", "-q")
-    git(root, "add", "params.yaml", "metrics", "dvc.lock")
+    dvc_metrics_project(root, report.PIPELINE)
+    git(root, "add", "params.yaml", "metrics", "dvc.lock", "dvc.yaml", ".dvc")
     git(root, "commit", "-qm", "previous run")
     write_downstream(root, seed=2)
     return root
@@ -421,15 +434,47 @@ def test_accounting_flags_rows_that_do_not_add_up():
     assert section["rows"][0]["balanced"] is False
 
 
-def test_changes_compare_numeric_metrics_with_the_committed_ones():
-    cur = {"evaluate": {"accuracy": 0.85, "gate": {"passed": True}, "duration_s": 3.0, "n": 100}}
-    old = {"evaluate": {"accuracy": 0.80, "gate": {"passed": True}, "duration_s": 2.0, "n": 100}}
-    section = report.changes_section(cur, old, "HEAD")
-    (row,) = section["changed"]
+def test_changes_read_dvc_metrics_diff():
+    # The shape `dvc metrics diff --all --json` prints: {file: {dotted key: {old, new, diff}}}.
+    diff = {
+        "metrics/evaluate.json": {
+            "accuracy": {"old": 0.80, "new": 0.85, "diff": 0.05},
+            "gate.passed": {"old": True, "new": True, "diff": 0},
+            "duration_s": {"old": 2.0, "new": 3.0, "diff": 1.0},
+            "n": {"old": 100, "new": 100, "diff": 0},
+            "policy": {"old": "a", "new": "b"},
+        },
+        "metrics/train.json": {"loss": {"old": None, "new": 0.3}},
+    }
+    section = report.changes_section(diff, "HEAD")
+    (row,) = [r for r in section["changed"] if r["stage"] == "evaluate"]
     assert row["metric"] == "accuracy" and row["delta"] == pytest.approx(0.05)
     assert [r["metric"] for r in section["volatile"]] == ["duration_s"]
+    assert section["unchanged"] == 1 and section["new_stages"] == ["train"]
+    first = report.changes_section(
+        {"metrics/evaluate.json": {"n": {"old": None, "new": 1}}}, "HEAD"
+    )
+    assert not first["available"] and "first run" in first["note"]
+    gone = report.changes_section(None, "HEAD", "ERROR: not a DVC repository")
+    assert not gone["available"] and "not a DVC repository" in gone["note"]
+
+
+def test_changes_come_from_dvc_metrics_diff_in_a_dvc_project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    git(tmp_path, "init", "-q")
+    dvc_metrics_project(tmp_path, ("evaluate",))
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/evaluate.json").write_text('{"accuracy": 0.8, "n": 10}')
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "previous run")
+    (tmp_path / "metrics/evaluate.json").write_text('{"accuracy": 0.9, "n": 10}')
+    diff, why = report.metrics_diff("HEAD")
+    assert why is None
+    section = report.changes_section(diff, "HEAD")
+    assert [(r["metric"], r["old"], r["new"]) for r in section["changed"]] == [
+        ("accuracy", 0.8, 0.9)
+    ]
     assert section["unchanged"] == 1
-    assert not report.changes_section(cur, {}, "HEAD")["available"]
 
 
 def test_lineage_reads_every_stage_of_dvc_lock():
@@ -528,7 +573,7 @@ def without(inputs: report.Inputs, name: str) -> report.Inputs:
     kind, _, item = name.partition(":")
     changes = {
         "metrics": {"metrics": {k: v for k, v in inputs.metrics.items() if k != item}},
-        "previous": {"previous": {}},
+        "metrics_diff": {"metrics_diff": None},
         "plots": {"plots": {k: v for k, v in inputs.plots.items() if k != item}},
         "validation": {"validation": None, "data_docs": None},
         "privacy_scan": {"privacy_scan": None},
@@ -548,7 +593,7 @@ def plt_close(fig) -> None:
 MISSING = [
     *(f"metrics:{s}" for s in report.PIPELINE),
     *(f"plots:{p}" for p in report.PLOTS),
-    "previous",
+    "metrics_diff",
     "validation",
     "privacy_scan",
     "lock",

@@ -3,8 +3,6 @@ small formatting helpers the sections and templates use."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import numbers
 from collections.abc import Mapping
@@ -13,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from stages.lib.digest import canonical_digest
 
 PIPELINE = ("ingest", "clean", "validate", "anonymize", "split", "augment", "train", "evaluate")
 PLOTS = ("train_curve", "confusion", "roc", "pr", "calibration", "slices")
@@ -25,23 +25,8 @@ PRIVACY_SCAN = REPORTS_DIR / "privacy/scan.json"
 OUT_HTML = REPORTS_DIR / "report.html"
 OUT_MD = REPORTS_DIR / "summary.md"
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
-PACKAGES = (
-    "privacy-pipeline",
-    "pandas",
-    "pyarrow",
-    "numpy",
-    "torch",
-    "scikit-learn",
-    "great-expectations",
-    "dvc",
-    "prefect",
-    "matplotlib",
-    "jinja2",
-)
 # Metrics that measure the machine rather than the data or model: shown apart in the deltas.
 VOLATILE = ("duration_s", "peak_memory_mb", "train_time_s", "samples_per_s", "wall_s")
-# Paths a pipeline run itself rewrites: a tree dirty only in these still ran committed code.
-RUN_OUTPUTS = ("metrics/", "plots/", "reports/", "dvc.lock", "data/", "models/")
 RUN_DEFAULTS: dict[str, Any] = {
     "generated_at": "—",
     "commit": None,
@@ -73,7 +58,9 @@ class Inputs:
 
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
-    previous: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # `dvc metrics diff --all --json` against the previous run (None: DVC could not say; why).
+    metrics_diff: dict[str, dict[str, Any]] | None = None
+    metrics_diff_note: str | None = None
     validation: dict[str, Any] | None = None
     privacy_scan: dict[str, Any] | None = None
     plots: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -108,23 +95,9 @@ def _dict(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
 
 
-def flatten_numbers(obj: Any, prefix: str = "") -> dict[str, float | int]:
-    """Every numeric leaf of nested dicts as {'a.b.c': value}; strings and lists are skipped."""
-    out: dict[str, float] = {}
-    if isinstance(obj, Mapping):
-        for k, v in obj.items():
-            out.update(flatten_numbers(v, f"{prefix}.{k}" if prefix else str(k)))
-    else:
-        x = _num(obj)
-        if x is not None and prefix:
-            out[prefix] = obj if isinstance(obj, numbers.Integral) else x
-    return out
-
-
 def digest(obj: Any, length: int = 12) -> str:
     """A short SHA-256 of a JSON-able value in canonical form."""
-    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+    return canonical_digest(obj, length)
 
 
 def fmt(value: Any, digits: int = 4) -> str:

@@ -1,35 +1,33 @@
 """Build the report's context from its inputs, render it through the Jinja2 templates, and the
-I/O: reading metrics, plots, dvc.lock and the run's identity, writing the two pages."""
+I/O: reading metrics, plots, dvc.lock, `dvc metrics diff` and the run's identity (stages/lib/
+runinfo.py), writing the two pages."""
 
 from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
 import sys
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
-from importlib import metadata
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
+from stages.lib import runinfo
+from stages.lib.dvccli import dvc_json
+from stages.lib.dvclock import lock_outputs, read_lock, read_yaml
 from stages.lib.io import write_text_atomic
 from stages.report.common import (
     DATA_DOCS,
     METRICS_DIR,
     OUT_HTML,
     OUT_MD,
-    PACKAGES,
     PIPELINE,
     PLOTS,
     PLOTS_DIR,
     PRIVACY_SCAN,
     RUN_DEFAULTS,
-    RUN_OUTPUTS,
     SECTIONS,
     TEMPLATES,
     VALIDATION_RESULTS,
@@ -93,7 +91,11 @@ def build_context(inputs: Inputs) -> dict[str, Any]:
         ),
         "changes": _guard(
             "changes",
-            lambda: changes_section(m, inputs.previous, inputs.run.get("baseline_ref", "HEAD")),
+            lambda: changes_section(
+                inputs.metrics_diff,
+                inputs.run.get("baseline_ref", "HEAD"),
+                inputs.metrics_diff_note,
+            ),
             errors,
         ),
         "lineage": _guard("lineage", lambda: lineage_section(inputs.lock), errors),
@@ -160,95 +162,53 @@ def read_csv(path: Path) -> pd.DataFrame | None:
     return frame if len(frame.columns) else None
 
 
-def git(*args: str) -> str | None:
-    """Output of a git command in the current directory, or None when git fails."""
-    try:
-        done = subprocess.run(
-            ["git", *args], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
-def committed_metrics(ref: str, stages: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """metrics/<stage>.json as committed at `ref` (what `dvc metrics diff` compares against)."""
-    out = {}
-    for stage in stages:
-        text = git("show", f"{ref}:{(METRICS_DIR / f'{stage}.json').as_posix()}")
-        if text:
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(data, dict):
-                out[stage] = data
-    return out
-
-
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that shape the results."""
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+def metrics_diff(ref: str = "HEAD") -> tuple[dict[str, Any] | None, str | None]:
+    """`dvc metrics diff <ref> --all --json`: every metric DVC tracks, old (at ref) and new
+    (workspace); (None, why) when DVC cannot answer (no git, no DVC project, no commit)."""
+    diff, why = dvc_json(".", "metrics", "diff", ref, "--all")
+    if diff is None:
+        return None, why
+    return (diff if isinstance(diff, dict) else {}), None
 
 
 def run_identity(now: datetime | None = None) -> dict[str, Any]:
     """When, git commit, dirty flag (and which paths), host, Prefect run id, versions."""
-    commit = (git("rev-parse", "HEAD") or "").strip() or None
-    status = git("status", "--porcelain")
-    dirty_paths = [line[3:] for line in (status or "").splitlines() if line.strip()]
-    code_dirty = [p for p in dirty_paths if not p.startswith(RUN_OUTPUTS)]
-    if commit is None:
-        tree = "unknown (not a git repository)"
-    elif not dirty_paths:
-        tree = "clean"
-    elif not code_dirty:
-        tree = f"dirty: only run outputs changed ({len(dirty_paths)} path(s))"
-    else:
-        tree = f"DIRTY: {len(code_dirty)} uncommitted change(s) outside run outputs"
+    ident = runinfo.run_identity(".", lock_outputs(read_lock(".")), now)
+    state = ident["git"]
     return {
-        "generated_at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
-        "commit": commit,
-        "dirty": bool(dirty_paths),
-        "code_dirty": bool(code_dirty),
-        "tree": tree,
-        "dirty_paths": dirty_paths[:30],
+        "generated_at": ident["time"],
+        "commit": state["commit"],
+        "dirty": bool(state["changed_files"]),
+        "code_dirty": state["dirty"],
+        "tree": ident["tree"],
+        "dirty_paths": state["dirty_files"][:30],
         "baseline_ref": "HEAD",
-        "host": f"{platform.node() or '?'}: {platform.platform()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}",
-        "prefect_flow_run": os.environ.get("PREFECT__FLOW_RUN_ID")
-        or os.environ.get("PREFECT_FLOW_RUN_ID"),
-        "packages": package_versions(),
+        "host": ident["host"],
+        "prefect_flow_run": ident["prefect_flow_run_id"],
+        "packages": {k: v or "not installed" for k, v in ident["packages"].items()},
     }
 
 
 def load_inputs() -> Inputs:
     """Read every input of the report that exists, relative to the current directory."""
-    params = {}
-    if Path("params.yaml").exists():
-        params = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8")) or {}
+    params = read_yaml(Path("params.yaml"))
     metrics = {}
     for path in sorted(METRICS_DIR.glob("*.json")) if METRICS_DIR.is_dir() else []:
         data = read_json(path)
         if data is not None and path.stem != "report":
             metrics[path.stem] = data
-    lock = None
-    if Path("dvc.lock").exists():
-        lock = yaml.safe_load(Path("dvc.lock").read_text(encoding="utf-8"))
+    lock = read_lock(".") or None
+    diff, why = metrics_diff("HEAD")
     plots = {}
     for name in PLOTS:
         frame = read_csv(PLOTS_DIR / f"{name}.csv")
         if frame is not None:
             plots[name] = frame
     return Inputs(
-        params=params if isinstance(params, dict) else {},
+        params=params,
         metrics=metrics,
-        previous=committed_metrics("HEAD", metrics),
+        metrics_diff=diff,
+        metrics_diff_note=why,
         validation=read_json(VALIDATION_RESULTS),
         privacy_scan=read_json(PRIVACY_SCAN),
         plots=plots,

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from stages.lib.dvclock import entry_hash, hash_name, param_leaves, shown_params
 from stages.report.common import (
     PIPELINE,
     RUN_DEFAULTS,
@@ -18,7 +19,6 @@ from stages.report.common import (
     _missing,
     _num,
     digest,
-    flatten_numbers,
     fmt,
     pct,
 )
@@ -35,7 +35,8 @@ def identity_section(inputs: Inputs) -> dict[str, Any]:
     """When, which commit (and whether the tree was dirty), versions, device, seeds, params."""
     run = {**RUN_DEFAULTS, **inputs.run}
     train = inputs.metrics.get("train", {})
-    seeds = {k: v for k, v in flatten_numbers(inputs.params).items() if k.endswith("seed")}
+    leaves = param_leaves(inputs.params)
+    seeds = {k: v for k, v in leaves.items() if k.endswith("seed") and _num(v) is not None}
     for stage, m in inputs.metrics.items():  # seeds a stage recorded that params do not hold
         if _num(m.get("seed")) is not None and not any(k.startswith(f"{stage}.") for k in seeds):
             seeds[f"{stage}.seed"] = m["seed"]
@@ -442,49 +443,60 @@ def _device(train: dict[str, Any]) -> str:
 
 
 def changes_section(
-    current: dict[str, dict[str, Any]], previous: dict[str, dict[str, Any]], baseline_ref: str
+    diff: dict[str, dict[str, Any]] | None, baseline_ref: str, note: str | None = None
 ) -> dict[str, Any]:
-    """Numeric metric deltas against the last committed metrics, as `dvc metrics diff` sees them."""
-    if not previous:
+    """Numeric metric changes since the previous run, as `dvc metrics diff --all --json` gives
+    them ({metrics file: {dotted key: {old, new, diff}}}); None when DVC could not answer."""
+    if diff is None:
+        why = f": {note}" if note else ""
+        return {
+            "available": False,
+            "note": f"dvc metrics diff against {baseline_ref} gave no answer{why}.",
+        }
+    rows = [row for file, keys in diff.items() for row in _diff_rows(file, _dict(keys))]
+    if not rows or all(r["old"] is None for r in rows):
         return {
             "available": False,
             "note": f"No committed metrics at {baseline_ref} to compare with (first run?).",
         }
-    rows = []
-    for stage in [s for s in PIPELINE if s in current or s in previous] + sorted(
-        (set(current) | set(previous)) - set(PIPELINE)
-    ):
-        new = flatten_numbers(current.get(stage, {}))
-        old = flatten_numbers(previous.get(stage, {}))
-        for key in sorted(set(new) | set(old)):
-            a, b = old.get(key), new.get(key)
-            delta = None if a is None or b is None else b - a
-            rows.append(
-                {
-                    "stage": stage,
-                    "metric": key,
-                    "old": a,
-                    "new": b,
-                    "delta": delta,
-                    "relative": delta / abs(a) if delta is not None and a else None,
-                    "changed": a != b,
-                    "volatile": key.split(".")[-1] in VOLATILE,
-                }
-            )
     rank = {key: i for i, (key, _, _) in enumerate(HEADLINE)}
     stage_order = {s: i for i, s in enumerate(("evaluate", "train", *PIPELINE))}
     rows.sort(key=lambda r: (stage_order.get(r["stage"], 99), rank.get(r["metric"], len(rank))))
-    changed = [r for r in rows if r["changed"] and not r["volatile"]]
-    volatile = [r for r in rows if r["changed"] and r["volatile"]]
+    had_old = {r["stage"] for r in rows if r["old"] is not None}
     return {
         "available": True,
         "baseline": baseline_ref,
-        "changed": changed,
-        "volatile": volatile,
+        "changed": [r for r in rows if r["changed"] and not r["volatile"]],
+        "volatile": [r for r in rows if r["changed"] and r["volatile"]],
         "unchanged": sum(not r["changed"] for r in rows),
-        "stages_compared": sorted(set(current) & set(previous)),
-        "new_stages": sorted(set(current) - set(previous)),
+        "stages_compared": sorted(had_old),
+        "new_stages": sorted({r["stage"] for r in rows} - had_old),
     }
+
+
+def _diff_rows(file: str, keys: dict[str, Any]) -> list[dict[str, Any]]:
+    """The numeric rows of one metrics file's diff (booleans and strings are not measures)."""
+    stage = file.rsplit("/", 1)[-1].removesuffix(".json")
+    rows = []
+    for key, change in keys.items():
+        old, new = (_dict(change).get(k) for k in ("old", "new"))
+        a, b = _num(old), _num(new)
+        if (a is None and old is not None) or (b is None and new is not None) or a is b is None:
+            continue  # not a number on one side: a text or flag, shown elsewhere
+        delta = None if a is None or b is None else b - a
+        rows.append(
+            {
+                "stage": stage,
+                "metric": key,
+                "old": old,
+                "new": new,
+                "delta": delta,
+                "relative": delta / abs(a) if delta is not None and a else None,
+                "changed": a != b,
+                "volatile": key.split(".")[-1] in VOLATILE,
+            }
+        )
+    return rows
 
 
 def lineage_section(lock: dict[str, Any] | None) -> dict[str, Any]:
@@ -499,12 +511,10 @@ def lineage_section(lock: dict[str, Any] | None) -> dict[str, Any]:
         params = []
         for file, values in _dict(st.get("params")).items():
             for key, value in _dict(values).items():
-                leaves = _param_leaves(value, key)
-                if len(leaves) <= MAX_PARAM_LEAVES:  # small sections: every value, readable
-                    params += [{"file": file, "key": k, "value": v} for k, v in leaves]
-                else:  # big ones (the schema): a digest that changes when any value does
-                    shown = f"{len(leaves)} values, sha256:{digest(value)}"
-                    params.append({"file": file, "key": key, "value": shown})
+                leaves, summary = shown_params(key, value)
+                params += [{"file": file, "key": k, "value": _json(v)} for k, v in leaves.items()]
+                if summary:  # big ones (the schema): a digest that changes when any value does
+                    params.append({"file": file, "key": key, "value": summary})
         out.append(
             {
                 "stage": name,
@@ -517,25 +527,16 @@ def lineage_section(lock: dict[str, Any] | None) -> dict[str, Any]:
     return {"available": True, "stages": out}
 
 
-MAX_PARAM_LEAVES = 8
-
-
-def _param_leaves(value: Any, prefix: str) -> list[tuple[str, str]]:
-    """(dotted key, JSON value) for each leaf of a params value; lists count as one leaf."""
-    if isinstance(value, Mapping):
-        out = []
-        for k, v in value.items():
-            out += _param_leaves(v, f"{prefix}.{k}")
-        return out
-    return [(prefix, json.dumps(value, default=str, ensure_ascii=False))]
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False)
 
 
 def _lock_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     """Path, content hash, size and file count of one dvc.lock dep/out."""
-    algo = entry.get("hash") or ("md5" if "md5" in entry else None)
+    algo = hash_name(entry)
     value = entry.get(algo) if algo else None
     if value is None:
-        value = _first(entry, "md5", "etag", "checksum", default="—")
+        value = entry_hash(entry) or "—"
     return {
         "path": entry.get("path"),
         "hash": str(value),

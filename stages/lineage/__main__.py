@@ -1,0 +1,5 @@
+"""`python -m stages.lineage ...`"""
+
+from stages.lineage.cli import app
+
+app()
