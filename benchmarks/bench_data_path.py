@@ -283,7 +283,8 @@ def fmt_s(x: float) -> str:
     return f"{x:7.1f} s" if x >= 10 else f"{x:7.2f} s"
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000, help="base rows of the input")
     ap.add_argument("--runs", type=int, default=3, help="repetitions for the medians")
@@ -307,7 +308,150 @@ def main() -> None:
         "(for 10M rows: --scale-from 1000000; goal <= 11x the time, peak < 3 GB)",
     )
     ap.add_argument("--gx-compare", type=int, metavar="RUNS", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def measure_scale_baseline(
+    rows: int, runs: int, stages: tuple[str, ...], cache: Path, work: Path
+) -> dict:
+    """The stages on a smaller input in a copy of its own: the base of the scaling ratio."""
+    small = make_input(rows, cache)
+    small_repo = project_copy(work / "repo-small", small)
+    print(f"scale baseline: {rows:,} rows, same stages, same runs")
+    small_s, _, _, small_rss, _ = time_stages(small_repo, small, stages, runs)
+    shutil.rmtree(small_repo, ignore_errors=True)
+    return {"rows": rows, "s": small_s, "peak_rss_mib": small_rss}
+
+
+def measure_stages(repo: Path, src: Path, stages: tuple[str, ...], runs: int) -> dict:
+    """Part 1: the stages as plain subprocesses beside the pyarrow baseline, run by run."""
+    path_s, med, rss, _, base = time_stages(repo, src, stages, runs)
+    rows_out = {s: json.loads((repo / f"metrics/{s}.json").read_text()) for s in stages}
+    return {
+        "stages": {s: {"s": med[s], "peak_rss_mib": rss[s]} for s in stages},
+        "data_path_s": path_s,
+        "data_path_peak_rss_mib": max(rss.values()),
+        "arrow_baseline": {
+            "s": statistics.median(b[0] for b in base),
+            "peak_rss_mib": max(b[1] for b in base),
+        },
+        "rows_out": {s: rows_out[s].get("rows_out") for s in stages},
+    }
+
+
+def measure_dvc(repo: Path, batch: Path, rows: int, runs: int) -> dict:
+    """Parts 2 and 3: `dvc repro split` from scratch, no-op and after a 1% batch."""
+    # 2. DVC: from scratch, then no-op; baseline `dvc --version`.
+    clear_outputs(repo)
+    dvc_full, _ = timed(["dvc", "repro", "split"], repo)
+    noop = [timed(["dvc", "repro", "split"], repo)[0] for _ in range(runs)]
+    dvc_ver = [timed(["dvc", "--version"], repo)[0] for _ in range(runs)]
+    status = [timed(["dvc", "status"], repo)[0] for _ in range(runs)]
+    # 3. A 1% batch: rerun of the data stages as a share of the from-scratch run.
+    shutil.copyfile(batch, repo / "data/incoming" / batch.name)
+    batch_s, _ = timed(["dvc", "repro", "split"], repo)
+    return {
+        "dvc_full_s": dvc_full,
+        "dvc_noop_s": statistics.median(noop),
+        "dvc_version_s": statistics.median(dvc_ver),
+        "dvc_status_s": statistics.median(status),
+        "batch_rows": max(1, rows // 100),
+        "batch_s": batch_s,
+        "batch_share": batch_s / dvc_full,
+    }
+
+
+def measure_gx(repo: Path, runs: int) -> dict:
+    """Part 4: GX against pandas on the clean data (with the batch when it ran)."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--gx-compare", str(runs)],
+        cwd=repo,
+        env=dict(env(), PYTHONPATH=str(repo)),
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"GX comparison failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def print_stages(args: argparse.Namespace, stages: tuple[str, ...], fig: dict) -> None:
+    """The stage table, the path's total against its goal and the pyarrow baseline."""
+    ab, path_s = fig["arrow_baseline"], fig["data_path_s"]
+    print(f"\n== data path on {args.rows:,} rows (medians of {args.runs}) ==")
+    print(f"{'stage':12} {'time':>9} {'peak RSS':>10}")
+    for s in stages:
+        print(f"{s:12} {fmt_s(fig['stages'][s]['s'])} {fig['stages'][s]['peak_rss_mib']:8.0f} MiB")
+    # The goal is for 1M rows; other sizes are held to it pro rata (linear scaling).
+    goal = GOAL_1M_S * args.rows / 1e6
+    verdict = "ok" if path_s <= goal and args.upto == "split" else "MISSED"
+    if args.upto != "split":
+        verdict = "n/a (partial path)"
+    print(
+        f"{'total':12} {fmt_s(path_s)} {fig['data_path_peak_rss_mib']:8.0f} MiB   goal <= "
+        f"{goal:.1f} s ({GOAL_1M_S:.0f} s per 1M rows): {verdict}"
+    )
+    print(f"{'pyarrow csv->parquet':20} {fmt_s(ab['s'])} {ab['peak_rss_mib']:8.0f} MiB  (baseline)")
+
+
+def print_scaling(rows: int, fig: dict) -> None:
+    """Time and memory on `rows` rows against the smaller scale baseline."""
+    sf, path_s = fig["scale_from"], fig["data_path_s"]
+    ratio = path_s / sf["s"]
+    limit = 11 * rows / sf["rows"] / 10
+    mem_ok = "ok" if fig["data_path_peak_rss_mib"] < 3 * 1024 else "MISSED"
+    print(
+        f"scaling: {sf['rows']:,} rows {fmt_s(sf['s'])} {sf['peak_rss_mib']:6.0f} MiB -> "
+        f"{rows:,} rows {fmt_s(path_s)} = {ratio:.1f}x the time; goal <= {limit:.0f}x: "
+        f"{'ok' if ratio <= limit else 'MISSED'}; peak {fig['data_path_peak_rss_mib']:.0f} "
+        f"MiB, goal < 3 GiB: {mem_ok}"
+    )
+
+
+def print_dvc(fig: dict) -> None:
+    """DVC from scratch, no-op against its goal, and the 1% batch's share."""
+    print(
+        f"dvc repro split, from scratch: {fmt_s(fig['dvc_full_s'])}  "
+        f"(stages {fig['data_path_s']:.1f} s + DVC)"
+    )
+    noop_ok = "ok" if fig["dvc_noop_s"] <= GOAL_NOOP_S else "MISSED"
+    print(
+        f"dvc repro split, no-op:        {fmt_s(fig['dvc_noop_s'])}  goal <= {GOAL_NOOP_S} s: "
+        f"{noop_ok}; baseline dvc --version {fig['dvc_version_s']:.2f} s, "
+        f"dvc status {fig['dvc_status_s']:.2f} s"
+    )
+    share_ok = "ok" if fig["batch_share"] <= GOAL_BATCH_SHARE else "MISSED"
+    print(
+        f"1% batch ({fig['batch_rows']:,} rows): {fmt_s(fig['batch_s'])} = "
+        f"{fig['batch_share']:.0%} of the full run; goal <= {GOAL_BATCH_SHARE:.0%}: {share_ok}"
+    )
+
+
+def print_gx(g: dict) -> None:
+    """The GX suite's time against the same checks in pandas."""
+    print(f"GX suite ({g['checks']} checks, {g['rows']:,} rows, {g['partitions']} partitions): "
+          f"{fmt_s(g['gx_s'])} (+context {g['gx_context_s']:.1f} s, +Data Docs "
+          f"{g['gx_docs_s']:.1f} s); pandas same checks {fmt_s(g['pandas_s'])}; "
+          f"ratio {g['gx_s'] / g['pandas_s']:.1f}x; disagreements {g['disagree']}")  # fmt: skip
+
+
+def print_report(args: argparse.Namespace, stages: tuple[str, ...], fig: dict) -> None:
+    """Every figure measured, each beside its goal and baseline."""
+    print_stages(args, stages, fig)
+    if "scale_from" in fig:
+        print_scaling(args.rows, fig)
+    if "dvc_full_s" in fig:
+        print_dvc(fig)
+    else:
+        print(f"stages after {args.upto}, dvc repro and the 1% batch: skipped")
+    if fig.get("gx"):
+        print_gx(fig["gx"])
+    print(f"load {os.getloadavg()}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure the data path on a project copy and print the figures."""
+    args = parse_args(argv)
     if args.gx_compare:
         gx_compare(args.gx_compare)
         return
@@ -320,112 +464,14 @@ def main() -> None:
     print(f"rows {args.rows:,}  input {src.stat().st_size / 1e6:.0f} MB  runs {args.runs}")
     print(f"machine: {platform.node()} nproc {os.cpu_count()}  load {os.getloadavg()}")
     fig: dict = {"rows": args.rows, "runs": args.runs, "nproc": os.cpu_count()}
-
-    # 1. Stages as plain subprocesses, and the pyarrow baseline, interleaved run by run.
     if args.scale_from:
-        small = make_input(args.scale_from, cache)
-        small_repo = project_copy(work / "repo-small", small)
-        print(f"scale baseline: {args.scale_from:,} rows, same stages, same runs")
-        small_s, _, _, small_rss, _ = time_stages(small_repo, small, stages, args.runs)
-        fig["scale_from"] = {"rows": args.scale_from, "s": small_s, "peak_rss_mib": small_rss}
-        shutil.rmtree(small_repo, ignore_errors=True)
-    path_s, med, rss, _, base = time_stages(repo, src, stages, args.runs)
-    rows_out = {s: json.loads((repo / f"metrics/{s}.json").read_text()) for s in stages}
-    fig["stages"] = {s: {"s": med[s], "peak_rss_mib": rss[s]} for s in stages}
-    fig["data_path_s"] = path_s
-    fig["data_path_peak_rss_mib"] = max(rss.values())
-    fig["arrow_baseline"] = {
-        "s": statistics.median(b[0] for b in base),
-        "peak_rss_mib": max(b[1] for b in base),
-    }
-    fig["rows_out"] = {s: rows_out[s].get("rows_out") for s in stages}
-
-    full = args.upto == "split" and not args.stages_only
-    if full:
-        # 2. DVC: from scratch, then no-op; baseline `dvc --version`.
-        clear_outputs(repo)
-        dvc_full, _ = timed(["dvc", "repro", "split"], repo)
-        noop = [timed(["dvc", "repro", "split"], repo)[0] for _ in range(args.runs)]
-        dvc_ver = [timed(["dvc", "--version"], repo)[0] for _ in range(args.runs)]
-        status = [timed(["dvc", "status"], repo)[0] for _ in range(args.runs)]
-        fig["dvc_full_s"] = dvc_full
-        fig["dvc_noop_s"] = statistics.median(noop)
-        fig["dvc_version_s"] = statistics.median(dvc_ver)
-        fig["dvc_status_s"] = statistics.median(status)
-
-        # 3. A 1% batch: rerun of the data stages as a share of the from-scratch run.
-        shutil.copyfile(batch, repo / "data/incoming" / batch.name)
-        batch_s, _ = timed(["dvc", "repro", "split"], repo)
-        fig["batch_rows"] = max(1, args.rows // 100)
-        fig["batch_s"] = batch_s
-        fig["batch_share"] = batch_s / dvc_full
-
-    # 4. GX against pandas on the clean data (with the batch when it ran).
-    proc = (
-        None
-        if args.stages_only
-        else subprocess.run(
-            [sys.executable, __file__, "--gx-compare", str(args.runs)],
-            cwd=repo,
-            env=dict(env(), PYTHONPATH=str(repo)),
-            capture_output=True,
-            text=True,
-        )
-    )
-    if proc is not None and proc.returncode != 0:
-        raise SystemExit(f"GX comparison failed:\n{proc.stderr[-3000:]}")
-    if proc is not None:
-        fig["gx"] = json.loads(proc.stdout.strip().splitlines()[-1])
-
-    # Report.
-    ab = fig["arrow_baseline"]
-    print(f"\n== data path on {args.rows:,} rows (medians of {args.runs}) ==")
-    print(f"{'stage':12} {'time':>9} {'peak RSS':>10}")
-    for s in stages:
-        print(f"{s:12} {fmt_s(med[s])} {rss[s]:8.0f} MiB")
-    # The goal is for 1M rows; other sizes are held to it pro rata (linear scaling).
-    goal = GOAL_1M_S * args.rows / 1e6
-    verdict = "ok" if path_s <= goal and args.upto == "split" else "MISSED"
-    if args.upto != "split":
-        verdict = "n/a (partial path)"
-    print(
-        f"{'total':12} {fmt_s(path_s)} {max(rss.values()):8.0f} MiB   goal <= {goal:.1f} s "
-        f"({GOAL_1M_S:.0f} s per 1M rows): {verdict}"
-    )
-    print(f"{'pyarrow csv->parquet':20} {fmt_s(ab['s'])} {ab['peak_rss_mib']:8.0f} MiB  (baseline)")
-    if "scale_from" in fig:
-        sf = fig["scale_from"]
-        ratio = path_s / sf["s"]
-        limit = 11 * args.rows / sf["rows"] / 10
-        mem_ok = "ok" if fig["data_path_peak_rss_mib"] < 3 * 1024 else "MISSED"
-        print(
-            f"scaling: {sf['rows']:,} rows {fmt_s(sf['s'])} {sf['peak_rss_mib']:6.0f} MiB -> "
-            f"{args.rows:,} rows {fmt_s(path_s)} = {ratio:.1f}x the time; goal <= {limit:.0f}x: "
-            f"{'ok' if ratio <= limit else 'MISSED'}; peak {fig['data_path_peak_rss_mib']:.0f} "
-            f"MiB, goal < 3 GiB: {mem_ok}"
-        )
-    if not full:
-        print(f"stages after {args.upto}, dvc repro and the 1% batch: skipped")
-    else:
-        print(f"dvc repro split, from scratch: {fmt_s(dvc_full)}  (stages {path_s:.1f} s + DVC)")
-        noop_ok = "ok" if fig["dvc_noop_s"] <= GOAL_NOOP_S else "MISSED"
-        print(
-            f"dvc repro split, no-op:        {fmt_s(fig['dvc_noop_s'])}  goal <= {GOAL_NOOP_S} s: "
-            f"{noop_ok}; baseline dvc --version {fig['dvc_version_s']:.2f} s, "
-            f"dvc status {fig['dvc_status_s']:.2f} s"
-        )
-        share_ok = "ok" if fig["batch_share"] <= GOAL_BATCH_SHARE else "MISSED"
-        print(
-            f"1% batch ({fig['batch_rows']:,} rows): {fmt_s(batch_s)} = "
-            f"{fig['batch_share']:.0%} of the full run; goal <= {GOAL_BATCH_SHARE:.0%}: {share_ok}"
-        )
-    g = fig.get("gx")
-    if g:
-        print(f"GX suite ({g['checks']} checks, {g['rows']:,} rows, {g['partitions']} partitions): "
-              f"{fmt_s(g['gx_s'])} (+context {g['gx_context_s']:.1f} s, +Data Docs "
-              f"{g['gx_docs_s']:.1f} s); pandas same checks {fmt_s(g['pandas_s'])}; "
-              f"ratio {g['gx_s'] / g['pandas_s']:.1f}x; disagreements {g['disagree']}")  # fmt: skip
-    print(f"load {os.getloadavg()}")
+        fig["scale_from"] = measure_scale_baseline(args.scale_from, args.runs, stages, cache, work)
+    fig.update(measure_stages(repo, src, stages, args.runs))
+    if args.upto == "split" and not args.stages_only:
+        fig.update(measure_dvc(repo, batch, args.rows, args.runs))
+    if not args.stages_only:
+        fig["gx"] = measure_gx(repo, args.runs)
+    print_report(args, stages, fig)
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=2))
     if args.keep:

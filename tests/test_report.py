@@ -15,8 +15,16 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages import clean, ingest, report, validate
+from stages import anonymize, clean, ingest, report, validate
+from stages.anonymize import AnonymizeConfig
+from stages.lib.anon_policies import describe_policy
+from stages.lib.anon_risk import risk_report
+from stages.lib.anon_scan import scan_report
+from stages.lib.features import column_policies
+from stages.lib.keys import key_id
+from stages.lib.params import section
 from stages.lib.schema import load_schema
+from stages.lib.summary import StageSummary
 from tests.conftest import TEST_KEY, params, source_frame, write_project
 
 SECTION_IDS = [sid for sid, _ in report.SECTIONS]
@@ -60,10 +68,10 @@ def identified_frame(n: int = 60) -> pd.DataFrame:
 
 
 def write_downstream(root: Path, seed: int = 0, shift: float = 0.0) -> None:
-    """Plausible anonymize/split/augment/train/evaluate outputs, derived from the clean metrics.
+    """Plausible split/augment/train/evaluate outputs, derived from the real anonymize metrics.
 
-    They stand in for stages the report only reads; `shift` moves the model's scores, so two
-    calls give two runs to compare.
+    They stand in for stages the report only reads (each summary through StageSummary, as the
+    stages write it); `shift` moves the model's scores, so two calls give two runs to compare.
     """
     rng = np.random.default_rng(seed)
     p = yaml.safe_load((root / "params.yaml").read_text())
@@ -71,54 +79,13 @@ def write_downstream(root: Path, seed: int = 0, shift: float = 0.0) -> None:
     classes, sensitive = schema.classes, schema.sensitive
     (root / "metrics").mkdir(exist_ok=True)
     (root / "plots").mkdir(exist_ok=True)
-    (root / "reports/privacy").mkdir(parents=True, exist_ok=True)
-    rows = json.loads((root / "metrics/clean.json").read_text())["rows_out"]
+    # anonymize ran for real (full_project): the stages after it start from its output.
+    anon_rows = json.loads((root / "metrics/anonymize.json").read_text())["rows_out"]
 
-    def summary(stage: str, rows_in: int, rows_out: int, **extra) -> dict:
-        return {
-            "stage": stage,
-            "rows_in": rows_in,
-            "rows_out": rows_out,
-            "rows_quarantined": extra.pop("q", 0),
-            "quarantined_by_reason": extra.pop("reasons", {}),
-            "duplicates": 0,
-            "rows_added": extra.pop("added", 0),
-            "duration_s": round(float(rng.uniform(0.2, 3)), 3),
-            "peak_memory_mb": round(float(rng.uniform(150, 400)), 1),
-            **extra,
-        }
+    def summary(stage: str, rows_in: int, rows_out: int, added: int = 0, **extra) -> dict:
+        return StageSummary(stage, rows_in, rows_out, added=added, extra=extra).to_dict()
 
-    suppressed = 2
-    anon_rows = rows - suppressed
     m = {}
-    m["anonymize"] = summary(
-        "anonymize",
-        rows,
-        anon_rows,
-        q=suppressed,
-        reasons={"k_anonymity": suppressed},
-        key_id="k-3f9a1c2b7d",
-        policies={
-            "full_name": "drop",
-            "email": "pseudonymize",
-            "postcode": "generalize (truncate 2)",
-        },
-        entity_counts={"notes": {"name": rows, "national_id": rows, "phone": 3}},
-        scan={"passed": True, "findings": 0, "by_entity": {}, "checks": ["gx_regex", "checksum"]},
-        quasi_identifiers=schema.quasi_identifiers,
-        k_threshold=2,
-        risk_before_suppression={"k": 1, "unique_share": 0.04, "classes": 30, "histogram": []},
-        risk_after_suppression={
-            "k": 2,
-            "unique_share": 0.0,
-            "classes": 24,
-            "histogram": [
-                {"size": "1", "classes": 0, "rows": 0},
-                {"size": "2-4", "classes": 20, "rows": max(anon_rows - 12, 0)},
-                {"size": "5-9", "classes": 2, "rows": 12},
-            ],
-        },
-    )
     n_test = anon_rows // 5
     n_val = anon_rows // 5
     n_train = anon_rows - n_test - n_val
@@ -293,9 +260,6 @@ def write_downstream(root: Path, seed: int = 0, shift: float = 0.0) -> None:
     )
     for stage, data in m.items():
         (root / f"metrics/{stage}.json").write_text(json.dumps(data, indent=2, default=float))
-    (root / "reports/privacy/scan.json").write_text(
-        json.dumps({"passed": True, "findings": 0, "by_entity": {}, "details": []})
-    )
     write_lock(root)
 
 
@@ -358,13 +322,14 @@ def dvc_metrics_project(root: Path, stages: tuple[str, ...]) -> None:
 
 
 def full_project(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A project that ran ingest/clean/validate for real, with downstream results, committed
-    once (the previous run) and then rerun with other scores (the current run)."""
+    """A project that ran ingest/clean/validate/anonymize for real, with downstream results,
+    committed once (the previous run) and then rerun with other scores (the current run)."""
     write_project(root, identified_frame(2500))
     monkeypatch.chdir(root)
     ingest.main()
     clean.main()
     validate.main()
+    anonymize.main([])  # its own argv, not pytest's
     write_downstream(root, seed=1, shift=-0.3)
     git(root, "init", "-q")
     dvc_metrics_project(root, report.PIPELINE)
@@ -498,25 +463,38 @@ def test_lineage_reads_every_stage_of_dvc_lock():
     assert {p["key"]: p["value"] for p in clean_stage["params"]}["io.partition_rows"] == "100"
 
 
-def test_privacy_section_shows_counts_never_scan_details():
+def anonymize_summary(p: dict, findings: list[dict[str, str]]) -> tuple[dict, dict]:
+    """metrics/anonymize.json's privacy part and reports/privacy/scan.json, built by the
+    functions stages/anonymize.py builds them with (policies, risk, scan, key id)."""
+    config, schema = section(AnonymizeConfig, "anonymize", p), load_schema(p)
+    policies = column_policies(schema, dict(config.policies))
+    scan = scan_report(findings)
     anon = {
-        "policies": {"email": "pseudonymize"},
-        "entity_counts": {"notes": {"email": 4}},
-        "risk_after_suppression": {"k": 3, "unique_share": 0.0, "classes": 5, "histogram": []},
+        "key_id": key_id(TEST_KEY.encode()),
+        "policies": {n: describe_policy(x) for n, x in policies.items()},
+        "entity_counts": {"notes": {"EMAIL": 4, "PERSON": 2}},
+        "scan": {k: v for k, v in scan.items() if k != "details"},
+        "quasi_identifiers": schema.quasi_identifiers,
+        "k_threshold": config.k,
+        "risk_before_suppression": risk_report(pd.Series([1, 2, 2, 3, 3, 3, 4, 4, 4, 4])),
+        "risk_after_suppression": risk_report(pd.Series([3, 3, 3, 4, 4, 4, 4])),
     }
-    scan = {
-        "passed": False,
-        "findings": 1,
-        "by_entity": {"email": 1},
-        "details": [{"record_id": "r1", "value": "leak@example.com"}],
-    }
+    return anon, scan
+
+
+def test_privacy_section_shows_counts_never_scan_details():
+    finding = {"record_id": "rec-7f3a", "column": "notes", "entity": "EMAIL", "check": "gx_regex"}
+    anon, scan = anonymize_summary(params(), [finding])
     section = report.privacy_section(anon, scan, params())
     page = report.render_html(
         {**report.build_context(report.Inputs(params=params())), "privacy": section}
     )
-    assert "leak@example.com" not in page and "FAILED" in page
+    assert "rec-7f3a" not in page and "FAILED" in page
+    assert section["scan"]["by_column"] == [{"column": "notes", "entity": "EMAIL", "count": 1}]
     policies = {p["column"]: p["policy"] for p in section["policies"]}
     assert policies["email"] == "pseudonymize" and policies["full_name"] == "drop"
+    assert section["entity_totals"] == {"EMAIL": 4, "PERSON": 2}
+    assert [r["k"] for r in section["risk"]] == [1, 3]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -547,6 +525,24 @@ def full_run(tmp_path_factory) -> tuple[Path, report.Inputs]:
         report.main()
         inputs = report.load_inputs()
     return root, inputs
+
+
+def test_privacy_section_reads_what_anonymize_wrote(full_run):
+    """The report's privacy section from a real anonymize run: every part it shows is filled,
+    and the unit tests' summary has the keys the stage writes."""
+    _, inputs = full_run
+    anon, scan = inputs.metrics["anonymize"], inputs.privacy_scan
+    section = report.privacy_section(anon, scan, inputs.params)
+    assert section["entities"] and section["entity_figure"] is not None
+    assert [r["when"] for r in section["risk"]] == ["before suppression", "after suppression"]
+    assert section["k_threshold"] == inputs.params["anonymize"]["k"]
+    assert section["class_size_figure"] is not None and section["key_id"] == anon["key_id"]
+    assert section["scan"]["passed"] and section["scan"]["checks"] == scan["checks"]
+    made, made_scan = anonymize_summary(inputs.params, [])
+    assert set(made) == set(anon) - set(StageSummary("anonymize").to_dict())
+    assert set(made_scan) == set(scan)
+    assert set(made["risk_after_suppression"]) == set(anon["risk_after_suppression"])
+    assert made["policies"] == anon["policies"]
 
 
 def test_full_report_holds_no_identifier_and_every_section(full_run):

@@ -743,6 +743,33 @@ def _near_duplicate(rng, row: dict) -> dict:
     return row
 
 
+def _plant_damage(
+    rng: np.random.Generator, cols: dict[str, np.ndarray], n: int, counts: dict[str, int]
+) -> np.ndarray:
+    """Damage cells of disjoint sets of rows, one set per kind (in place; counts recorded);
+    returns the rows left clean, in random order."""
+    order = rng.permutation(n)
+    kinds = ["bad_email", "bad_date", "bad_age", "fullwidth", "null_label"]
+    sizes = [round(RATES[k] * n) for k in kinds]
+    bounds = np.cumsum([0, *sizes])
+    chosen = {k: order[bounds[i] : bounds[i + 1]] for i, k in enumerate(kinds)}
+
+    for i in chosen["bad_email"].tolist():
+        cols["email"][i] = _bad_email(rng, cols["email"][i])
+    for i in chosen["bad_date"].tolist():
+        cols["date_of_birth"][i] = _bad_date(rng, cols["date_of_birth"][i])
+    cols["age"][chosen["bad_age"]] = _pick(rng, BAD_AGES, len(chosen["bad_age"]))
+    for i in chosen["fullwidth"].tolist():
+        col = FULLWIDTH_COLUMNS[rng.integers(0, len(FULLWIDTH_COLUMNS))]
+        if cols[col][i] in ("?", "") or not cols[col][i].isascii():
+            col = "sex"
+        cols[col][i] = to_fullwidth(cols[col][i])
+    cols["income"][chosen["null_label"]] = _pick(rng, MISSING_SPELLINGS, len(chosen["null_label"]))
+    for k in kinds:
+        counts[k] = len(chosen[k])
+    return order[bounds[-1] :]
+
+
 def build_table(
     adult: pd.DataFrame, seed: int, id_offset: int = 0, n_rows: int | None = None
 ) -> pd.DataFrame:
@@ -766,27 +793,7 @@ def build_table(
     cols = _identities(rng, base, id_offset, counts)
     cols.update(base)
 
-    # Disjoint sets of rows for each kind of planted cell damage, the rest stays clean.
-    order = rng.permutation(n)
-    kinds = ["bad_email", "bad_date", "bad_age", "fullwidth", "null_label"]
-    sizes = [round(RATES[k] * n) for k in kinds]
-    bounds = np.cumsum([0, *sizes])
-    chosen = {k: order[bounds[i] : bounds[i + 1]] for i, k in enumerate(kinds)}
-    rest = order[bounds[-1] :]
-
-    for i in chosen["bad_email"].tolist():
-        cols["email"][i] = _bad_email(rng, cols["email"][i])
-    for i in chosen["bad_date"].tolist():
-        cols["date_of_birth"][i] = _bad_date(rng, cols["date_of_birth"][i])
-    cols["age"][chosen["bad_age"]] = _pick(rng, BAD_AGES, len(chosen["bad_age"]))
-    for i in chosen["fullwidth"].tolist():
-        col = FULLWIDTH_COLUMNS[rng.integers(0, len(FULLWIDTH_COLUMNS))]
-        if cols[col][i] in ("?", "") or not cols[col][i].isascii():
-            col = "sex"
-        cols[col][i] = to_fullwidth(cols[col][i])
-    cols["income"][chosen["null_label"]] = _pick(rng, MISSING_SPELLINGS, len(chosen["null_label"]))
-    for k in kinds:
-        counts[k] = len(chosen[k])
+    rest = _plant_damage(rng, cols, n, counts)
 
     # Adult's own "?" partly re-spelled; extra missing cells planted in clean rows only.
     for col in ("workclass", "occupation", "native_country"):

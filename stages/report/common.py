@@ -80,16 +80,6 @@ def _num(value: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _first(d: Mapping[str, Any] | None, *keys: str, default: Any = None) -> Any:
-    """The value of the first of `keys` present (and not None) in `d`."""
-    if not isinstance(d, Mapping):
-        return default
-    for k in keys:
-        if d.get(k) is not None:
-            return d[k]
-    return default
-
-
 def _dict(value: Any) -> dict[str, Any]:
     """`value` if it is a mapping, else an empty dict."""
     return dict(value) if isinstance(value, Mapping) else {}

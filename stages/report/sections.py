@@ -15,7 +15,6 @@ from stages.report.common import (
     VOLATILE,
     Inputs,
     _dict,
-    _first,
     _missing,
     _num,
     digest,
@@ -175,33 +174,15 @@ def _describe_args(kwargs: dict[str, Any]) -> str:
 def privacy_section(
     anon: dict[str, Any] | None, scan: dict[str, Any] | None, params: dict[str, Any]
 ) -> dict[str, Any]:
-    """Identifier columns and their policies, entities replaced, the scan, k and unique share."""
+    """Identifier columns and their policies, entities replaced, the scan, k and unique share.
+
+    `anon` is metrics/anonymize.json and `scan` reports/privacy/scan.json, read by the keys
+    stages/anonymize.py writes (its summary's extra and anon_scan.scan_report).
+    """
     columns = _dict(_dict(params.get("schema")).get("columns"))
     configured = _dict(_dict(params.get("anonymize")).get("policies"))
-    recorded = _dict((anon or {}).get("policies"))
-    quasi_recorded = (anon or {}).get("quasi_identifiers")
-    policy_rows = []
-    for name, col in columns.items():
-        col = _dict(col)
-        role = col.get("role")
-        if not (role in ("key", "identifier", "text") or col.get("quasi") or col.get("pii")):
-            continue
-        policy = recorded.get(name, configured.get(name))
-        if policy is None:
-            policy = "drop (role default)" if role in ("key", "identifier") else "keep"
-        if role == "text":
-            policy = f"{_policy_text(policy)}; text scrubbed of identifiers"
-        policy_rows.append(
-            {
-                "column": name,
-                "role": role,
-                "pii": col.get("pii") or "",
-                "quasi": bool(col.get("quasi")),
-                "policy": _policy_text(policy),
-            }
-        )
     section: dict[str, Any] = {
-        "policies": policy_rows,
+        "policies": _policy_rows(columns, configured, _dict((anon or {}).get("policies"))),
         "available": anon is not None,
         "scan": scan_summary(_dict(scan) or _dict((anon or {}).get("scan"))),
     }
@@ -212,45 +193,17 @@ def privacy_section(
             else "Stage 'anonymize' not run yet: the policies shown are those configured."
         )
         return section
-    counts = _dict(_first(anon, "entity_counts", "entities", "entities_replaced"))
-    entity_rows, totals = [], {}
-    for col, by_type in counts.items():
-        if isinstance(by_type, Mapping):
-            for etype, n in by_type.items():
-                entity_rows.append({"column": col, "entity": etype, "count": int(_num(n) or 0)})
-                totals[etype] = totals.get(etype, 0) + int(_num(n) or 0)
-        elif _num(by_type) is not None:  # a flat {type: n}
-            entity_rows.append({"column": "(all)", "entity": col, "count": int(_num(by_type))})
-            totals[col] = totals.get(col, 0) + int(_num(by_type))
-    after = _dict(_first(anon, "risk_after_suppression", "risk"))
+    entity_rows, totals = _entity_rows(_dict(anon.get("entity_counts")))
+    after = _dict(anon.get("risk_after_suppression"))
     before = _dict(anon.get("risk_before_suppression"))
-    k_threshold = _num(_first(anon, "k_threshold"))
-    hist = after.get("histogram") or before.get("histogram") or anon.get("class_size_histogram")
+    k_threshold = _num(anon.get("k_threshold"))
+    hist = after.get("histogram") or before.get("histogram")
     hist = [h for h in hist if isinstance(h, Mapping)] if isinstance(hist, list) else []
-    risk_rows = []
-    for label, risk in (("before suppression", before), ("after suppression", after)):
-        if risk:
-            risk_rows.append(
-                {
-                    "when": label,
-                    "k": risk.get("k"),
-                    "unique_share": risk.get("unique_share"),
-                    "classes": risk.get("classes"),
-                }
-            )
-    if not risk_rows and _first(anon, "k") is not None:
-        risk_rows.append(
-            {
-                "when": "output",
-                "k": anon.get("k"),
-                "unique_share": _first(anon, "unique_share"),
-                "classes": None,
-            }
-        )
+    quasi_recorded = anon.get("quasi_identifiers")
     section.update(
         {
             "key_id": anon.get("key_id"),
-            "entities": sorted(entity_rows, key=lambda r: (r["column"], r["entity"])),
+            "entities": entity_rows,
             "entity_totals": dict(sorted(totals.items(), key=lambda kv: -kv[1])),
             "entity_figure": plot_grouped_bars(
                 list(totals),
@@ -265,7 +218,7 @@ def privacy_section(
             if isinstance(quasi_recorded, list)
             else [n for n, c in columns.items() if _dict(c).get("quasi")],
             "k_threshold": int(k_threshold) if k_threshold is not None else None,
-            "risk": risk_rows,
+            "risk": _risk_rows(before, after),
             "suppressed": int(_num(anon.get("rows_quarantined")) or 0),
             "class_size_figure": plot_class_sizes(hist, int(k_threshold) if k_threshold else None)
             if hist
@@ -275,21 +228,76 @@ def privacy_section(
     return section
 
 
+def _policy_rows(
+    columns: dict[str, Any], configured: dict[str, Any], recorded: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """One row per key, identifier, text, quasi-identifier or PII column: the policy anonymize
+    recorded, else the one configured, else the role's default."""
+    rows = []
+    for name, col in columns.items():
+        col = _dict(col)
+        role = col.get("role")
+        if not (role in ("key", "identifier", "text") or col.get("quasi") or col.get("pii")):
+            continue
+        policy = recorded.get(name, configured.get(name))
+        if policy is None:
+            policy = "drop (role default)" if role in ("key", "identifier") else "keep"
+        if role == "text":
+            policy = f"{_policy_text(policy)}; text scrubbed of identifiers"
+        rows.append(
+            {
+                "column": name,
+                "role": role,
+                "pii": col.get("pii") or "",
+                "quasi": bool(col.get("quasi")),
+                "policy": _policy_text(policy),
+            }
+        )
+    return rows
+
+
+def _entity_rows(counts: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """anonymize's `entity_counts` ({column: {entity: n}}) as sorted rows, and totals by
+    entity."""
+    rows, totals = [], {}
+    for col, by_type in counts.items():
+        for etype, n in _dict(by_type).items():
+            rows.append({"column": col, "entity": etype, "count": int(_num(n) or 0)})
+            totals[etype] = totals.get(etype, 0) + int(_num(n) or 0)
+    return sorted(rows, key=lambda r: (r["column"], r["entity"])), totals
+
+
+def _risk_rows(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
+    """k, unique share and classes before and after suppression (anon_risk.risk_report)."""
+    return [
+        {
+            "when": label,
+            "k": risk.get("k"),
+            "unique_share": risk.get("unique_share"),
+            "classes": risk.get("classes"),
+        }
+        for label, risk in (("before suppression", before), ("after suppression", after))
+        if risk
+    ]
+
+
 def scan_summary(scan: dict[str, Any]) -> dict[str, Any]:
-    """The independent scan's verdict and counts by entity type and column (never a value)."""
+    """The independent scan's verdict and counts by entity type and column (never a value).
+
+    Reads the keys anon_scan.scan_report writes: passed, findings (a count), by_entity,
+    checks, and details (one {record_id, column, entity, check} per finding, capped).
+    """
     findings = scan.get("findings")
     details = scan.get("details") if isinstance(scan.get("details"), list) else []
-    if isinstance(findings, list):
-        details, findings = findings, len(findings)
     by_column: dict[tuple[str, str], int] = {}
     for d in details:
         if isinstance(d, Mapping):
-            key = (str(d.get("column", "?")), str(_first(d, "entity", "type", default="?")))
+            key = (str(d.get("column", "?")), str(d.get("entity", "?")))
             by_column[key] = by_column.get(key, 0) + 1
     checks = scan.get("checks")
     return {
         "available": bool(scan),
-        "passed": bool(_first(scan, "passed", "ok", default=False)),
+        "passed": bool(scan.get("passed", False)),
         "findings": None if _num(findings) is None else int(_num(findings)),
         "by_entity": {str(k): int(_num(v) or 0) for k, v in _dict(scan.get("by_entity")).items()},
         "by_column": [
@@ -540,7 +548,7 @@ def _lock_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "path": entry.get("path"),
         "hash": str(value),
-        "algo": algo or "",
+        "algo": algo,
         "size": entry.get("size"),
         "nfiles": entry.get("nfiles"),
     }
