@@ -22,6 +22,10 @@ OFFLINE_ENV = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 os.environ.update(OFFLINE_ENV)
+# One torch thread per test process (and the stage subprocesses they start): on the 2-core CI
+# machines torch's default of one thread per core made the training tests 4x slower (measured:
+# tests/test_train.py 52 s with two threads, 14 s with one), as processes fight for the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Untracked files that a project copy takes (source, not data: a user's batch stays out).
 SOURCE_SUFFIXES = (".py", ".j2", ".md", ".toml", ".yaml", ".yml", ".cfg", ".ini", ".sh")
 
