@@ -226,8 +226,8 @@ def anonymized(frames, spec: FeatureSpec, policies: dict[str, Policy]):
     return [generalize(f, bands) for f in frames], bands
 
 
-def main() -> None:
-    """Run the benchmark and print the table."""
+def parse_args() -> argparse.Namespace:
+    """The command line."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--quick", action="store_true", help="one repeat, short seed-style run")
@@ -237,33 +237,25 @@ def main() -> None:
     ap.add_argument("--skip-anonymization", action="store_true")
     ap.add_argument("--adult-dir", default=None)
     ap.add_argument("--json", default=None, help="also write the results here")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    candidates = [args.adult_dir, os.environ.get("ADULT_DIR"), "/work/shared/data/adult"]
+
+def adult_dir(given: str | None) -> Path:
+    """The first folder holding adult.data: --adult-dir, $ADULT_DIR, then the shared copies."""
+    candidates = [given, os.environ.get("ADULT_DIR"), "/work/shared/data/adult"]
     candidates.append("shared/data/adult")
-    adult = next(Path(c) for c in candidates if c and (Path(c) / "adult.data").exists())
-    repeats = args.repeats or (1 if args.quick else 3)
-    seed_epochs = args.seed_epochs or (2 if args.quick else 30)
-    seed_patience = 2 if args.quick else 4
+    return next(Path(c) for c in candidates if c and (Path(c) / "adult.data").exists())
 
-    params = load_params()
-    cfg = section(TrainConfig, "train", params)
-    cfg = dataclasses.replace(cfg, device=args.device, compile=args.compile, resume=False)
-    schema = load_schema(params)
-    policies = column_policies(schema, params["anonymize"]["policies"])
-    spec = feature_spec(schema, policies)
-    device = torch.device(
-        "cuda"
-        if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-        else "cpu"
-    )
-    train, val, test = load_adult(adult)
-    (a_train, a_val, a_test), bands = anonymized((train, val, test), spec, policies)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"train {len(train)} / val {len(val)} / test {len(test)} rows; features {spec}")
-    results: dict[str, dict] = {}
 
+def pick_device(choice: str) -> torch.device:
+    """cuda when asked for, or on auto when there is one; the CPU otherwise."""
+    use_cuda = choice == "cuda" or (choice == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if use_cuda else "cpu")
+
+
+def compare_loops(data, spec, cfg, device, repeats, seed_epochs, seed_patience) -> dict:
+    """The three loops on the same anonymized frames, `repeats` seeds each: medians per loop."""
+    a_train, a_val, a_test = data
     runs = {"seed": [], "previous": [], "project": []}
     keep = ("samples_per_s", "epochs_run", "train_time_s", "precision", "batch_size")
     for r in range(repeats):
@@ -277,11 +269,17 @@ def main() -> None:
         pred, info = project_fit(a_train, a_val, spec, c, device)
         runs["project"].append({**{k: info[k] for k in keep}, **test_metrics(pred, a_test)})
         print(f"  project loop #{r}: {runs['project'][-1]}")
-    for k, rs in runs.items():
-        results[k] = {
+    return {
+        k: {
             m: statistics.median(x[m] for x in rs)
             for m in ("samples_per_s", "accuracy", "roc_auc", "train_time_s", "epochs_run")
         }
+        for k, rs in runs.items()
+    }
+
+
+def print_loops(results: dict, repeats: int) -> None:
+    """The table of the three loops, the speed-up and the epoch-time ratio; adds both ratios."""
     ratio = results["project"]["samples_per_s"] / results["seed"]["samples_per_s"]
     results["speedup"] = ratio
 
@@ -297,41 +295,78 @@ def main() -> None:
     results["epoch_time_vs_previous"] = per_epoch
     print(f"epoch time, project / previous net (same loop, same run): {per_epoch:.2f}x")
 
-    if not args.skip_anonymization:
-        # what anonymization's generalisation costs: the same loop on the features as they were
-        raw_spec = feature_spec(schema, {c: Policy("keep") for c in schema.columns})
-        raw_spec = dataclasses.replace(
-            raw_spec,
-            numeric=tuple(c for c in raw_spec.numeric if c in spec.numeric + spec.categorical),
-            categorical=tuple(c for c in raw_spec.categorical if c in spec.categorical),
-            text=spec.text,
+
+def anonymization_variants(schema, spec, frames, anonymized_frames, bands) -> dict:
+    """Label -> (spec, train, val, test, bands): the params' anonymization, the features as-is
+    and, when the params band nothing, an illustrative band of 10 on the numeric QIs."""
+    raw_spec = feature_spec(schema, {c: Policy("keep") for c in schema.columns})
+    raw_spec = dataclasses.replace(
+        raw_spec,
+        numeric=tuple(c for c in raw_spec.numeric if c in spec.numeric + spec.categorical),
+        categorical=tuple(c for c in raw_spec.categorical if c in spec.categorical),
+        text=spec.text,
+    )
+    variants = {"anonymized (params policies)": (spec, *anonymized_frames, bands)}
+    variants["un-anonymized (features as-is)"] = (raw_spec, *frames, {})
+    if not bands:
+        # the params leave Adult's features as they are: show what a band would cost
+        qi = [c for c in schema.quasi_identifiers if c in spec.numeric]
+        illus = {c: 10 for c in qi}
+        ispec = dataclasses.replace(
+            spec,
+            numeric=tuple(c for c in spec.numeric if c not in illus),
+            categorical=spec.categorical + tuple(illus),
         )
-        variants = {"anonymized (params policies)": (spec, a_train, a_val, a_test, bands)}
-        variants["un-anonymized (features as-is)"] = (raw_spec, train, val, test, {})
-        if not bands:
-            # the params leave Adult's features as they are: show what a band would cost
-            qi = [c for c in schema.quasi_identifiers if c in spec.numeric]
-            illus = {c: 10 for c in qi}
-            ispec = dataclasses.replace(
-                spec,
-                numeric=tuple(c for c in spec.numeric if c not in illus),
-                categorical=spec.categorical + tuple(illus),
-            )
-            frames = [generalize(f, illus) for f in (train, val, test)]
-            variants[f"illustrative: {sorted(illus)} banded by 10"] = (ispec, *frames, illus)
-        print("\nanonymization cost (project loop, median over seeds):")
-        results["anonymization"] = {}
-        for label, (vspec, tr, va, te, b) in variants.items():
-            accs, aucs = [], []
-            for r in range(repeats):
-                c = dataclasses.replace(cfg, seed=cfg.seed + r)
-                pred, _ = project_fit(tr, va, vspec, c, device)
-                m = test_metrics(pred, te)
-                accs.append(m["accuracy"])
-                aucs.append(m["roc_auc"])
-            acc, auc = statistics.median(accs), statistics.median(aucs)
-            results["anonymization"][label] = {"accuracy": acc, "roc_auc": auc, "bands": b}
-            print(f"  {label:<40} test acc {acc:.4f}  AUC {auc:.4f}  bands {b}")
+        banded = [generalize(f, illus) for f in frames]
+        variants[f"illustrative: {sorted(illus)} banded by 10"] = (ispec, *banded, illus)
+    return variants
+
+
+def anonymization_cost(variants: dict, cfg, device, repeats: int) -> dict:
+    """What anonymization's generalisation costs: the project loop on each variant, medians."""
+    print("\nanonymization cost (project loop, median over seeds):")
+    costs = {}
+    for label, (vspec, tr, va, te, b) in variants.items():
+        accs, aucs = [], []
+        for r in range(repeats):
+            c = dataclasses.replace(cfg, seed=cfg.seed + r)
+            pred, _ = project_fit(tr, va, vspec, c, device)
+            m = test_metrics(pred, te)
+            accs.append(m["accuracy"])
+            aucs.append(m["roc_auc"])
+        acc, auc = statistics.median(accs), statistics.median(aucs)
+        costs[label] = {"accuracy": acc, "roc_auc": auc, "bands": b}
+        print(f"  {label:<40} test acc {acc:.4f}  AUC {auc:.4f}  bands {b}")
+    return costs
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    args = parse_args()
+    adult = adult_dir(args.adult_dir)
+    repeats = args.repeats or (1 if args.quick else 3)
+    seed_epochs = args.seed_epochs or (2 if args.quick else 30)
+    seed_patience = 2 if args.quick else 4
+
+    params = load_params()
+    cfg = section(TrainConfig, "train", params)
+    cfg = dataclasses.replace(cfg, device=args.device, compile=args.compile, resume=False)
+    schema = load_schema(params)
+    policies = column_policies(schema, params["anonymize"]["policies"])
+    spec = feature_spec(schema, policies)
+    device = pick_device(args.device)
+    frames = load_adult(adult)
+    train, val, test = frames
+    a_frames, bands = anonymized(frames, spec, policies)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"train {len(train)} / val {len(val)} / test {len(test)} rows; features {spec}")
+
+    results = compare_loops(a_frames, spec, cfg, device, repeats, seed_epochs, seed_patience)
+    print_loops(results, repeats)
+    if not args.skip_anonymization:
+        variants = anonymization_variants(schema, spec, frames, a_frames, bands)
+        results["anonymization"] = anonymization_cost(variants, cfg, device, repeats)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
 

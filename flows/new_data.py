@@ -14,7 +14,7 @@ from prefect.tasks import exponential_backoff
 
 from flows.pipeline import holder, pipeline, pipeline_lock
 from stages.add_batch import INCOMING, add_batch
-from stages.repro import dvc
+from stages.lib.dvccli import dvc
 
 
 def default_remote(repo_root: str | Path) -> str | None:

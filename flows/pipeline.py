@@ -39,6 +39,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext
 from prefect.tasks import exponential_backoff
 
+from stages.lib.dvclock import param_leaves
 from stages.repro import (
     EXIT_TEMPFAIL,
     PipelineBusy,
@@ -87,15 +88,17 @@ def _artifact_key(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:100] or "stage"
 
 
-def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    if isinstance(data, dict):
-        rows: list[tuple[str, Any]] = []
-        for k, v in data.items():
-            rows += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
-        return rows
-    if isinstance(data, list) and len(data) > 20:
-        return [(prefix, f"[{len(data)} items]")]
-    return [(prefix, json.dumps(data) if isinstance(data, list) else data)]
+def summary_rows(summary: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A stage summary as table rows: one a leaf (dotted key, as `param_leaves` flattens), a list
+    as JSON or, over 20 items, by its length; an empty mapping has no row."""
+    leaves = param_leaves(summary) if summary else {}
+    return [{"key": k, "value": _cell(v)} for k, v in leaves.items() if v != {}]
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, list):
+        return f"[{len(value)} items]" if len(value) > 20 else json.dumps(value)
+    return value
 
 
 @task(
@@ -112,7 +115,7 @@ def run_stage(
     log = get_run_logger()
     result = repro_stage(repo_root, stage, force, log.info, log.warning, known_unchanged)
     rows = [{"key": "status", "value": result.status}, {"key": "seconds", "value": result.seconds}]
-    rows += [{"key": k, "value": v} for k, v in _flatten(result.summary or {})]
+    rows += summary_rows(result.summary)
     create_table_artifact(
         rows,
         key=f"stage-{_artifact_key(stage)}",

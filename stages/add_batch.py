@@ -14,10 +14,10 @@ from pathlib import Path
 
 import yaml
 
+from stages.lib.dvccli import dvc
 from stages.lib.errors import InputError
 from stages.lib.io import file_hash, writing
 from stages.lib.sources import not_data
-from stages.repro import dvc
 
 INCOMING = "data/incoming"
 _SKIP_SUFFIXES = (".dvc",)

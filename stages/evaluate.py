@@ -32,10 +32,10 @@ from stages.lib.fairness import slice_metrics
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import read_dataset, write_text_atomic
 from stages.lib.params import ParamsError, load_params, section
+from stages.lib.paths import MODEL_PATH
 from stages.lib.schema import load_schema
 from stages.lib.summary import StageSummary
 
-MODEL_PATH = Path("models/model.pt")
 TEST_DIR = Path("data/split/test")
 TRAIN_DIR = Path("data/split/train")
 PLOTS_DIR = Path("plots")

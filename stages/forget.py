@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 import typer
 import yaml
 
+from stages.lib.dvclock import dvc_yaml_stages, lock_stages, read_lock
 from stages.lib.errors import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, InputError
 from stages.lib.io import describe_write_error, file_hash, write_text_atomic
 from stages.lib.keys import MissingKeyError, load_key
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
 PARAMS = Path("params.yaml")
 DVC_YAML = Path("dvc.yaml")
-DVC_LOCK = Path("dvc.lock")
 INGEST_STAGE = "ingest"
 # Names of the temporaries of stages.lib.io's atomic writes (`.<name>.tmp-<pid>-…`, `.old-<pid>`).
 TEMPORARY = re.compile(r"^\..+\.(tmp|old)-\d+")
@@ -189,9 +189,8 @@ def resolve(text: str) -> Batch:
 
 def _uncached_outs() -> list[Path]:
     """Outputs dvc.yaml declares with `cache: false` (checkpoints): DVC keeps no old copies."""
-    dag = yaml.safe_load(DVC_YAML.read_text(encoding="utf-8")) or {}
     found = []
-    for stage in (dag.get("stages") or {}).values():
+    for stage in dvc_yaml_stages().values():
         for out in stage.get("outs") or []:
             if isinstance(out, dict):
                 for path, opts in out.items():
@@ -251,8 +250,7 @@ def make_plan(batch: Batch) -> Plan:
     plan.run_cache_entries = count_files(plan.run_cache)
     plan.temporaries = _temporaries()
     plan.uncached_outs = _uncached_outs()
-    if DVC_LOCK.is_file():
-        plan.stages = list((yaml.safe_load(DVC_LOCK.read_text()) or {}).get("stages") or {})
+    plan.stages = list(lock_stages(read_lock()))
     return plan
 
 

@@ -38,6 +38,7 @@ from stages.lib.features import FeatureSpec, Policy, column_policies, feature_sp
 from stages.lib.io import file_hash, write_bytes_atomic, write_text_atomic
 from stages.lib.keys import SAMPLE_KEY, key_id, load_key
 from stages.lib.params import load_params, section
+from stages.lib.paths import MODEL_PATH
 from stages.lib.readers import read_batches
 from stages.lib.record_ids import add_lineage
 from stages.lib.schema import REASON, REASON_KIND, RECORD_ID, SOURCE_ROW, Schema, load_schema
@@ -278,7 +279,7 @@ def predict(
         ),
     ],
     output: Annotated[Path, typer.Argument(help="Predictions: .parquet or .csv.")],
-    model: Annotated[Path, typer.Option(help="The trained model.")] = Path("models/model.pt"),
+    model: Annotated[Path, typer.Option(help="The trained model.")] = MODEL_PATH,
     rejected: Annotated[
         Path | None,
         typer.Option(help="Rows clean rejects, with the reason (default: OUTPUT.rejected.EXT)."),

@@ -332,26 +332,23 @@ def where_labels_fail(critical: list[dict[str, Any]], schema: Schema) -> str:
     )
 
 
-def main() -> None:
-    """Validate data/clean partition by partition; write reports/validation/{results.json,docs/}."""
-    params = load_params()
-    cfg = section(ValidateConfig, "validate", params)
-    schema = load_schema(params)
-    checks = build_checks(schema, cfg)
-    if not partition_files(CLEAN_DIR):
-        raise FileNotFoundError(f"{CLEAN_DIR}: dataset has no Parquet partitions")
+def partition_tasks(checks: Sequence[Check], label: str) -> list[PartitionTask]:
+    """One task a partition of data/clean, keyed by its file, the checks, the label and code."""
     code = code_digest(__file__)
-    tasks = [
+    return [
         PartitionTask(
             name,
-            digest(file_hash(file), [asdict(c) for c in checks], schema.label, code),
+            digest(file_hash(file), [asdict(c) for c in checks], label, code),
             validate_file,
-            (file, checks, schema.label),
+            (file, checks, label),
         )
         for name, file in partition_names(CLEAN_DIR)
     ]
-    cache = CacheDir("validate")
-    parts = [
+
+
+def run_partitions(tasks: Sequence[PartitionTask], cache: CacheDir) -> list[PartitionResult]:
+    """Each partition's result, computed or reused from the cache."""
+    return [
         PartitionResult(
             rows=done.result["rows"],
             checks=tuple(done.result["checks"]),
@@ -360,6 +357,12 @@ def main() -> None:
         )
         for done in run_tasks("validate", tasks, cache)
     ]
+
+
+def whole_verdict(
+    parts: Sequence[PartitionResult], checks: Sequence[Check], cfg: ValidateConfig, schema: Schema
+) -> Verdict:
+    """The verdict over the whole dataset; repeated key hashes are counted on the key values."""
     verdict = aggregate(parts, checks, cfg, schema)
     if verdict.suspect_hashes.size:
         keys = (
@@ -374,10 +377,12 @@ def main() -> None:
             f"validate: {CLEAN_DIR} has no rows: every source row was quarantined or removed as a "
             "duplicate; see data/quarantine (column _reason) and metrics/clean.json"
         )
-    rows = verdict.rows
-    results = [{k: v for k, v in r.items() if k != "missing_count"} for r in verdict.results]
-    summary = StageSummary("validate", rows_in=rows, rows_out=rows)
+    return verdict
 
+
+def write_report(checks: Sequence[Check], verdict: Verdict, results: list[dict[str, Any]]) -> None:
+    """reports/validation/: results.json and the Data Docs, together or not at all."""
+    rows = verdict.rows
     # Results and Data Docs appear together or not at all (a killed run leaves no half report).
     # The Data Docs hold one validation result: the whole dataset's (summed over the partitions,
     # key uniqueness included), not one page per partition.
@@ -393,6 +398,24 @@ def main() -> None:
             out.tmp / "results.json",
             {"rows": rows, "partitions": verdict.partitions, "results": results},
         )
+
+
+def main() -> None:
+    """Validate data/clean partition by partition; write reports/validation/{results.json,docs/}."""
+    params = load_params()
+    cfg = section(ValidateConfig, "validate", params)
+    schema = load_schema(params)
+    checks = build_checks(schema, cfg)
+    if not partition_files(CLEAN_DIR):
+        raise FileNotFoundError(f"{CLEAN_DIR}: dataset has no Parquet partitions")
+    tasks = partition_tasks(checks, schema.label)
+    cache = CacheDir("validate")
+    parts = run_partitions(tasks, cache)
+    verdict = whole_verdict(parts, checks, cfg, schema)
+    rows = verdict.rows
+    results = [{k: v for k, v in r.items() if k != "missing_count"} for r in verdict.results]
+    summary = StageSummary("validate", rows_in=rows, rows_out=rows)
+    write_report(checks, verdict, results)
     cache.keep_only(t.key for t in tasks)
     failed = [r for r in results if not r["success"]]
     critical = [r for r in failed if r["severity"] == "critical"]

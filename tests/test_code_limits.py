@@ -20,13 +20,6 @@ PACKAGES = ("stages", "flows", "benchmarks")
 MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 80
 
-# TEMPORARY: removed when issue 15's train/lineage refactors land (the same three files have a
-# per-file ignore in pyproject.toml). Their owners split them; the integrator empties this.
-PENDING_REFACTOR = {"benchmarks/bench_train.py"}
-# TEMPORARY: functions over 80 lines in files outside the limits branch (under ruff's
-# complexity and statement limits, so not in pyproject.toml); to be split by their owners.
-PENDING_LONG_FUNCTIONS = {"stages/lib/gx.py": {"build_docs"}, "stages/validate.py": {"main"}}
-
 
 def modules() -> list[str]:
     """Every Python module of the pipeline, flows and benchmarks, relative to the root."""
@@ -62,16 +55,10 @@ def test_the_scan_sees_the_pipeline() -> None:
 
 @pytest.mark.parametrize("module", modules())
 def test_module_and_function_sizes(module: str) -> None:
-    if module in PENDING_REFACTOR:
-        pytest.skip("issue 15: exempt until its refactor lands (PENDING_REFACTOR)")
     source = (ROOT / module).read_text(encoding="utf-8")
     lines = len(source.splitlines())
     assert lines <= MAX_MODULE_LINES, f"{module}: {lines} lines, over {MAX_MODULE_LINES}"
-    long = {
-        name: n
-        for name, n in long_functions(source).items()
-        if name not in PENDING_LONG_FUNCTIONS.get(module, set())
-    }
+    long = long_functions(source)
     assert long == {}, f"{module}: functions over {MAX_FUNCTION_LINES} lines: {long}"
 
 
@@ -79,22 +66,6 @@ def test_the_size_check_would_catch_a_long_function() -> None:
     body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
     assert long_functions(f"def f():\n{body}\n") == {"f": MAX_FUNCTION_LINES + 1}
     assert long_functions("def g():\n    return 1\n") == {}
-
-
-def test_exemptions_still_needed() -> None:
-    """An exemption that is no longer needed is removed, so the limits cannot quietly lapse."""
-    unexempted = ruff(
-        "check", "--select", "C901,PLR0915", "--config", "lint.per-file-ignores = {}"
-    ).stdout
-    for module in sorted(PENDING_REFACTOR):
-        path = ROOT / module
-        if path.exists():
-            source = path.read_text(encoding="utf-8")
-            over = len(source.splitlines()) > MAX_MODULE_LINES or long_functions(source)
-            assert over or module in unexempted, f"{module}: within the limits; drop its exemption"
-    for module, names in PENDING_LONG_FUNCTIONS.items():
-        long = long_functions((ROOT / module).read_text(encoding="utf-8"))
-        assert names <= set(long), f"{module}: {names - set(long)} now short; drop the exemption"
 
 
 def test_ruff_check_passes_with_the_complexity_limits() -> None:

@@ -24,7 +24,7 @@ from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.new_data import new_data
-from flows.pipeline import StageFailed, is_transient, pipeline
+from flows.pipeline import StageFailed, is_transient, pipeline, summary_rows
 from stages.add_batch import add_batch
 from stages.repro import PipelineBusy, pipeline_lock
 from tests.toy_dvc_repo import dvc, make_toy_repo
@@ -234,3 +234,17 @@ def test_new_data_flow_twice_with_the_same_batch(toy, tmp_path):
     assert {r["status"] for r in second["stages"]} == {"up-to-date"}
     assert second["pushed"] == 0
     assert (repo / "dvc.lock").read_bytes() == lock
+
+
+def test_summary_rows_flatten_a_stage_summary_for_its_table():
+    summary = {
+        "rows_out": 3,
+        "extra": {"entities": {"EMAIL": 2}, "none": {}, "cols": ["a", "b"], "many": [0] * 21},
+    }
+    assert summary_rows(summary) == [
+        {"key": "rows_out", "value": 3},
+        {"key": "extra.entities.EMAIL", "value": 2},
+        {"key": "extra.cols", "value": '["a", "b"]'},
+        {"key": "extra.many", "value": "[21 items]"},
+    ]
+    assert summary_rows(None) == summary_rows({}) == []

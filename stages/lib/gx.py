@@ -200,10 +200,6 @@ def build_docs(
     import datetime
 
     import great_expectations as gx
-    from great_expectations.core import ExpectationSuiteValidationResult
-    from great_expectations.core.expectation_validation_result import (
-        ExpectationValidationResult,
-    )
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import (
         ExpectationSuiteIdentifier,
@@ -211,63 +207,20 @@ def build_docs(
     )
 
     ctx = context()
-    site = f"docs_{abs(hash((str(docs_dir), suite_name)))}"
-    if site not in (ctx.get_site_names() or []):
-        ctx.add_data_docs_site(
-            site_name=site,
-            site_config={
-                "class_name": "SiteBuilder",
-                "store_backend": {
-                    "class_name": "TupleFilesystemStoreBackend",
-                    "base_directory": str(Path(docs_dir).resolve()),
-                },
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            },
-        )
+    site = _docs_site(ctx, docs_dir, suite_name)
     suite = gx.ExpectationSuite(name=suite_name)
     evrs = []
     for check, res in results:
         e = check.expectation()
         e.meta = {"family": check.family, "severity": check.severity}
         suite.add_expectation_configuration(e.configuration)
-        result = {
-            k: res.get(k)
-            for k in ("element_count", "unexpected_count", "unexpected_percent", "missing_count")
-            if res.get(k) is not None
-        }
-        if res.get("observed") is not None:
-            result["observed_value"] = res["observed"]
-        if "unexpected_count" in result:
-            result["partial_unexpected_list"] = []
-        evrs.append(
-            ExpectationValidationResult(
-                success=bool(res["success"]),
-                expectation_config=e.configuration,
-                result=result,
-                exception_info={
-                    "raised_exception": res.get("error") is not None,
-                    "exception_message": res.get("error"),
-                    "exception_traceback": None,
-                },
-            )
-        )
+        evrs.append(_expectation_result(e.configuration, res))
     if suite_name in [s.name for s in ctx.suites.all()]:
         ctx.suites.delete(suite_name)
     ctx.suites.add(suite)
     run_id = RunIdentifier(run_time=datetime.datetime.now(datetime.UTC))
-    successful = sum(r.success for r in evrs)
-    validation = ExpectationSuiteValidationResult(
-        success=successful == len(evrs),
-        results=evrs,
-        suite_name=suite_name,
-        statistics={
-            "evaluated_expectations": len(evrs),
-            "successful_expectations": successful,
-            "unsuccessful_expectations": len(evrs) - successful,
-            "success_percent": 100.0 * successful / len(evrs) if evrs else None,
-        },
-        meta={**meta, "run_id": run_id, "validation_time": run_id.run_time},
-    )
+    run_meta = {**meta, "run_id": run_id, "validation_time": run_id.run_time}
+    validation = _suite_result(suite_name, evrs, run_meta)
     suite_id = ExpectationSuiteIdentifier(name=suite_name)
     result_id = ValidationResultIdentifier(
         expectation_suite_identifier=suite_id, run_id=run_id, batch_identifier="all_partitions"
@@ -282,6 +235,70 @@ def build_docs(
     finally:
         logging.getLogger("great_expectations").removeHandler(errors)
     errors.raise_docs_failure()
+
+
+def _docs_site(ctx: Any, docs_dir: Path, suite_name: str) -> str:
+    """The name of the context's Data Docs site writing to `docs_dir`, added on first use."""
+    site = f"docs_{abs(hash((str(docs_dir), suite_name)))}"
+    if site not in (ctx.get_site_names() or []):
+        ctx.add_data_docs_site(
+            site_name=site,
+            site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(Path(docs_dir).resolve()),
+                },
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+    return site
+
+
+def _expectation_result(configuration: Any, res: dict[str, Any]) -> Any:
+    """GX's result object for one expectation, from our (possibly aggregated) result dict."""
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationValidationResult,
+    )
+
+    result = {
+        k: res.get(k)
+        for k in ("element_count", "unexpected_count", "unexpected_percent", "missing_count")
+        if res.get(k) is not None
+    }
+    if res.get("observed") is not None:
+        result["observed_value"] = res["observed"]
+    if "unexpected_count" in result:
+        result["partial_unexpected_list"] = []
+    return ExpectationValidationResult(
+        success=bool(res["success"]),
+        expectation_config=configuration,
+        result=result,
+        exception_info={
+            "raised_exception": res.get("error") is not None,
+            "exception_message": res.get("error"),
+            "exception_traceback": None,
+        },
+    )
+
+
+def _suite_result(suite_name: str, evrs: list[Any], meta: dict[str, Any]) -> Any:
+    """GX's result object for the whole suite, with its statistics, from the expectations'."""
+    from great_expectations.core import ExpectationSuiteValidationResult
+
+    successful = sum(r.success for r in evrs)
+    return ExpectationSuiteValidationResult(
+        success=successful == len(evrs),
+        results=evrs,
+        suite_name=suite_name,
+        statistics={
+            "evaluated_expectations": len(evrs),
+            "successful_expectations": successful,
+            "unsuccessful_expectations": len(evrs) - successful,
+            "success_percent": 100.0 * successful / len(evrs) if evrs else None,
+        },
+        meta=meta,
+    )
 
 
 class _ErrorRecords(logging.Handler):
