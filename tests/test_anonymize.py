@@ -77,6 +77,7 @@ def test_stage_applies_policies_and_passes_scan(tmp_path, params, schema, monkey
     assert (tmp_path / "reports/privacy/scan.json").exists()
 
 
+@pytest.mark.slow  # runs the stage three times (about 10 s on 2 cores)
 def test_pseudonyms_are_stable_and_keyed(tmp_path, params, schema, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _run(tmp_path, schema, params["anonymize"]["policies"])
@@ -191,6 +192,7 @@ def _snapshot(path: Path) -> dict[str, pd.DataFrame]:
     return {f.name: pd.read_parquet(f) for f in sorted(path.glob("*.parquet"))}
 
 
+@pytest.mark.slow  # runs the stage three times (about 10 s on 2 cores)
 def test_a_new_batch_reuses_earlier_partitions_unless_it_concerns_them(
     tmp_path, params, schema, monkeypatch, capsys
 ):

@@ -53,7 +53,7 @@ def test_record_matches_equal_the_per_row_regex():
     rng = random.Random(0)
     chars = [*"ab 0123456789+().-_,xİıSsſΣσς王小明\u3000", "Ab", "AB", *("0123" * 4)]
     compared = 0
-    for _ in range(5000):
+    for _ in range(2000):
         items = []
         for _ in range(rng.randint(1, 3)):
             if rng.random() < 0.5:
@@ -71,7 +71,7 @@ def test_record_matches_equal_the_per_row_regex():
         want = [(m.start(), m.end(), groups[m.lastgroup]) for m in _row_regex(items).finditer(text)]
         assert got == want, (text, items)
         compared += 1
-    assert compared > 3000  # the rest contain 'İ' (regex fallback)
+    assert compared > 1200  # the rest contain 'İ' (regex fallback)
 
 
 _CJK_SPAN = re.compile("[\u3400-\u9fff\uf900-\ufaff]{2,}")
