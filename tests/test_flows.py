@@ -97,6 +97,7 @@ def test_flow_matches_dvc_repro(toy, template, tmp_path):
     assert {r["status"] for r in state.result()} == {"up-to-date"}
 
 
+@pytest.mark.slow  # flow runs of the toy pipeline (test_repro.py covers the codes fast)
 def test_gate_failure_fails_the_flow_at_once_with_the_stage_code_and_message(toy):
     repo, timing = toy
     params = repo / "params.yaml"
@@ -115,6 +116,7 @@ def test_gate_failure_fails_the_flow_at_once_with_the_stage_code_and_message(toy
     assert "report" not in tried  # the downstream stage never started
 
 
+@pytest.mark.slow  # flow runs of the toy pipeline (test_repro.py covers the codes fast)
 def test_transient_failure_is_retried_with_backoff(toy, tmp_path, monkeypatch):
     repo, timing = toy
     flaky = tmp_path / "flaky"
@@ -125,6 +127,7 @@ def test_transient_failure_is_retried_with_backoff(toy, tmp_path, monkeypatch):
     assert attempts(timing).count("left") == 2  # exited 75 once, then passed
 
 
+@pytest.mark.slow  # flow runs of the toy pipeline (test_repro.py covers the codes fast)
 def test_flow_command_exits_with_the_stage_code_not_255(toy):
     """`python -m flows.pipeline`: a bad input (exit 2) is not retried and is the exit code."""
     repo, timing = toy
