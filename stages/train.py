@@ -42,13 +42,14 @@ from stages.lib.model import (
     spec_to_dict,
     transform,
 )
-from stages.lib.params import load_params, section
+from stages.lib.params import ParamsError, load_params, section
 from stages.lib.paths import MODEL_PATH
 from stages.lib.schema import RECORD_ID, load_schema
 from stages.lib.summary import StageSummary
 from stages.lib.training import (  # noqa: F401  (re-exported: tests and benchmarks use them)
     AUGMENTED,
     NO_DP,
+    TRAIN_RANGES,
     Plan,
     Privacy,
     Runtime,
@@ -127,6 +128,18 @@ class TrainConfig:
     gpu_resident_fraction: float = 0.5
     resume: bool = True
     dp: DPConfig = dataclasses.field(default_factory=DPConfig)
+
+    def __post_init__(self) -> None:
+        """Out-of-range settings are a params error naming the key, not a torch traceback later."""
+        bad = [
+            f"train.{name}: {getattr(self, name)!r} is outside {text}"
+            for name, (ok, text) in TRAIN_RANGES.items()
+            if not ok(getattr(self, name))
+        ]
+        if self.ngram_min > self.ngram_max:
+            bad.append(f"train.ngram_min: {self.ngram_min} is above ngram_max {self.ngram_max}")
+        if bad:
+            raise ParamsError("; ".join(bad) + " (fix params.yaml's train section)")
 
     def prep(self) -> PrepConfig:
         """The preprocessing part of the config."""

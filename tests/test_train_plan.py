@@ -133,3 +133,23 @@ def test_titanic_sized_table_with_defaults_matches_logistic_regression(one_threa
     lr_acc = logistic_accuracy(pd.concat([train, val]), test)
     print(f"model {acc:.4f} vs logistic regression {lr_acc:.4f}")
     assert acc >= lr_acc - 0.005  # within the test set's noise floor (se ~0.007), not below it
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"dropout": 1.5}, r"train\.dropout: 1\.5 is outside 0\.\.1"),
+        ({"epochs": 0}, r"train\.epochs: 0 is outside 1\.\."),
+        ({"lr": -0.1}, r"train\.lr: -0\.1 is outside above 0"),
+        ({"ngram_min": 4}, r"train\.ngram_min: 4 is above ngram_max 3"),
+    ],
+)
+def test_out_of_range_settings_are_a_params_error_naming_the_key(override, message) -> None:
+    """Issue 14: `train.dropout: 1.5` was a torch traceback (exit 1), now exit 2 naming it."""
+    from stages.lib.params import ParamsError, load_params, section
+    from stages.train import TrainConfig
+
+    params = load_params()
+    params["train"] = {**params["train"], **override}
+    with pytest.raises(ParamsError, match=message):
+        section(TrainConfig, "train", params)
