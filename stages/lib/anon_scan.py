@@ -5,9 +5,7 @@ a released column that looks like a mislabelled identifier."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
+import itertools
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -21,6 +19,9 @@ import pyarrow.compute as pc
 from stages.lib.anon_index import IdentifierIndex, norm_array, object_strings, token_form
 from stages.lib.errors import InputError
 from stages.lib.features import Policy
+
+# Imports no GX yet; sets GX's environment (analytics off) before GX is first imported.
+from stages.lib.gx import context as gx_context
 from stages.lib.leakscan import ValueScanner, find_numbers
 from stages.lib.schema import LINEAGE_COLUMNS, RECORD_ID, Schema
 from stages.lib.scrub import PII_ENTITY, as_string_array, scrub_column
@@ -118,18 +119,15 @@ class GxRegexScan:
     """
 
     def __init__(self, columns: list[str]):
-        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-        os.environ.setdefault("TQDM_DISABLE", "1")
-        logging.getLogger("great_expectations").setLevel(logging.ERROR)
         import great_expectations as gx
 
-        self.ctx = gx.get_context(mode="ephemeral")
-        # Progress bars are cosmetic; a config that refuses the setting is fine.
-        with contextlib.suppress(Exception):
-            self.ctx.variables.progress_bars = {"globally": False}
-        asset = self.ctx.data_sources.add_pandas("anonymize_scan").add_dataframe_asset("anon")
+        # The process's one GX context (stages.lib.gx), shared with validate; names are per
+        # column list, since a process may scan more than one.
+        self.ctx = gx_context()
+        name = f"anonymize_scan_{next(_SCAN_NAMES)}"
+        asset = self.ctx.data_sources.add_pandas(name).add_dataframe_asset("anon")
         batch = asset.add_batch_definition_whole_dataframe("partition")
-        suite = self.ctx.suites.add(gx.ExpectationSuite(name="anonymize_scan"))
+        suite = self.ctx.suites.add(gx.ExpectationSuite(name=name))
         for col in columns:
             for entity, rx in SCAN_REGEXES.items():
                 suite.add_expectation(
@@ -138,7 +136,7 @@ class GxRegexScan:
                     )
                 )
         self.validation = self.ctx.validation_definitions.add(
-            gx.ValidationDefinition(name="anonymize_scan", data=batch, suite=suite)
+            gx.ValidationDefinition(name=name, data=batch, suite=suite)
         )
         self.columns = columns
 
@@ -186,6 +184,7 @@ _POS = "_value_position"
 
 
 _GX_SCANS: dict[tuple[str, ...], GxRegexScan] = {}
+_SCAN_NAMES = itertools.count()
 
 
 def gx_scan(columns: list[str]) -> GxRegexScan:

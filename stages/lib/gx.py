@@ -95,26 +95,55 @@ _SUITES: dict[tuple[Check, ...], Any] = {}
 
 
 def context() -> Any:
-    """This process's ephemeral GX context, created on first use (a fixed cost of seconds)."""
+    """This process's one ephemeral GX context, created on first use (a fixed cost of seconds).
+
+    Every GX user in the project (validate's checks and Data Docs, anonymize's regex scan) takes
+    its context from here: analytics off, GX's logging at ERROR, no progress bars, and GX's
+    per-batch fingerprint skipped (`skip_batch_fingerprint`).
+    """
     global _CONTEXT
     if _CONTEXT is None:
         import contextlib
 
         import great_expectations as gx
-        import great_expectations.execution_engine.pandas_execution_engine as pandas_engine
 
         logging.getLogger("great_expectations").setLevel(logging.ERROR)
-        # GX fingerprints every batch smaller than HASH_THRESHOLD bytes by hashing every cell
-        # (pandas.util.hash_pandas_object), only to label the result: ~1.2 s per 100K-row
-        # partition, more than the checks themselves. Frames above the threshold skip it; make
-        # every frame skip it (the batch id is never used here).
-        if hasattr(pandas_engine, "HASH_THRESHOLD"):
-            pandas_engine.HASH_THRESHOLD = 0
+        skip_batch_fingerprint()
         _CONTEXT = gx.get_context(mode="ephemeral")
         # Progress bars are cosmetic; a config that refuses the setting is fine.
         with contextlib.suppress(Exception):
             _CONTEXT.variables.progress_bars = {"globally": False}
     return _CONTEXT
+
+
+def skip_batch_fingerprint() -> None:
+    """Make GX skip hashing every cell of each pandas batch; fail loudly if GX moved the knob.
+
+    GX fingerprints every batch smaller than `pandas_execution_engine.HASH_THRESHOLD` bytes
+    (pandas.util.hash_pandas_object over all cells) only to label the batch, a label never used
+    here. Measured on a 100K-row partition of the bundled sample (GX 1.24, 2 shared cores): the
+    hash takes about 0.1 s, and run_checks 0.8-1.0 s with the patch vs 0.95-1.35 s without;
+    wider or object-typed frames hash slower (an earlier note measured 1.2 s per partition).
+    GX 1.x has no public setting for it (GX 1.24's source reads the constant in one place,
+    PandasExecutionEngine.get_batch_data_and_markers; no context, data source, batch or result
+    format option reaches it; its docs name none), so the module constant is set to 0.
+    A GX without the constant would silently make every run slower: raise instead, and
+    tests/test_gx.py checks that the constant exists and that setting it removes the
+    fingerprint.
+    """
+    import great_expectations as gx
+    import great_expectations.execution_engine.pandas_execution_engine as engine
+
+    if not isinstance(getattr(engine, "HASH_THRESHOLD", None), int | float):
+        raise RuntimeError(
+            f"great_expectations {gx.__version__} has no "
+            "execution_engine.pandas_execution_engine.HASH_THRESHOLD: stages/lib/gx.py sets it "
+            "to 0 so that GX does not hash every cell of each batch it validates. "
+            "Find GX's new way to skip the batch fingerprint and use it in "
+            "skip_batch_fingerprint(), or install the great_expectations version pinned in "
+            "pyproject.toml."
+        )
+    engine.HASH_THRESHOLD = 0
 
 
 def _validation(checks: tuple[Check, ...]) -> Any:
@@ -200,7 +229,7 @@ def build_docs(
     import datetime
 
     import great_expectations as gx
-    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.core import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import (
         ExpectationSuiteIdentifier,
         ValidationResultIdentifier,
@@ -226,15 +255,60 @@ def build_docs(
         expectation_suite_identifier=suite_id, run_id=run_id, batch_identifier="all_partitions"
     )
     ctx.validation_results_store.set(result_id, validation)
-    # GX logs a Data Docs write failure (a full disk, say) and carries on: raise it instead,
-    # so a half-written report never passes for a complete one.
-    errors = _ErrorRecords()
-    logging.getLogger("great_expectations").addHandler(errors)
-    try:
-        ctx.build_data_docs(site_names=[site], resource_identifiers=[result_id, suite_id])
-    finally:
-        logging.getLogger("great_expectations").removeHandler(errors)
-    errors.raise_docs_failure()
+    built = ctx.build_data_docs(site_names=[site], resource_identifiers=[result_id, suite_id])
+    # GX logs a page it could not write (a full disk, say) and carries on: check that every
+    # page is there and complete, so a half-written report never passes for a complete one.
+    pages = [_local_path(built[site])] + [
+        _local_path(url["site_url"])
+        for rid in (result_id, suite_id)
+        for url in ctx.get_docs_sites_urls(
+            resource_identifier=rid, site_name=site, only_if_exists=False
+        )
+    ]
+    require_complete_pages(pages)
+
+
+def _local_path(url: str) -> Path:
+    """The file a Data Docs site's file:// URL points to."""
+    from urllib.parse import unquote, urlparse
+
+    return Path(unquote(urlparse(url).path))
+
+
+def _ends_html(page: Path) -> bool:
+    """Whether the file's last bytes close its HTML (a page cut short by a write fault does not)."""
+    with open(page, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 64))
+        return f.read().rstrip().endswith(b"</html>")
+
+
+def require_complete_pages(pages: Sequence[Path]) -> None:
+    """Raise unless every page exists and ends its HTML: GX does not report a failed write.
+
+    A page found missing or cut short is written to again, here, by a probe: a write fault
+    (full disk, read-only or forbidden directory) then raises as the WriteError it is (exit 74);
+    anything else (GX failed to render the page, its ERROR log says why) is a RuntimeError.
+    """
+    from stages.lib.io import writing
+
+    broken = [p for p in pages if not (p.is_file() and _ends_html(p))]
+    if not broken:
+        return
+    page = broken[0]
+    with writing(page):
+        page.parent.mkdir(parents=True, exist_ok=True)
+        probe = page.parent / f".write-probe-{os.getpid()}"
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 65536)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            probe.unlink(missing_ok=True)
+    raise RuntimeError(
+        f"Data Docs could not be built: GX left {len(broken)} page(s) missing or incomplete, "
+        f"first {page}; GX's ERROR message above says why"
+    )
 
 
 def _docs_site(ctx: Any, docs_dir: Path, suite_name: str) -> str:
@@ -255,11 +329,13 @@ def _docs_site(ctx: Any, docs_dir: Path, suite_name: str) -> str:
     return site
 
 
+# The two result builders below make GX result objects themselves, through GX's public classes
+# (great_expectations.core), because the Data Docs show one result for the whole dataset: the
+# per-partition results GX returned, summed (counts) and combined (success), which GX has no API
+# to merge. run_checks reads GX's own result objects; only this aggregate is built here.
 def _expectation_result(configuration: Any, res: dict[str, Any]) -> Any:
     """GX's result object for one expectation, from our (possibly aggregated) result dict."""
-    from great_expectations.core.expectation_validation_result import (
-        ExpectationValidationResult,
-    )
+    from great_expectations.core import ExpectationValidationResult
 
     result = {
         k: res.get(k)
@@ -299,32 +375,6 @@ def _suite_result(suite_name: str, evrs: list[Any], meta: dict[str, Any]) -> Any
         },
         meta=meta,
     )
-
-
-class _ErrorRecords(logging.Handler):
-    """Collects GX's ERROR log records about Data Docs."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.ERROR)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if "data docs" in message.lower():
-            self.messages.append(message)
-
-    def raise_docs_failure(self) -> None:
-        """Re-raise the first Data Docs failure: as the OSError it was, when it was one."""
-        if not self.messages:
-            return
-        message = self.messages[0]
-        m = re.search(r"\[Errno (\d+)\] ([^:\"]+): '([^']+)'", message)
-        if m:
-            raise OSError(int(m.group(1)), m.group(2), m.group(3))
-        cause = re.search(r'(\w+(?:Error|Exception): "[^"]*")', message)
-        raise RuntimeError(
-            f"Data Docs could not be built: {cause.group(1) if cause else message[:300]}"
-        )
 
 
 def describe_failure(result: dict[str, Any]) -> str:
