@@ -52,8 +52,14 @@ def uncached_outputs(stage: dict) -> list[str]:
 
 
 def module_stages(root: Path = ROOT) -> list[str]:
-    """Names of the dvc.yaml stages that run a module of this project (`python -m stages.X`)."""
-    return [n for n, s in dvc_stages(root).items() if str(s["cmd"]).startswith("python -m stages.")]
+    """Names of the dvc.yaml stages that run a module of this project (`python -m stages.X`) and
+    write something (the final `gate` stage only reads evaluate's verdict and exits)."""
+    return [
+        n
+        for n, s in dvc_stages(root).items()
+        if str(s["cmd"]).startswith("python -m stages.")
+        and any(s.get(k) for k in ("outs", "metrics", "plots"))
+    ]
 
 
 def tree_hashes(root: Path, paths: list[str]) -> dict[str, str]:
