@@ -118,7 +118,8 @@ class TrainConfig:
     ngram_max: int = 3
     word_ngram_max: int = 2
     text_max_chars: int = 1000
-    numeric_bins: int = 16
+    numeric_bins: int = 32
+    bin_edges: Literal["quantile", "tree"] = "tree"
     log1p_skew: float = 2.0
     patience: int = 6  # epochs without val-loss improvement before stopping ...
     patience_min_steps: int = 300  # ... and at least this many optimiser steps
@@ -155,6 +156,7 @@ class TrainConfig:
             word_ngram_max=self.word_ngram_max,
             text_max_chars=self.text_max_chars,
             numeric_bins=self.numeric_bins,
+            bin_edges=self.bin_edges,
         )
 
     def net(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from stages.lib.model import (
     normalize_text,
     piecewise_linear,
     transform,
+    tree_edges,
 )
 from stages.lib.schema import load_schema
 from stages.train import TrainConfig, fit
@@ -172,9 +173,25 @@ def test_piecewise_linear_encoding():
     want = [[0, 0, 0], [0.5, 0, 0], [1, 0.5, 0], [1, 1, 1], [1, 1, 1]]
     np.testing.assert_allclose(got, want)
     spec = spec_of(schema_params(NUMERIC))
-    state = fit_preprocessor(frame(4000, 1), spec, SMALL.prep())
+    quantile = dataclasses.replace(SMALL, bin_edges="quantile").prep()
+    state = fit_preprocessor(frame(4000, 1), spec, quantile)
     assert len(state["numeric"]["x"]["edges"]) == 8 + 1  # 4000 rows: 8 bins of 500 rows
     assert transform(frame(10, 2), state).x_num.shape[1] == 2 + 8 + 2 + 8
+
+
+def test_tree_edges_cut_where_the_label_changes():
+    # a zero-inflated column (capital gain): its quantiles collapse onto 0, a tree's do not
+    rng = np.random.default_rng(0)
+    x = np.where(rng.random(4000) < 0.9, 0.0, rng.uniform(1, 10000, 4000))
+    labels = pd.Series(np.where(x > 5000, ">50K", "<=50K"))
+    edges = tree_edges(x, labels, 8)
+    assert edges[0] == x.min() and edges[-1] == x.max() and edges == sorted(set(edges))
+    assert any(abs(e - 5000) < 200 for e in edges)  # the threshold that decides the label
+    assert len(np.unique(np.quantile(x, np.linspace(0, 1, 9)))) <= 2
+    cfg = dataclasses.replace(SMALL, bin_edges="tree")
+    spec = spec_of(schema_params(NUMERIC))
+    state = fit_preprocessor(frame(4000, 1), spec, cfg.prep())
+    assert 2 <= len(state["numeric"]["x"]["edges"]) <= 8 + 1
 
 
 def test_cpu_training_is_deterministic():

@@ -47,7 +47,8 @@ class PrepConfig:
     ngram_max: int = 3
     word_ngram_max: int = 2  # word 1..n-grams hashed beside the character n-grams; 0: none
     text_max_chars: int = 1000
-    numeric_bins: int = 16  # quantile bins per numeric column for its piecewise-linear encoding
+    numeric_bins: int = 32  # bins per numeric column for its piecewise-linear encoding
+    bin_edges: str = "tree"  # quantile | tree (target-aware: a decision tree's thresholds)
 
 
 def _numeric(series: pd.Series) -> np.ndarray:
@@ -58,6 +59,20 @@ def _numeric(series: pd.Series) -> np.ndarray:
 def _strings(series: pd.Series) -> pd.Series:
     """A column as nullable strings, so ints, categories and text compare the same way."""
     return series.astype("string")
+
+
+def tree_edges(x: np.ndarray, labels: pd.Series, bins: int) -> list[float]:
+    """Bin edges where a decision tree on this column alone splits the label (Gorishniy et al.
+    2022's target-aware bins): a zero-inflated column (capital gain) gets its thresholds where
+    the label changes, not where its quantiles collapse onto 0."""
+    from sklearn.tree import DecisionTreeClassifier  # imported only for tree bins
+
+    y = _strings(labels).fillna("").to_numpy()
+    tree = DecisionTreeClassifier(
+        max_leaf_nodes=bins, min_samples_leaf=max(1, len(x) // (4 * bins)), random_state=0
+    ).fit(x[:, None], y)
+    cuts = tree.tree_.threshold[tree.tree_.feature >= 0]
+    return np.unique([x.min(), *cuts, x.max()]).tolist()
 
 
 def fit_preprocessor(df: pd.DataFrame, spec: FeatureSpec, cfg: PrepConfig) -> dict[str, Any]:
@@ -78,7 +93,10 @@ def fit_preprocessor(df: pd.DataFrame, spec: FeatureSpec, cfg: PrepConfig) -> di
         # and no more bins than the rows can fill: small tables overfit thin bins (issue 13.6)
         bins = min(cfg.numeric_bins, len(df) // MIN_ROWS_PER_BIN)
         qs = np.linspace(0, 1, bins + 1)[1:-1] if bins > 1 else []
-        edges = np.unique(np.quantile(seen, [0.0, *qs, 1.0])).tolist() if seen.size else []
+        if cfg.bin_edges == "tree" and len(qs) and spec.label in df:
+            edges = tree_edges(filled, df[spec.label], bins)
+        else:
+            edges = np.unique(np.quantile(seen, [0.0, *qs, 1.0])).tolist() if seen.size else []
         numeric[col] = {
             "median": median,
             "log1p": log,
