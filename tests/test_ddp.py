@@ -109,7 +109,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     shards = {
         int(m[1]): (int(m[2]), m[3])
         # not anchored at a line start: two ranks' prints can land on one line of the log
-        for m in re.finditer(r"rank (\d)/2: epoch 1 shard of (\d+) rows, sha (\w+)", log)
+        for m in re.finditer(r"rank (\d)/2: epoch 1 shard of (\d+) rows, sha ([0-9a-f]{16})", log)
     }
     assert sorted(shards) == [0, 1], log[-3000:]
     steps = N_TRAIN // CFG.batch_size
