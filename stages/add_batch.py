@@ -12,9 +12,8 @@ import shutil
 import sys
 from pathlib import Path
 
-import yaml
-
 from stages.lib.dvccli import dvc
+from stages.lib.dvclock import read_yaml
 from stages.lib.errors import InputError
 from stages.lib.io import file_hash, writing
 from stages.lib.sources import not_data
@@ -69,11 +68,7 @@ def batch_files(
 
 def ingest_format(root: Path) -> str | None:
     """params.yaml's ingest.format (files of any name read as that format), else None."""
-    params = root / "params.yaml"
-    if not params.is_file():
-        return None
-    data = yaml.safe_load(params.read_text(encoding="utf-8")) or {}
-    return (data.get("ingest") or {}).get("format")
+    return (read_yaml(root / "params.yaml").get("ingest") or {}).get("format")
 
 
 def _is_batch_file(p: Path) -> bool:
@@ -91,7 +86,7 @@ def known_hashes(incoming: Path) -> set[str]:
         dvcfile = p.with_name(p.name + ".dvc")
         md5 = None
         if dvcfile.is_file():
-            outs = (yaml.safe_load(dvcfile.read_text(encoding="utf-8")) or {}).get("outs") or []
+            outs = read_yaml(dvcfile).get("outs") or []
             md5 = outs[0].get("md5") if outs else None
         hashes.add(md5 or file_md5(p))
     return hashes

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 
+from stages.lib.dvclock import dvc_yaml_stages, under, yaml_paths
 from stages.lib.errors import InputError, run_stage
 from stages.lib.io import AtomicDir, file_hash, write_parquet
 from stages.lib.keys import is_sample, key_id, load_key
@@ -147,19 +147,12 @@ def check_sources_are_deps(sources: tuple[str, ...], dvc_file: Path = DVC_FILE) 
     """
     if not dvc_file.exists():
         return
-    stages = (yaml.safe_load(dvc_file.read_text(encoding="utf-8")) or {}).get("stages") or {}
-    deps = [
-        d if isinstance(d, str) else next(iter(d))
-        for d in stages.get("ingest", {}).get("deps") or []
-    ]
-    deps = [posixpath.normpath(d) for d in deps]
+    ingest = dvc_yaml_stages(dvc_file.parent).get("ingest") or {}
+    deps = [posixpath.normpath(d) for d in yaml_paths(ingest.get("deps"))]
     missing = [
         s
         for s in sources
-        if not any(
-            (n := posixpath.normpath(Path(s).as_posix())) == d or n.startswith(d + "/")
-            for d in deps
-        )
+        if not any(under(posixpath.normpath(Path(s).as_posix()), d) for d in deps)
     ]
     if missing:
         raise InputError(
