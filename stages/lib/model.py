@@ -37,18 +37,19 @@ MIN_ROWS_PER_BIN = 500  # a piecewise-linear bin per this many training rows at 
 
 @dataclass(frozen=True)
 class PrepConfig:
-    """The knobs of preprocessing (a subset of the train params)."""
+    """The knobs of preprocessing (a subset of the train params, built by TrainConfig.prep:
+    no defaults of its own, so params.yaml stays their one source)."""
 
-    cat_min_count: int = 5
-    log1p_skew: float = 2.0
-    clip: float = 10.0
-    text_buckets: int = 262144
-    ngram_min: int = 1
-    ngram_max: int = 3
-    word_ngram_max: int = 2  # word 1..n-grams hashed beside the character n-grams; 0: none
-    text_max_chars: int = 1000
-    numeric_bins: int = 32  # bins per numeric column for its piecewise-linear encoding
-    bin_edges: str = "tree"  # quantile | tree (target-aware: a decision tree's thresholds)
+    cat_min_count: int
+    log1p_skew: float
+    text_buckets: int
+    ngram_min: int
+    ngram_max: int
+    word_ngram_max: int  # word 1..n-grams hashed beside the character n-grams; 0: none
+    text_max_chars: int
+    numeric_bins: int  # bins per numeric column for its piecewise-linear encoding
+    bin_edges: str  # quantile | tree (target-aware: a decision tree's thresholds)
+    clip: float = 10.0  # standardised numbers are clipped to +-clip (not a params setting)
 
 
 def _numeric(series: pd.Series) -> np.ndarray:
