@@ -34,6 +34,7 @@ from stages.lib.params import ParamsError, load_params, section
 from stages.lib.partitions import code_digest
 from stages.lib.schema import BATCH, Schema, load_schema
 from stages.lib.scrub import DEFAULT_MIN_DIGIT_RUN
+from stages.lib.summaries import AnonymizeFields, Risk, ScanSummary
 from stages.lib.summary import StageSummary
 
 INPUT = Path("data/clean")
@@ -119,17 +120,15 @@ def run(
     done.cache.keep_only(done.final_keys)
     kept = np.concatenate(done.kept_classes) if done.kept_classes else np.empty(0, np.uint64)
     after = risk_report(pd.Series(sizes_of(kept), dtype="int64"))
-    summary.extra.update(
-        {
-            "key_id": keys.key_id(key),
-            "policies": {n: describe_policy(p) for n, p in policies.items()},
-            "entity_counts": {c: dict(sorted(v.items())) for c, v in done.counts.items()},
-            "scan": {k: v for k, v in scan.items() if k != "details"},
-            "quasi_identifiers": profiled[0].result["quasi_identifiers"] if profiled else [],
-            "k_threshold": config.k,
-            "risk_before_suppression": before,
-            "risk_after_suppression": after,
-        }
+    summary.fields = AnonymizeFields(
+        key_id=keys.key_id(key),
+        policies={n: describe_policy(p) for n, p in policies.items()},
+        entity_counts={c: dict(sorted(v.items())) for c, v in done.counts.items()},
+        scan=ScanSummary.model_validate({k: v for k, v in scan.items() if k != "details"}),
+        quasi_identifiers=profiled[0].result["quasi_identifiers"] if profiled else [],
+        k_threshold=config.k,
+        risk_before_suppression=Risk.model_validate(before),
+        risk_after_suppression=Risk.model_validate(after),
     )
     return summary, scan
 
@@ -165,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     summary, _ = run(INPUT, OUTPUT, QUARANTINE, config, schema, key)
     data = summary.write()
     print(
-        f"anonymize: {data['rows_in']} in, {data['rows_out']} out, "
-        f"{data['rows_quarantined']} suppressed (k={config.k}); key {data['key_id']}; "
-        f"scan passed; k before {data['risk_before_suppression']['k']}"
+        f"anonymize: {data.rows_in} in, {data.rows_out} out, "
+        f"{data.rows_quarantined} suppressed (k={config.k}); key {data.key_id}; "
+        f"scan passed; k before {data.risk_before_suppression.k}"
     )
     return 0
 

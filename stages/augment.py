@@ -22,6 +22,7 @@ from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import read_dataset, split_rows, write_dataset
 from stages.lib.params import ParamsError, load_params, section
 from stages.lib.schema import RECORD_ID, load_schema
+from stages.lib.summaries import AugmentFields
 from stages.lib.summary import StageSummary
 
 TRAIN_DIR = Path("data/split/train")
@@ -319,7 +320,7 @@ def main() -> None:
     )
     summary.rows_out = write_dataset(OUT_DIR, parts)
     summary.added = out.num_rows - table.num_rows
-    summary.extra.update(stats)
+    summary.fields = AugmentFields.model_validate(stats)
     summary.write()
     print(
         f"augment: {summary.rows_in} rows in, {summary.added} added ({config.balance}), "

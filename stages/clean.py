@@ -44,6 +44,7 @@ from stages.lib.partitions import (
     run_tasks,
 )
 from stages.lib.schema import REASON, Schema, load_schema
+from stages.lib.summaries import CleanFields
 from stages.lib.summary import StageSummary
 
 RAW_DIR = Path("data/raw")
@@ -121,28 +122,29 @@ def link_outputs(
     return replaced
 
 
-def tally(summary: StageSummary, result: dict[str, Any]) -> None:
-    """Add one partition's dedup result to the stage's row accounting."""
+def tally(summary: StageSummary, result: dict[str, Any], by_kind: Counter) -> None:
+    """Add one partition's dedup result to the stage's row accounting (`by_kind`: duplicates
+    by kind)."""
     summary.rows_in += result["rows_in"]
     summary.rows_out += result["rows_out"]
     for kind, n in result["reasons"].items():
         if kind in DUPLICATE_KINDS:
             summary.duplicates += n
-            summary.extra.setdefault("duplicates_by_kind", Counter())[kind] += n
+            by_kind[kind] += n
         else:
             summary.quarantined[kind] += n
 
 
-def warn_unlabelled(summary: StageSummary, counts: dict[str, list[int]], label: str) -> None:
-    """A loud warning (and metrics) for each batch none of whose rows has a label."""
+def warn_unlabelled(counts: dict[str, list[int]], label: str) -> list[str]:
+    """A loud warning for each batch none of whose rows has a label; those batches (metrics)."""
     batches = unlabelled_batches(counts)
-    summary.extra["batches_without_labels"] = batches
     for batch in batches:
         print(
             f"clean: WARNING: batch {batch}: all {counts[batch][0]:,} rows have no '{label}' "
             "(the label) and were quarantined; was the label column left empty in the export?",
             file=sys.stderr,
         )
+    return batches
 
 
 def replaces(cfg: CleanConfig, schema: Schema) -> bool:
@@ -182,6 +184,7 @@ def main() -> None:
     ]
     index = DedupIndex()
     nulled: Counter = Counter()
+    by_kind: Counter = Counter()  # duplicates by kind
     by_batch: dict[str, list[int]] = {}
     dedup_cache, chain, chain_keys = CacheDir("clean-dedup"), digest("dedup", code), []
     map_cache = CacheDir("clean-map")
@@ -203,7 +206,7 @@ def main() -> None:
                 with np.load(entry / "kept.npz") as kept:
                     index.upsert(kept["record"], kept["content"])
             entries.append((name, entry))
-            tally(summary, json.loads((entry / RESULT_FILE).read_text()))
+            tally(summary, json.loads((entry / RESULT_FILE).read_text()), by_kind)
             nulled.update(done.result["nulled"])
             for batch, (rows, missing) in done.result["labels_missing"].items():
                 counts = by_batch.setdefault(batch, [0, 0])
@@ -212,18 +215,21 @@ def main() -> None:
         summary.rows_out -= replaced
         summary.duplicates += replaced
         if replace:
-            summary.extra.setdefault("duplicates_by_kind", Counter())[REPLACED] += replaced
-        summary.extra["rows_replaced"] = replaced
-        summary.extra["values_nulled"] = dict(sorted(nulled.items()))
-        warn_unlabelled(summary, by_batch, schema.label)
+            by_kind[REPLACED] += replaced
+        summary.fields = CleanFields(
+            duplicates_by_kind=dict(by_kind) if by_kind else None,  # written only when any
+            rows_replaced=replaced,
+            values_nulled=dict(sorted(nulled.items())),
+            batches_without_labels=warn_unlabelled(by_batch, schema.label),
+        )
         summary.check()  # before the outputs are committed: a leak of rows must not land
     map_cache.keep_only(t.key for t in tasks)
     dedup_cache.keep_only(chain_keys)
     print(f"clean: deduplication reused for {reused} of {len(tasks)} partition(s)", file=sys.stderr)
     data = summary.write()
     print(
-        f"clean: {data['rows_in']:,} rows in -> {data['rows_out']:,} clean, "
-        f"{data['rows_quarantined']:,} quarantined, {data['duplicates']:,} duplicates removed"
+        f"clean: {data.rows_in:,} rows in -> {data.rows_out:,} clean, "
+        f"{data.rows_quarantined:,} quarantined, {data.duplicates:,} duplicates removed"
         + (f" ({replaced:,} replaced by a later version)" if replaced else "")
     )
 

@@ -34,6 +34,7 @@ from stages.lib.io import read_dataset, write_text_atomic
 from stages.lib.params import ParamsError, load_params, section
 from stages.lib.paths import MODEL_PATH
 from stages.lib.schema import load_schema
+from stages.lib.summaries import EvaluateFields
 from stages.lib.summary import StageSummary
 
 TEST_DIR = Path("data/split/test")
@@ -314,7 +315,7 @@ def main() -> None:
     for name, frame in plots.items():
         write_text_atomic(PLOTS_DIR / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
     summary.rows_in = summary.rows_out = len(test_df)
-    summary.extra.update(_rounded(metrics))
+    summary.fields = EvaluateFields.model_validate(_rounded(metrics))
     summary.write()
 
     gate, audit = metrics["gate"], metrics["membership"]

@@ -43,6 +43,7 @@ from stages.lib.sources import (
     list_sources,
     not_data,
 )
+from stages.lib.summaries import IngestFields
 from stages.lib.summary import StageSummary
 
 # Names other modules imported from here before the readers moved to stages/lib (sources,
@@ -209,7 +210,7 @@ def main() -> None:
     batches = _run(tasks, {f.batch: f.sha256 for f in found}, key, schema)
 
     summary.rows_in = summary.rows_out = sum(b["rows"] for b in batches)
-    summary.extra.update(
+    summary.fields = IngestFields(
         batches=batches,
         key_id=key_id(key),
         record_id="key column" if schema.key else "row content and occurrence number (no key)",

@@ -26,6 +26,7 @@ from stages.lib.io import AtomicDir, file_hash, partition_names, write_parquet
 from stages.lib.params import ParamsError, load_params, section
 from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
 from stages.lib.schema import RECORD_ID, Schema, load_schema
+from stages.lib.summaries import SplitFields
 from stages.lib.summary import StageSummary
 
 INPUT = Path("data/anon")
@@ -207,21 +208,17 @@ def run(
         check_overlap({s: merged[s] for s in SPLITS}, "record(s)")
         check_overlap({s: merged[f"content_{s}"] for s in SPLITS}, "feature content(s)")
     cache.keep_only(t.key for t in tasks)
-    summary.extra.update(
-        {
-            "fractions": dict(config.fractions),
-            "seed": config.seed,
-            "actual_fractions": {
-                s: round(merged[s].size / max(summary.rows_out, 1), 6) for s in SPLITS
-            },
-            "overlap_checked": True,
-            # Rows that share their normalised features with another row (kept in one split).
-            "feature_duplicates": {
-                s: int(merged[f"content_{s}"].size - np.unique(merged[f"content_{s}"]).size)
-                for s in SPLITS
-            },
-            "class_balance": class_balance(counts, list(schema.classes)),
-        }
+    summary.fields = SplitFields(
+        fractions=dict(config.fractions),
+        seed=config.seed,
+        actual_fractions={s: round(merged[s].size / max(summary.rows_out, 1), 6) for s in SPLITS},
+        overlap_checked=True,
+        # Rows that share their normalised features with another row (kept in one split).
+        feature_duplicates={
+            s: int(merged[f"content_{s}"].size - np.unique(merged[f"content_{s}"]).size)
+            for s in SPLITS
+        },
+        class_balance=class_balance(counts, list(schema.classes)),
     )
     return summary
 
@@ -235,8 +232,8 @@ def main() -> int:
     spec = feature_spec(schema, column_policies(schema, params["anonymize"]["policies"]))
     summary = run(INPUT, OUTPUT, config, schema, spec)
     data = summary.write()
-    sizes = {s: data["class_balance"][s]["rows"] for s in SPLITS}
-    print(f"split: {data['rows_in']} rows -> {sizes}")
+    sizes = {s: data.class_balance[s].rows for s in SPLITS}
+    print(f"split: {data.rows_in} rows -> {sizes}")
     return 0
 
 

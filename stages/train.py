@@ -45,6 +45,7 @@ from stages.lib.model import (
 from stages.lib.params import ParamsError, load_params, section
 from stages.lib.paths import MODEL_PATH
 from stages.lib.schema import RECORD_ID, load_schema
+from stages.lib.summaries import TrainFields
 from stages.lib.summary import StageSummary
 from stages.lib.training import (  # noqa: F401  (re-exported: tests and benchmarks use them)
     AUGMENTED,
@@ -565,7 +566,7 @@ def main() -> None:
     augmented = (
         int(train_df[AUGMENTED].fillna(False).astype(bool).sum()) if AUGMENTED in train_df else 0
     )
-    summary.extra.update(
+    summary.fields = TrainFields.model_validate(
         {
             "val_rows": len(val_df),
             "augmented_rows": augmented,

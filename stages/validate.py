@@ -36,6 +36,7 @@ from stages.lib.io import (
 from stages.lib.params import load_params, section
 from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
 from stages.lib.schema import BATCH, RECORD_ID, SOURCE_FILE, SOURCE_ROW, Schema, load_schema
+from stages.lib.summaries import ValidateFields
 from stages.lib.summary import StageSummary
 
 CLEAN_DIR = Path("data/clean")
@@ -420,7 +421,7 @@ def main() -> None:
     failed = [r for r in results if not r["success"]]
     critical = [r for r in failed if r["severity"] == "critical"]
     warnings = [r for r in failed if r["severity"] == "warning"]
-    summary.extra.update(
+    summary.fields = ValidateFields(
         expectations=len(results),
         passed=len(results) - len(failed),
         failed_critical=len(critical),

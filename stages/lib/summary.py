@@ -1,4 +1,5 @@
-"""The JSON summary every stage writes: row accounting, duration, peak memory."""
+"""The JSON summary every stage writes: row accounting, duration, peak memory, and the stage's
+own typed fields (stages/lib/summaries.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from stages.lib.io import write_json_atomic
+from stages.lib.summaries import METRICS_DIR, Model, Summary, dump, summary_model
 
-METRICS_DIR = Path("metrics")
+__all__ = ["METRICS_DIR", "AccountingError", "StageSummary", "peak_memory_mb"]
 
 
 class AccountingError(RuntimeError):
@@ -27,7 +29,10 @@ def peak_memory_mb() -> float:
 
 @dataclass
 class StageSummary:
-    """Counts a stage reports; `check()` enforces in = out + quarantined + duplicates - added."""
+    """Counts a stage reports; `check()` enforces in = out + quarantined + duplicates - added.
+
+    `fields`: the stage's own facts, its `...Fields` model from stages.lib.summaries.
+    """
 
     stage: str
     rows_in: int = 0
@@ -35,7 +40,7 @@ class StageSummary:
     duplicates: int = 0
     added: int = 0
     quarantined: Counter = field(default_factory=Counter)
-    extra: dict[str, Any] = field(default_factory=dict)
+    fields: Model | None = None
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -54,7 +59,7 @@ class StageSummary:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """The summary as written to metrics/<stage>.json."""
+        """The summary as written to metrics/<stage>.json (not validated: see `model`)."""
         return {
             "stage": self.stage,
             "rows_in": self.rows_in,
@@ -65,12 +70,17 @@ class StageSummary:
             "rows_added": self.added,
             "duration_s": round(time.perf_counter() - self.started, 3),
             "peak_memory_mb": peak_memory_mb(),
-            **self.extra,
+            **(dump(self.fields) if self.fields is not None else {}),
         }
 
-    def write(self, path: Path | str | None = None) -> dict[str, Any]:
-        """Check the accounting and write the summary atomically; return what was written."""
+    def model(self) -> Summary:
+        """The summary validated by the stage's model (pydantic.ValidationError if it does not
+        match: a missing, misspelt or mistyped field is a bug in the stage)."""
+        return summary_model(self.stage).model_validate(self.to_dict())
+
+    def write(self, path: Path | str | None = None) -> Summary:
+        """Check the accounting, validate and write the summary atomically; return it."""
         self.check()
-        data = self.to_dict()
-        write_json_atomic(path or METRICS_DIR / f"{self.stage}.json", data)
-        return data
+        summary = self.model()
+        write_json_atomic(path or METRICS_DIR / f"{self.stage}.json", dump(summary))
+        return summary
