@@ -8,7 +8,9 @@ import json
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +19,7 @@ import yaml
 
 from stages import anonymize, clean, ingest, report, validate
 from stages.anonymize import AnonymizeConfig
+from stages.lib import summaries as sm
 from stages.lib.anon_policies import describe_policy
 from stages.lib.anon_risk import risk_report
 from stages.lib.anon_scan import scan_report
@@ -30,6 +33,117 @@ from tests.conftest import TEST_KEY, params, source_frame, write_project
 SECTION_IDS = [sid for sid, _ in report.SECTIONS]
 FIRST = ["Ottoline", "Bartholomew", "Wilhelmina", "Cassius", "Perpetua", "Ignatius", "Marisol"]
 LAST = ["Quackenbush", "Vanderslice", "Okonkwo-Hale", "Szczepanski", "Featherstonehaugh"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Summaries built from the stages' models (stages/lib/summaries.py): a fixture that drifts from
+# what a stage writes fails validation here instead of testing a shape no stage produces.
+
+
+def summary(
+    stage: str,
+    rows_in: int,
+    rows_out: int | None = None,
+    fields: sm.Model | None = None,
+    *,
+    added: int = 0,
+    duplicates: int = 0,
+    quarantined: dict[str, int] | None = None,
+) -> sm.Summary:
+    """A stage's summary as StageSummary.write makes it: row accounting and the stage's fields
+    (not checked: a test may want rows that do not add up)."""
+    rows_out = rows_in if rows_out is None else rows_out
+    counts = Counter(quarantined or {})
+    s = StageSummary(stage, rows_in, rows_out, duplicates, added, counts, fields)
+    return s.model()
+
+
+def scores(n: int, **given: Any) -> dict[str, Any]:
+    """A model's or baseline's headline scores (evaluate's Scores); unset ones are null."""
+    none = dict.fromkeys(("accuracy", "macro_precision", "macro_recall", "macro_f1"))
+    auc = dict.fromkeys(("roc_auc", "pr_auc", "log_loss"))
+    macro = {"present": 2, "total": 2, "absent": []}
+    return {"n": n, **none, **auc, "macro_classes": macro, **given}
+
+
+def no_gaps() -> dict[str, Any]:
+    """Fairness with no column sliced."""
+    return {"demographic_parity_diff": {}, "equal_opportunity_diff": {}}
+
+
+def train_fields(**given: Any) -> sm.TrainFields:
+    """train's fields: a short CPU run without DP, changed by `given`."""
+    fields: dict[str, Any] = {
+        "val_rows": 100,
+        "augmented_rows": 0,
+        "distinct_records": None,
+        "features": {
+            "numeric": ["age"],
+            "categorical": [],
+            "text": [],
+            "label": "income",
+            "classes": ["<=50K", ">50K"],
+        },
+        "schema_digest": "0" * 16,
+        "device": "cpu",
+        "device_name": "cpu",
+        "precision": "fp32",
+        "world_size": 1,
+        "data_resident": True,
+        "batch_size": 512,
+        "lr": 0.002,
+        "warmup_steps": 0,
+        "patience_epochs": 7,
+        "epochs_run": 1,
+        "steps": 1,
+        "best_val_loss": 0.5,
+        "best_val_accuracy": 0.8,
+        "train_time_s": 1.0,
+        "samples_per_s": 100.0,
+        "resumed_from": None,
+        "torch": "2.0",
+        "seed": 20240601,
+        "dp": {
+            "enabled": False,
+            "epsilon": None,
+            "delta": None,
+            "max_grad_norm": None,
+            "noise_multiplier": None,
+        },
+    }
+    return sm.TrainFields.model_validate({**fields, **given})
+
+
+def augment_fields(before: dict[str, int], after: dict[str, int], **given: Any) -> sm.AugmentFields:
+    """augment's fields for class counts before and after oversampling."""
+    return sm.AugmentFields.model_validate(
+        {
+            "balance": "oversample",
+            "seed": 7,
+            "class_counts_before": before,
+            "class_counts_after": after,
+            "augmented_by_class": {c: after[c] - before.get(c, 0) for c in after},
+            "distinct_sources": sum(after.values()) - sum(before.values()),
+            "max_copies_per_row": 5,
+            "most_copies_of_one_row": 1,
+            **given,
+        }
+    )
+
+
+def split_fields(balance: dict[str, Any], duplicates: dict[str, int]) -> sm.SplitFields:
+    """split's fields for a class balance per split."""
+    total = sum(b["rows"] for b in balance.values()) or 1
+    return sm.SplitFields.model_validate(
+        {
+            "fractions": {"train": 0.6, "val": 0.2, "test": 0.2},
+            "seed": "split-v1",
+            "actual_fractions": {s: round(b["rows"] / total, 6) for s, b in balance.items()},
+            "overlap_checked": True,
+            "feature_duplicates": duplicates,
+            "class_balance": balance,
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,7 +184,7 @@ def identified_frame(n: int = 60) -> pd.DataFrame:
 def write_downstream(root: Path, seed: int = 0, shift: float = 0.0) -> None:
     """Plausible split/augment/train/evaluate outputs, derived from the real anonymize metrics.
 
-    They stand in for stages the report only reads (each summary through StageSummary, as the
+    They stand in for stages the report only reads (each summary through its model, as the
     stages write it); `shift` moves the model's scores, so two calls give two runs to compare.
     """
     rng = np.random.default_rng(seed)
@@ -80,12 +194,8 @@ def write_downstream(root: Path, seed: int = 0, shift: float = 0.0) -> None:
     (root / "metrics").mkdir(exist_ok=True)
     (root / "plots").mkdir(exist_ok=True)
     # anonymize ran for real (full_project): the stages after it start from its output.
-    anon_rows = json.loads((root / "metrics/anonymize.json").read_text())["rows_out"]
-
-    def summary(stage: str, rows_in: int, rows_out: int, added: int = 0, **extra) -> dict:
-        return StageSummary(stage, rows_in, rows_out, added=added, extra=extra).to_dict()
-
-    m = {}
+    anon_rows = sm.read_summary(root / "metrics/anonymize.json").rows_out
+    m: dict[str, sm.Summary] = {}
     n_test = anon_rows // 5
     n_val = anon_rows // 5
     n_train = anon_rows - n_test - n_val
@@ -96,14 +206,19 @@ def write_downstream(root: Path, seed: int = 0, shift: float = 0.0) -> None:
         return {classes[0]: n - pos, classes[-1]: pos}
 
     def balance(n: int) -> dict:
-        return {"rows": n, "classes": {c: {"rows": k} for c, k in counts(n).items()}}
+        return {
+            "rows": n,
+            "classes": {c: {"rows": k, "share": round(k / n, 6)} for c, k in counts(n).items()},
+        }
 
     m["split"] = summary(
         "split",
         anon_rows,
         anon_rows,
-        class_balance={"train": balance(n_train), "val": balance(n_val), "test": balance(n_test)},
-        feature_duplicates={"train": 0, "val": 0, "test": 0},
+        split_fields(
+            {"train": balance(n_train), "val": balance(n_val), "test": balance(n_test)},
+            {"train": 0, "val": 0, "test": 0},
+        ),
     )
     before = counts(n_train)
     before[classes[-1]] -= 3
@@ -111,16 +226,7 @@ def write_downstream(root: Path, seed: int = 0, shift: float = 0.0) -> None:
     after = {c: max(before.values()) for c in classes}
     added = sum(after.values()) - sum(before.values())
     m["augment"] = summary(
-        "augment",
-        n_train,
-        n_train + added,
-        added=added,
-        balance="oversample",
-        seed=7,
-        class_counts_before=before,
-        class_counts_after=after,
-        max_copies_per_row=5,
-        most_copies_of_one_row=1,
+        "augment", n_train, n_train + added, augment_fields(before, after), added=added
     )
     epochs = 12
     ep = np.arange(1, epochs + 1)
@@ -134,25 +240,21 @@ def write_downstream(root: Path, seed: int = 0, shift: float = 0.0) -> None:
         "train",
         n_train + added,
         n_train + added,
-        device="cpu",
-        device_name="cpu",
-        precision="fp32",
-        epochs_run=epochs,
-        steps=epochs * 3,
-        batch_size=512,
-        lr=0.002,
-        best_val_loss=round(float(val_loss.min()), 6),
-        best_val_accuracy=round(float(val_acc.max()), 6),
-        train_time_s=4.2,
-        samples_per_s=1834.5,
-        seed=20240601,
-        dp={
-            "enabled": True,
-            "epsilon": 2.97,
-            "delta": 1e-5,
-            "max_grad_norm": 1.0,
-            "noise_multiplier": 0.93,
-        },
+        train_fields(
+            epochs_run=epochs,
+            steps=epochs * 3,
+            best_val_loss=round(float(val_loss.min()), 6),
+            best_val_accuracy=round(float(val_acc.max()), 6),
+            train_time_s=4.2,
+            samples_per_s=1834.5,
+            dp={
+                "enabled": True,
+                "epsilon": 2.97,
+                "delta": 1e-5,
+                "max_grad_norm": 1.0,
+                "noise_multiplier": 0.93,
+            },
+        ),
     )
 
     # Scores of a synthetic model on a synthetic test set of realistic size for the curves.
@@ -211,55 +313,61 @@ def write_downstream(root: Path, seed: int = 0, shift: float = 0.0) -> None:
     pd.DataFrame(slice_rows).to_csv(root / "plots/slices.csv", index=False)
     p_, r_, f_, s_ = skm.precision_recall_fscore_support(y, pred, labels=[False, True])
     acc = float((pred == y).mean())
-    m["evaluate"] = summary(
-        "evaluate",
-        n,
-        n,
-        n=n,
-        accuracy=round(acc, 6),
-        macro_precision=round(float(p_.mean()), 6),
-        macro_recall=round(float(r_.mean()), 6),
-        macro_f1=round(float(f_.mean()), 6),
-        roc_auc=round(float(skm.roc_auc_score(y, score)), 6),
-        pr_auc=round(float(skm.average_precision_score(y, score)), 6),
-        log_loss=round(float(skm.log_loss(y, score)), 6),
-        per_class={
-            c: {"precision": p_[i], "recall": r_[i], "f1": f_[i], "support": int(s_[i])}
-            for i, c in enumerate(classes)
-        },
-        positive_class=classes[-1],
-        macro_classes={"present": 2, "total": 2, "absent": []},
-        membership={
-            "attack": "loss threshold",
-            "auc": 0.512,
-            "advantage": 0.031,
-            "members": n,
-            "non_members": n,
-        },
-        lift_over_logistic_regression={
-            "accuracy": round(acc - 0.83, 6),
-            "accuracy_points": round(100 * (acc - 0.83), 4),
-        },
-        ece=round(ece, 6),
-        fairness={"demographic_parity_diff": dp, "equal_opportunity_diff": eo},
-        baselines={
-            "majority": {"accuracy": 0.76, "macro_f1": 0.43, "roc_auc": 0.5, "pr_auc": 0.24},
-            "logistic_regression": {"accuracy": 0.83, "macro_f1": 0.74, "roc_auc": 0.88},
-        },
-        gate={
-            "passed": True,
-            "failures": [],
-            "skipped": [],
-            "thresholds": {
-                "min_accuracy": 0.8,
-                "min_roc_auc": 0.85,
-                "max_demographic_parity_diff": 0.3,
-                "max_equal_opportunity_diff": 0.3,
+    fields = sm.EvaluateFields.model_validate(
+        {
+            **scores(
+                n,
+                accuracy=round(acc, 6),
+                macro_precision=round(float(p_.mean()), 6),
+                macro_recall=round(float(r_.mean()), 6),
+                macro_f1=round(float(f_.mean()), 6),
+                roc_auc=round(float(skm.roc_auc_score(y, score)), 6),
+                pr_auc=round(float(skm.average_precision_score(y, score)), 6),
+                log_loss=round(float(skm.log_loss(y, score)), 6),
+            ),
+            "per_class": {
+                c: {"precision": p_[i], "recall": r_[i], "f1": f_[i], "support": int(s_[i])}
+                for i, c in enumerate(classes)
             },
-        },
+            "positive_class": classes[-1],
+            "calibration": "positive_class",
+            "membership": {
+                "attack": "loss threshold",
+                "auc": 0.512,
+                "advantage": 0.031,
+                "members": n,
+                "non_members": n,
+            },
+            "lift_over_logistic_regression": {
+                "accuracy": round(acc - 0.83, 6),
+                "accuracy_points": round(100 * (acc - 0.83), 4),
+            },
+            "ece": round(ece, 6),
+            "fairness": {"demographic_parity_diff": dp, "equal_opportunity_diff": eo},
+            "baselines": {
+                "majority": scores(
+                    n, accuracy=0.76, macro_f1=0.43, roc_auc=0.5, pr_auc=0.24, **{"class": "<=50K"}
+                ),
+                "logistic_regression": scores(
+                    n, accuracy=0.83, macro_f1=0.74, roc_auc=0.88, fairness=no_gaps()
+                ),
+            },
+            "gate": {
+                "passed": True,
+                "failures": [],
+                "skipped": [],
+                "thresholds": {
+                    "min_accuracy": 0.8,
+                    "min_roc_auc": 0.85,
+                    "max_demographic_parity_diff": 0.3,
+                    "max_equal_opportunity_diff": 0.3,
+                },
+            },
+        }
     )
+    m["evaluate"] = summary("evaluate", n, n, fields)
     for stage, data in m.items():
-        (root / f"metrics/{stage}.json").write_text(json.dumps(data, indent=2, default=float))
+        (root / f"metrics/{stage}.json").write_text(json.dumps(sm.dump(data), indent=2))
     write_lock(root)
 
 
@@ -348,16 +456,21 @@ def minimal_inputs() -> report.Inputs:
     return report.Inputs(
         params=params(),
         metrics={
-            "ingest": {"stage": "ingest", "rows_in": 10, "rows_out": 10, "rows_quarantined": 0},
-            "clean": {
-                "stage": "clean",
-                "rows_in": 10,
-                "rows_out": 7,
-                "rows_quarantined": 2,
-                "quarantined_by_reason": {"age out of range": 2},
-                "duplicates": 1,
-                "rows_added": 0,
-            },
+            "ingest": summary(
+                "ingest",
+                10,
+                fields=sm.IngestFields(
+                    batches=[], key_id="k", record_id="key column", skipped_files=[]
+                ),
+            ),
+            "clean": summary(
+                "clean",
+                10,
+                7,
+                sm.CleanFields(rows_replaced=0, values_nulled={}, batches_without_labels=[]),
+                duplicates=1,
+                quarantined={"age out of range": 2},
+            ),
         },
         run={"generated_at": "2026-01-01T00:00:00+00:00", "commit": None, "tree": "unknown"},
     )
@@ -382,20 +495,38 @@ def test_renders_from_nothing_at_all():
     assert ctx["errors"] == [] and "No stage has run yet" in page and "<img " not in page
 
 
-def test_malformed_input_costs_only_its_section():
+def test_malformed_input_costs_only_its_section(tmp_path):
+    bad = tmp_path / "evaluate.json"
+    bad.write_text('{"per_class": "not a mapping", "gate": ["odd"], "baselines": 3}')
+    assert sm.load_summary(bad)[0] is None
+    _, why = sm.load_summary(bad)
+    assert "does not match its model" in why and "per_class" in why
     inputs = minimal_inputs()
-    inputs.metrics["evaluate"] = {"per_class": "not a mapping", "gate": ["odd"], "baselines": 3}
+    inputs.metrics_errors["evaluate"] = why
     inputs.plots["roc"] = pd.DataFrame({"fpr": ["x", "y"], "tpr": [0.1, None]})
     ctx = report.build_context(inputs)
     page = report.render_html(ctx)
     assert all(f'<section id="{sid}">' in page for sid in SECTION_IDS)
     assert '<section id="lineage">' in page and "age out of range" in page
+    assert ctx["errors"] == [why] and html.escape(why) in page
+
+
+def test_a_summary_with_a_misspelt_key_is_reported_not_guessed(tmp_path):
+    good = summary("train", 5, fields=train_fields())
+    data = sm.dump(good)
+    data["epochs"] = data.pop("epochs_run")
+    (tmp_path / "train.json").write_text(json.dumps(data))
+    found, why = sm.load_summary(tmp_path / "train.json")
+    assert found is None and "epochs_run: Field required" in why and "epochs: Extra" in why
+    inputs = dataclasses.replace(minimal_inputs(), metrics_errors={"train": why})
+    section = report.build_context(inputs)["training"]
+    assert not section["available"] and why in section["note"]
 
 
 def test_accounting_flags_rows_that_do_not_add_up():
-    section = report.accounting_section(
-        {"clean": {"rows_in": 10, "rows_out": 7, "rows_quarantined": 1, "duplicates": 1}}
-    )
+    clean_fields = sm.CleanFields(rows_replaced=0, values_nulled={}, batches_without_labels=[])
+    unbalanced = summary("clean", 10, 7, clean_fields, duplicates=1, quarantined={"x": 1})
+    section = report.accounting_section({"clean": unbalanced})
     assert section["rows"][0]["balanced"] is False
 
 
@@ -463,22 +594,26 @@ def test_lineage_reads_every_stage_of_dvc_lock():
     assert {p["key"]: p["value"] for p in clean_stage["params"]}["io.partition_rows"] == "100"
 
 
-def anonymize_summary(p: dict, findings: list[dict[str, str]]) -> tuple[dict, dict]:
-    """metrics/anonymize.json's privacy part and reports/privacy/scan.json, built by the
-    functions stages/anonymize.py builds them with (policies, risk, scan, key id)."""
+def anonymize_summary(p: dict, findings: list[dict[str, str]]) -> tuple[sm.AnonymizeSummary, dict]:
+    """metrics/anonymize.json and reports/privacy/scan.json, built by the functions
+    stages/anonymize.py builds them with (policies, risk, scan, key id), through its model."""
     config, schema = section(AnonymizeConfig, "anonymize", p), load_schema(p)
     policies = column_policies(schema, dict(config.policies))
     scan = scan_report(findings)
-    anon = {
-        "key_id": key_id(TEST_KEY.encode()),
-        "policies": {n: describe_policy(x) for n, x in policies.items()},
-        "entity_counts": {"notes": {"EMAIL": 4, "PERSON": 2}},
-        "scan": {k: v for k, v in scan.items() if k != "details"},
-        "quasi_identifiers": schema.quasi_identifiers,
-        "k_threshold": config.k,
-        "risk_before_suppression": risk_report(pd.Series([1, 2, 2, 3, 3, 3, 4, 4, 4, 4])),
-        "risk_after_suppression": risk_report(pd.Series([3, 3, 3, 4, 4, 4, 4])),
-    }
+    fields = sm.AnonymizeFields.model_validate(
+        {
+            "key_id": key_id(TEST_KEY.encode()),
+            "policies": {n: describe_policy(x) for n, x in policies.items()},
+            "entity_counts": {"notes": {"EMAIL": 4, "PERSON": 2}},
+            "scan": {k: v for k, v in scan.items() if k != "details"},
+            "quasi_identifiers": schema.quasi_identifiers,
+            "k_threshold": config.k,
+            "risk_before_suppression": risk_report(pd.Series([1, 2, 2, 3, 3, 3, 4, 4, 4, 4])),
+            "risk_after_suppression": risk_report(pd.Series([3, 3, 3, 4, 4, 4, 4])),
+        }
+    )
+    anon = summary("anonymize", 10, 7, fields, quarantined={"k_anonymity": 3})
+    assert isinstance(anon, sm.AnonymizeSummary)
     return anon, scan
 
 
@@ -531,18 +666,17 @@ def test_privacy_section_reads_what_anonymize_wrote(full_run):
     """The report's privacy section from a real anonymize run: every part it shows is filled,
     and the unit tests' summary has the keys the stage writes."""
     _, inputs = full_run
-    anon, scan = inputs.metrics["anonymize"], inputs.privacy_scan
+    anon, scan = inputs.summary(sm.AnonymizeSummary), inputs.privacy_scan
+    assert anon is not None and inputs.metrics_errors == {}
     section = report.privacy_section(anon, scan, inputs.params)
     assert section["entities"] and section["entity_figure"] is not None
     assert [r["when"] for r in section["risk"]] == ["before suppression", "after suppression"]
     assert section["k_threshold"] == inputs.params["anonymize"]["k"]
-    assert section["class_size_figure"] is not None and section["key_id"] == anon["key_id"]
+    assert section["class_size_figure"] is not None and section["key_id"] == anon.key_id
     assert section["scan"]["passed"] and section["scan"]["checks"] == scan["checks"]
     made, made_scan = anonymize_summary(inputs.params, [])
-    assert set(made) == set(anon) - set(StageSummary("anonymize").to_dict())
     assert set(made_scan) == set(scan)
-    assert set(made["risk_after_suppression"]) == set(anon["risk_after_suppression"])
-    assert made["policies"] == anon["policies"]
+    assert made.policies == anon.policies
 
 
 def test_full_report_holds_no_identifier_and_every_section(full_run):
@@ -678,6 +812,9 @@ def thirteen_class_inputs(passed: bool = True) -> report.Inputs:
         "members": 1500,
         "non_members": 1500,
     }
+    metrics["positive_class"], metrics["calibration"] = classes[-1], "top_label"
+    metrics["baselines"] = {"majority": scores(1500, **{"class": classes[0]})}
+    metrics["lift_over_logistic_regression"] = {}  # no logistic baseline
     counts = {c: int(n) for c, n in zip(classes, np.bincount(y, minlength=13), strict=True)}
     balance = {
         s: {"rows": 1500, "classes": {c: {"rows": n, "share": n / 1500} for c, n in counts.items()}}
@@ -686,25 +823,25 @@ def thirteen_class_inputs(passed: bool = True) -> report.Inputs:
     return report.Inputs(
         params=params(),
         metrics={
-            "split": {
-                "rows_in": 4500,
-                "rows_out": 4500,
-                "class_balance": balance,
-                "feature_duplicates": {"train": 3, "val": 0, "test": 1},
-            },
-            "augment": {
-                "rows_in": 1500,
-                "rows_out": 1510,
-                "rows_added": 10,
-                "balance": "oversample",
-                "class_counts_before": counts,
-                "class_counts_after": counts,
-                "max_copies_per_row": 5,
-                "most_copies_of_one_row": 5,
-                "short_of_target": {"target": 300, "rows": {classes[11]: 48}},
-            },
-            "train": {"rows_in": 1510, "rows_out": 1510, "device": "cpu"},
-            "evaluate": {"rows_in": 1500, "rows_out": 1500, **ev._rounded(metrics)},
+            "split": summary(
+                "split", 4500, fields=split_fields(balance, {"train": 3, "val": 0, "test": 1})
+            ),
+            "augment": summary(
+                "augment",
+                1500,
+                1510,
+                augment_fields(
+                    counts,
+                    counts,
+                    most_copies_of_one_row=5,
+                    short_of_target={"target": 300, "rows": {classes[11]: 48}},
+                ),
+                added=10,
+            ),
+            "train": summary("train", 1510, fields=train_fields()),
+            "evaluate": summary(
+                "evaluate", 1500, fields=sm.EvaluateFields.model_validate(ev._rounded(metrics))
+            ),
         },
         plots={
             "confusion": em.confusion_frame(y, proba.argmax(axis=1), classes),
@@ -777,13 +914,10 @@ def test_membership_audit_shown_beside_epsilon_or_dp_off(no_png):
     inputs = thirteen_class_inputs()
     page = report.render_html(report.build_context(inputs))
     assert "ROC-AUC <strong>0.640</strong>" in page and "DP off" in page
-    inputs.metrics["train"]["dp"] = {
-        "enabled": True,
-        "epsilon": 2.97,
-        "delta": 1e-05,
-        "max_grad_norm": 1.0,
-        "noise_multiplier": 0.93,
-    }
+    dp = sm.DPReport(
+        enabled=True, epsilon=2.97, delta=1e-05, max_grad_norm=1.0, noise_multiplier=0.93
+    )
+    inputs.metrics["train"] = inputs.metrics["train"].model_copy(update={"dp": dp})
     page = report.render_html(report.build_context(inputs))
     assert "ε = 2.97" in page and "DP off" not in page
     md = report.render_summary(report.build_context(inputs))

@@ -424,6 +424,8 @@ SUMMARIES: dict[str, type[Summary]] = {
     "evaluate": EvaluateSummary,
 }
 
+STAGE_OF: dict[type[Summary], str] = {model: stage for stage, model in SUMMARIES.items()}
+
 
 def summary_model(stage: str) -> type[Summary]:
     """The model of a stage's summary; a stage without fields of its own has the base model."""
@@ -454,7 +456,9 @@ def load_summary(path: Path | str, stage: str | None = None) -> tuple[Summary | 
 
 
 def _short(error: ValidationError) -> str:
-    """The first few problems of a validation error on one line."""
-    parts = [f"{'.'.join(map(str, e['loc'])) or '(file)'}: {e['msg']}" for e in error.errors()[:3]]
+    """The first few problems of a validation error on one line: wrong and unknown keys before
+    missing ones (a misspelt key is both)."""
+    found = sorted(error.errors(), key=lambda e: e["type"] == "missing")[:4]
+    parts = [f"{'.'.join(map(str, e['loc'])) or '(file)'}: {e['msg']}" for e in found]
     more = error.error_count() - len(parts)
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")

@@ -8,11 +8,14 @@ import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
 from stages.lib.digest import canonical_digest
+from stages.lib.summaries import STAGE_OF, Summary
+
+S = TypeVar("S", bound=Summary)
 
 PIPELINE = ("ingest", "clean", "validate", "anonymize", "split", "augment", "train", "evaluate")
 PLOTS = ("train_curve", "confusion", "roc", "pr", "calibration", "slices")
@@ -57,7 +60,10 @@ class Inputs:
     """Everything the report reads, already loaded; a missing input is None or absent."""
 
     params: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # metrics/<stage>.json read through the stage's model (stages/lib/summaries.py).
+    metrics: dict[str, Summary] = field(default_factory=dict)
+    # A metrics file that exists but does not match its model: stage -> the validation message.
+    metrics_errors: dict[str, str] = field(default_factory=dict)
     # `dvc metrics diff --all --json` against the previous run (None: DVC could not say; why).
     metrics_diff: dict[str, dict[str, Any]] | None = None
     metrics_diff_note: str | None = None
@@ -67,6 +73,11 @@ class Inputs:
     lock: dict[str, Any] | None = None
     run: dict[str, Any] = field(default_factory=dict)
     data_docs: str | None = None
+
+    def summary(self, model: type[S]) -> S | None:
+        """The summary of the stage `model` describes, None when it has not been read."""
+        found = self.metrics.get(STAGE_OF[model])
+        return found if isinstance(found, model) else None
 
 
 def _num(value: Any) -> float | None:
@@ -120,5 +131,8 @@ def signed(value: Any, digits: int = 4) -> str:
     return f"{x:+,.{digits}f}" if not float(x).is_integer() else f"{int(x):+,}"
 
 
-def _missing(stage: str, what: str = "") -> dict[str, Any]:
+def _missing(stage: str, what: str = "", error: str | None = None) -> dict[str, Any]:
+    """A section that cannot be shown: its stage has not run, or its summary is invalid."""
+    if error:
+        return {"available": False, "note": f"Stage '{stage}' has an unreadable summary: {error}."}
     return {"available": False, "note": f"Stage '{stage}' not run yet{what}."}

@@ -7,7 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from stages.report.common import _dict, _missing, _num
+from stages.lib.summaries import EvaluateSummary, Fairness, Scores, TrainSummary
+from stages.report.common import _missing, _num
 from stages.report.plots import (
     plot_confusion,
     plot_curve,
@@ -29,29 +30,28 @@ HEADLINE = (
 )
 
 
-def _metric_table(ev: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> list[dict]:
+def _metric_table(ev: EvaluateSummary | None, baselines: dict[str, Scores]) -> list[dict]:
     """One row per headline metric the model or a baseline has."""
     table = []
     for key, label, higher in HEADLINE:
-        if ev.get(key) is None and not any(b.get(key) is not None for b in baselines.values()):
+        model = getattr(ev, key, None)  # HEADLINE names fields of Scores (ece: the model's only)
+        others = [getattr(b, key, None) for b in baselines.values()]
+        if model is None and all(x is None for x in others):
             continue
         table.append(
-            {
-                "label": label,
-                "model": ev.get(key),
-                "baselines": [b.get(key) for b in baselines.values()],
-                "higher_is_better": higher,
-            }
+            {"label": label, "model": model, "baselines": others, "higher_is_better": higher}
         )
     return table
 
 
-def _evaluation_figures(ev: dict[str, Any], plots: dict[str, pd.DataFrame]) -> dict[str, str]:
+def _evaluation_figures(
+    ev: EvaluateSummary | None, plots: dict[str, pd.DataFrame]
+) -> dict[str, str]:
     """Confusion matrix, ROC, PR and reliability figures from evaluate's plot tables."""
     figures: dict[str, str] = {}
     conf = plots.get("confusion")
     if conf is not None and {"actual", "predicted"} <= set(conf.columns) and len(conf):
-        order = list(_dict(ev.get("per_class")))  # the schema's class order where known
+        order = list(ev.per_class) if ev else []  # the schema's class order where known
         seen = set(conf["actual"].astype(str)) | set(conf["predicted"].astype(str))
         labels = [c for c in order if c in seen] + sorted(seen - set(order))
         matrix = pd.crosstab(conf["actual"].astype(str), conf["predicted"].astype(str)).reindex(
@@ -61,7 +61,7 @@ def _evaluation_figures(ev: dict[str, Any], plots: dict[str, pd.DataFrame]) -> d
     several = "curve" in getattr(plots.get("roc"), "columns", ())
     roc = plots.get("roc")
     if roc is not None and {"fpr", "tpr"} <= set(roc.columns) and len(roc):
-        auc = _num(ev.get("roc_auc"))
+        auc = _num(ev.roc_auc) if ev else None
         figures["roc"] = plot_curve(
             roc,
             "fpr",
@@ -75,8 +75,8 @@ def _evaluation_figures(ev: dict[str, Any], plots: dict[str, pd.DataFrame]) -> d
         )
     pr = plots.get("pr")
     if pr is not None and {"recall", "precision"} <= set(pr.columns) and len(pr):
-        ap = _num(ev.get("pr_auc"))
-        prevalence = None if several else _prevalence(ev)
+        ap = _num(ev.pr_auc) if ev else None
+        prevalence = None if several or ev is None else _prevalence(ev)
         figures["pr"] = plot_curve(
             pr,
             "recall",
@@ -92,7 +92,7 @@ def _evaluation_figures(ev: dict[str, Any], plots: dict[str, pd.DataFrame]) -> d
         )
     cal = plots.get("calibration")
     if cal is not None and {"mean_predicted", "fraction_positive"} <= set(cal.columns) and len(cal):
-        figures["calibration"] = plot_reliability(cal, _num(ev.get("ece")))
+        figures["calibration"] = plot_reliability(cal, _num(ev.ece) if ev else None)
     return figures
 
 
@@ -110,22 +110,21 @@ def _slice_block(slices: pd.DataFrame | None) -> tuple[list[dict], str | None]:
     return slices[keep].to_dict("records"), figure
 
 
-def _gap_rows(fairness: dict[str, Any], thresholds: dict[str, Any]) -> list[dict[str, Any]]:
+def _gap_rows(fairness: Fairness | None, thresholds: dict[str, float]) -> list[dict[str, Any]]:
     """Each fairness gap as evaluate wrote it ({value, groups, reason}) beside its limit; a gap
     of fewer than two groups reads "not measured" with the reason, never "within limit"."""
     rows = []
-    for gap, by_col in fairness.items():
+    for gap, by_col in fairness or ():
         limit = thresholds.get(f"max_{gap}")
-        for col, g in _dict(by_col).items():
-            g = _dict(g)
-            x = _num(g.get("value"))
+        for col, g in by_col.items():
+            x = _num(g.value)
             rows.append(
                 {
                     "gap": gap.replace("_", " "),
                     "column": col,
                     "value": x,
-                    "groups": g.get("groups"),
-                    "reason": g.get("reason"),
+                    "groups": g.groups,
+                    "reason": g.reason,
                     "limit": limit,
                     "ok": None if limit is None or x is None else x <= float(limit),
                 }
@@ -133,52 +132,60 @@ def _gap_rows(fairness: dict[str, Any], thresholds: dict[str, Any]) -> list[dict
     return rows
 
 
-def model_privacy(ev: dict[str, Any], train: dict[str, Any] | None) -> dict[str, Any]:
+def model_privacy(ev: EvaluateSummary | None, train: TrainSummary | None) -> dict[str, Any]:
     """The membership-inference audit of the model (and of the logistic baseline) beside the
     differential-privacy budget train spent (metrics/train.json `dp`), or "DP off"."""
-    audit = _dict(ev.get("membership"))
-    lr_audit = _dict(_dict(_dict(ev.get("baselines")).get("logistic_regression")).get("membership"))
-    dp = _dict((train or {}).get("dp"))
+    audit = ev.membership if ev else None
+    logistic = ev.baselines.logistic_regression if ev else None
+    lr_audit = logistic.membership if logistic else None
+    dp = train.dp if train else None
     return {
-        "audited": bool(audit),
-        "auc": _num(audit.get("auc")),
-        "advantage": _num(audit.get("advantage")),
-        "members": audit.get("members"),
-        "non_members": audit.get("non_members"),
-        "attack": audit.get("attack"),
-        "baseline_auc": _num(lr_audit.get("auc")),
-        "limit": _dict(_dict(ev.get("gate")).get("thresholds")).get("max_membership_auc"),
-        "dp_enabled": bool(dp.get("enabled")),
-        "dp": {k: dp.get(k) for k in ("epsilon", "delta", "max_grad_norm", "noise_multiplier")},
+        "audited": audit is not None,
+        "auc": _num(audit.auc) if audit else None,
+        "advantage": _num(audit.advantage) if audit else None,
+        "members": audit.members if audit else None,
+        "non_members": audit.non_members if audit else None,
+        "attack": audit.attack if audit else None,
+        "baseline_auc": _num(lr_audit.auc) if lr_audit else None,
+        "limit": ev.gate.thresholds.get("max_membership_auc") if ev else None,
+        "dp_enabled": bool(dp and dp.enabled),
+        "dp": {
+            "epsilon": dp.epsilon if dp else None,
+            "delta": dp.delta if dp else None,
+            "max_grad_norm": dp.max_grad_norm if dp else None,
+            "noise_multiplier": dp.noise_multiplier if dp else None,
+        },
         "train_known": train is not None,
     }
 
 
+def _baselines(ev: EvaluateSummary | None) -> dict[str, Scores]:
+    """The baselines evaluate measured, by name in the metrics file's (sorted) order."""
+    if ev is None:
+        return {}
+    return {name: b for name, b in sorted(ev.baselines) if b is not None}
+
+
 def evaluation_section(
-    ev: dict[str, Any] | None,
+    ev: EvaluateSummary | None,
     plots: dict[str, pd.DataFrame],
-    train: dict[str, Any] | None = None,
+    train: TrainSummary | None = None,
 ) -> dict[str, Any]:
     """Metrics beside the baselines, per-class scores, curves, slices, fairness gaps, the
     membership audit beside ε, and the gate."""
     if ev is None and not any(p in plots for p in ("confusion", "roc", "pr", "calibration")):
         return _missing("evaluate")
-    ev = ev or {}
-    baselines = {k: _dict(v) for k, v in _dict(ev.get("baselines")).items()}
-    per_class = [
-        {"class": c, **{k: _dict(v).get(k) for k in ("precision", "recall", "f1", "support")}}
-        for c, v in _dict(ev.get("per_class")).items()
-    ]
+    baselines = _baselines(ev)
+    per_class = [{"class": c, **s.model_dump()} for c, s in ev.per_class.items()] if ev else []
     slice_rows, slice_figure = _slice_block(plots.get("slices"))
-    gate = _dict(ev.get("gate"))
-    thresholds = _dict(gate.get("thresholds"))
-    lift = _dict(ev.get("lift_over_logistic_regression"))
+    gate = ev.gate if ev else None
+    thresholds = dict(gate.thresholds) if gate else {}
     return {
         "available": True,
-        "n": ev.get("n"),
-        "positive_class": ev.get("positive_class"),
-        "macro_classes": _dict(ev.get("macro_classes")),
-        "lift_points": _num(lift.get("accuracy_points")),
+        "n": ev.n if ev else None,
+        "positive_class": ev.positive_class if ev else None,
+        "macro_classes": ev.macro_classes.model_dump() if ev else {},
+        "lift_points": _num(ev.lift_over_logistic_regression.accuracy_points) if ev else None,
         "baseline_names": [n.replace("_", " ") for n in baselines],
         "table": _metric_table(ev, baselines),
         "per_class": per_class,
@@ -186,23 +193,22 @@ def evaluation_section(
         "slices": slice_rows,
         "slice_columns": list(slice_rows[0]) if slice_rows else [],
         "slice_figure": slice_figure,
-        "gaps": _gap_rows(_dict(ev.get("fairness")), thresholds),
+        "gaps": _gap_rows(ev.fairness if ev else None, thresholds),
         "model_privacy": model_privacy(ev, train),
         "gate": {
-            "known": "passed" in gate,
-            "passed": bool(gate.get("passed")),
-            "failures": [str(f) for f in gate.get("failures") or []],
-            "skipped": [str(f) for f in gate.get("skipped") or []],
+            "known": gate is not None,
+            "passed": bool(gate and gate.passed),
+            "failures": list(gate.failures) if gate else [],
+            "skipped": list(gate.skipped) if gate else [],
             "thresholds": thresholds,
         },
     }
 
 
-def _prevalence(ev: dict[str, Any]) -> float | None:
+def _prevalence(ev: EvaluateSummary) -> float | None:
     """Share of the positive class in the test split, from the per-class supports."""
-    per_class = _dict(ev.get("per_class"))
-    positive = ev.get("positive_class") or (list(per_class)[-1] if per_class else None)
-    supports = {c: _num(_dict(v).get("support")) for c, v in per_class.items()}
+    positive = ev.positive_class or (list(ev.per_class)[-1] if ev.per_class else None)
+    supports = {c: v.support for c, v in ev.per_class.items()}
     total = sum(v for v in supports.values() if v)
     if not total or supports.get(positive) is None:
         return None

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages.report.common import _num
+from stages.lib.summaries import SizeBin
 
 COLORS = {
     "kept": "#4C72B0",
@@ -349,10 +349,10 @@ def plot_slices(slices: pd.DataFrame, metrics: tuple[str, ...]) -> str:
     return figure_uri(fig)
 
 
-def plot_class_sizes(hist: list[dict[str, Any]], k_threshold: int | None) -> str:
+def plot_class_sizes(hist: list[SizeBin], k_threshold: int | None) -> str:
     """Rows by size of their equivalence class over the quasi-identifiers."""
-    labels = [str(h.get("size")) for h in hist]
-    rows = [float(_num(h.get("rows")) or 0) for h in hist]
+    labels = [h.size for h in hist]
+    rows = [float(h.rows) for h in hist]
     title = "Rows by equivalence-class size over the quasi-identifiers"
     if k_threshold:
         title += f" (k threshold {k_threshold})"

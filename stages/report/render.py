@@ -18,6 +18,14 @@ from stages.lib import runinfo
 from stages.lib.dvccli import dvc_json
 from stages.lib.dvclock import lock_outputs, read_lock, read_yaml
 from stages.lib.io import write_text_atomic
+from stages.lib.summaries import (
+    AnonymizeSummary,
+    AugmentSummary,
+    EvaluateSummary,
+    SplitSummary,
+    TrainSummary,
+    load_summary,
+)
 from stages.report.common import (
     DATA_DOCS,
     METRICS_DIR,
@@ -32,6 +40,7 @@ from stages.report.common import (
     TEMPLATES,
     VALIDATION_RESULTS,
     Inputs,
+    _missing,
     fmt,
     pct,
     signed,
@@ -48,6 +57,14 @@ from stages.report.sections import (
     validation_section,
 )
 
+# The sections that show one stage's summary, and that stage.
+SECTION_STAGE = {
+    "privacy": "anonymize",
+    "augmentation": "augment",
+    "training": "train",
+    "evaluation": "evaluate",
+}
+
 
 def _guard(name: str, build: Callable[[], dict[str, Any]], errors: list[str]) -> dict[str, Any]:
     """Build one section; an unexpected input shape costs that section, never the report."""
@@ -63,8 +80,9 @@ def _guard(name: str, build: Callable[[], dict[str, Any]], errors: list[str]) ->
 
 def build_context(inputs: Inputs) -> dict[str, Any]:
     """Every section of the report, ready for the templates."""
-    errors: list[str] = []
+    errors = list(inputs.metrics_errors.values())  # a summary that does not match its model
     m = inputs.metrics
+    anon, train = inputs.summary(AnonymizeSummary), inputs.summary(TrainSummary)
     sections = {
         "identity": _guard("identity", lambda: identity_section(inputs), errors),
         "accounting": _guard("accounting", lambda: accounting_section(m), errors),
@@ -73,20 +91,24 @@ def build_context(inputs: Inputs) -> dict[str, Any]:
         ),
         "privacy": _guard(
             "privacy",
-            lambda: privacy_section(m.get("anonymize"), inputs.privacy_scan, inputs.params),
+            lambda: privacy_section(anon, inputs.privacy_scan, inputs.params),
             errors,
         ),
         "augmentation": _guard(
-            "augmentation", lambda: augmentation_section(m.get("augment"), m.get("split")), errors
+            "augmentation",
+            lambda: augmentation_section(
+                inputs.summary(AugmentSummary), inputs.summary(SplitSummary)
+            ),
+            errors,
         ),
         "training": _guard(
             "training",
-            lambda: training_section(m.get("train"), inputs.plots.get("train_curve")),
+            lambda: training_section(train, inputs.plots.get("train_curve")),
             errors,
         ),
         "evaluation": _guard(
             "evaluation",
-            lambda: evaluation_section(m.get("evaluate"), inputs.plots, m.get("train")),
+            lambda: evaluation_section(inputs.summary(EvaluateSummary), inputs.plots, train),
             errors,
         ),
         "changes": _guard(
@@ -100,6 +122,10 @@ def build_context(inputs: Inputs) -> dict[str, Any]:
         ),
         "lineage": _guard("lineage", lambda: lineage_section(inputs.lock), errors),
     }
+    for name, stage in SECTION_STAGE.items():  # an invalid summary: why, where it would be
+        if stage in inputs.metrics_errors and not sections[name].get("available"):
+            why = inputs.metrics_errors[stage]
+            sections[name] = {**sections[name], **_missing(stage, error=why)}
     return {
         "title": "Pipeline run report",
         "toc": SECTIONS,
@@ -192,11 +218,16 @@ def run_identity(now: datetime | None = None) -> dict[str, Any]:
 def load_inputs() -> Inputs:
     """Read every input of the report that exists, relative to the current directory."""
     params = read_yaml(Path("params.yaml"))
-    metrics = {}
+    metrics, metrics_errors = {}, {}
     for path in sorted(METRICS_DIR.glob("*.json")) if METRICS_DIR.is_dir() else []:
-        data = read_json(path)
-        if data is not None and path.stem != "report":
-            metrics[path.stem] = data
+        if path.stem == "report":
+            continue
+        summary, why = load_summary(path)
+        if summary is None:
+            print(f"report: WARNING {why}; treated as missing", file=sys.stderr)
+            metrics_errors[path.stem] = why or "unreadable"
+        else:
+            metrics[path.stem] = summary
     lock = read_lock(".") or None
     diff, why = metrics_diff("HEAD")
     plots = {}
@@ -207,6 +238,7 @@ def load_inputs() -> Inputs:
     return Inputs(
         params=params,
         metrics=metrics,
+        metrics_errors=metrics_errors,
         metrics_diff=diff,
         metrics_diff_note=why,
         validation=read_json(VALIDATION_RESULTS),

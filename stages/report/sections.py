@@ -9,6 +9,15 @@ from typing import Any
 import pandas as pd
 
 from stages.lib.dvclock import entry_hash, hash_name, param_leaves, shown_params
+from stages.lib.summaries import (
+    AnonymizeSummary,
+    AugmentSummary,
+    DPReport,
+    Risk,
+    SplitSummary,
+    Summary,
+    TrainSummary,
+)
 from stages.report.common import (
     PIPELINE,
     RUN_DEFAULTS,
@@ -33,12 +42,13 @@ from stages.report.plots import (
 def identity_section(inputs: Inputs) -> dict[str, Any]:
     """When, which commit (and whether the tree was dirty), versions, device, seeds, params."""
     run = {**RUN_DEFAULTS, **inputs.run}
-    train = inputs.metrics.get("train", {})
+    train = inputs.summary(TrainSummary)
     leaves = param_leaves(inputs.params)
     seeds = {k: v for k, v in leaves.items() if k.endswith("seed") and _num(v) is not None}
     for stage, m in inputs.metrics.items():  # seeds a stage recorded that params do not hold
-        if _num(m.get("seed")) is not None and not any(k.startswith(f"{stage}.") for k in seeds):
-            seeds[f"{stage}.seed"] = m["seed"]
+        seed = getattr(m, "seed", None)  # split's (a string), augment's and train's
+        if _num(seed) is not None and not any(k.startswith(f"{stage}.") for k in seeds):
+            seeds[f"{stage}.seed"] = seed
     device = _device(train) if train else None
     rows = [
         ("Generated", run.get("generated_at", "—")),
@@ -47,15 +57,15 @@ def identity_section(inputs: Inputs) -> dict[str, Any]:
         ("Prefect flow run", run.get("prefect_flow_run") or "— (not run by Prefect)"),
         (
             "Training device",
-            f"{device} ({train.get('precision', '?')})" if device else "— (train not run yet)",
+            f"{device} ({train.precision})" if train and device else "— (train not run yet)",
         ),
         ("Report host", run.get("host", "—")),
         ("Seeds", ", ".join(f"{k} = {int(v)}" for k, v in sorted(seeds.items())) or "—"),
         ("Params digest", f"sha256:{digest(inputs.params, 16)} (params.yaml, canonical JSON)"),
     ]
-    anon = inputs.metrics.get("anonymize", {})
-    if anon.get("key_id"):
-        rows.append(("Pseudonymisation key id", str(anon["key_id"])))
+    anon = inputs.summary(AnonymizeSummary)
+    if anon and anon.key_id:
+        rows.append(("Pseudonymisation key id", anon.key_id))
     return {
         "available": True,
         "rows": rows,
@@ -64,46 +74,34 @@ def identity_section(inputs: Inputs) -> dict[str, Any]:
     }
 
 
-def accounting_section(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def accounting_section(metrics: dict[str, Summary]) -> dict[str, Any]:
     """Rows in/out/quarantined/duplicates/added per stage, reasons, and the flow picture."""
     rows = []
     for stage in [s for s in PIPELINE if s in metrics] + sorted(set(metrics) - set(PIPELINE)):
         m = metrics[stage]
-
-        def count(key: str, m: dict[str, Any] = m) -> int | None:
-            x = _num(m.get(key))
-            return None if x is None else int(x)
-
-        r = {
-            "stage": stage,
-            "rows_in": count("rows_in"),
-            "rows_out": count("rows_out"),
-            "rows_quarantined": count("rows_quarantined") or 0,
-            "duplicates": count("duplicates") or 0,
-            "rows_added": count("rows_added") or 0,
-            "duration_s": _num(m.get("duration_s")),
-            "peak_memory_mb": _num(m.get("peak_memory_mb")),
-            "reasons": {
-                str(k): int(_num(v) or 0) for k, v in _dict(m.get("quarantined_by_reason")).items()
-            },
-        }
-        if None not in (r["rows_in"], r["rows_out"]):
-            balance = (
-                r["rows_out"] + r["rows_quarantined"] + r["duplicates"] - r["rows_added"]
-            ) - r["rows_in"]
-            r["balanced"] = balance == 0
-        else:
-            r["balanced"] = None
-        rows.append(r)
+        accounted = m.rows_out + m.rows_quarantined + m.duplicates - m.rows_added
+        rows.append(
+            {
+                "stage": stage,
+                "rows_in": m.rows_in,
+                "rows_out": m.rows_out,
+                "rows_quarantined": m.rows_quarantined,
+                "duplicates": m.duplicates,
+                "rows_added": m.rows_added,
+                "duration_s": _num(m.duration_s),
+                "peak_memory_mb": _num(m.peak_memory_mb),
+                "reasons": dict(m.quarantined_by_reason),
+                "balanced": accounted == m.rows_in,
+            }
+        )
     missing = [s for s in PIPELINE if s not in metrics]
     if not rows:
         return {"available": False, "note": "No stage has run yet.", "missing": missing}
-    drawable = [r for r in rows if r["rows_in"] is not None and r["rows_out"] is not None]
     return {
         "available": True,
         "rows": rows,
         "missing": missing,
-        "figure": plot_row_flow(drawable) if drawable else None,
+        "figure": plot_row_flow(rows),
         "total_quarantined": sum(r["rows_quarantined"] for r in rows),
         "total_duplicates": sum(r["duplicates"] for r in rows),
     }
@@ -172,19 +170,19 @@ def _describe_args(kwargs: dict[str, Any]) -> str:
 
 
 def privacy_section(
-    anon: dict[str, Any] | None, scan: dict[str, Any] | None, params: dict[str, Any]
+    anon: AnonymizeSummary | None, scan: dict[str, Any] | None, params: dict[str, Any]
 ) -> dict[str, Any]:
     """Identifier columns and their policies, entities replaced, the scan, k and unique share.
 
-    `anon` is metrics/anonymize.json and `scan` reports/privacy/scan.json, read by the keys
-    stages/anonymize.py writes (its summary's extra and anon_scan.scan_report).
+    `anon` is metrics/anonymize.json and `scan` reports/privacy/scan.json (anon_scan.scan_report;
+    without it, the verdict anonymize recorded).
     """
     columns = _dict(_dict(params.get("schema")).get("columns"))
     configured = _dict(_dict(params.get("anonymize")).get("policies"))
     section: dict[str, Any] = {
-        "policies": _policy_rows(columns, configured, _dict((anon or {}).get("policies"))),
+        "policies": _policy_rows(columns, configured, anon.policies if anon else {}),
         "available": anon is not None,
-        "scan": scan_summary(_dict(scan) or _dict((anon or {}).get("scan"))),
+        "scan": scan_summary(_dict(scan) or (anon.scan.model_dump() if anon else {})),
     }
     if anon is None:
         section["note"] = (
@@ -193,16 +191,12 @@ def privacy_section(
             else "Stage 'anonymize' not run yet: the policies shown are those configured."
         )
         return section
-    entity_rows, totals = _entity_rows(_dict(anon.get("entity_counts")))
-    after = _dict(anon.get("risk_after_suppression"))
-    before = _dict(anon.get("risk_before_suppression"))
-    k_threshold = _num(anon.get("k_threshold"))
-    hist = after.get("histogram") or before.get("histogram")
-    hist = [h for h in hist if isinstance(h, Mapping)] if isinstance(hist, list) else []
-    quasi_recorded = anon.get("quasi_identifiers")
+    entity_rows, totals = _entity_rows(anon.entity_counts)
+    before, after = anon.risk_before_suppression, anon.risk_after_suppression
+    hist = after.histogram or before.histogram
     section.update(
         {
-            "key_id": anon.get("key_id"),
+            "key_id": anon.key_id,
             "entities": entity_rows,
             "entity_totals": dict(sorted(totals.items(), key=lambda kv: -kv[1])),
             "entity_figure": plot_grouped_bars(
@@ -214,15 +208,11 @@ def privacy_section(
             )
             if totals
             else None,
-            "quasi_identifiers": [str(q) for q in quasi_recorded]
-            if isinstance(quasi_recorded, list)
-            else [n for n, c in columns.items() if _dict(c).get("quasi")],
-            "k_threshold": int(k_threshold) if k_threshold is not None else None,
+            "quasi_identifiers": list(anon.quasi_identifiers),
+            "k_threshold": anon.k_threshold,
             "risk": _risk_rows(before, after),
-            "suppressed": int(_num(anon.get("rows_quarantined")) or 0),
-            "class_size_figure": plot_class_sizes(hist, int(k_threshold) if k_threshold else None)
-            if hist
-            else None,
+            "suppressed": anon.rows_quarantined,
+            "class_size_figure": plot_class_sizes(hist, anon.k_threshold or None) if hist else None,
         }
     )
     return section
@@ -256,28 +246,24 @@ def _policy_rows(
     return rows
 
 
-def _entity_rows(counts: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+def _entity_rows(
+    counts: dict[str, dict[str, int]],
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """anonymize's `entity_counts` ({column: {entity: n}}) as sorted rows, and totals by
     entity."""
     rows, totals = [], {}
     for col, by_type in counts.items():
-        for etype, n in _dict(by_type).items():
-            rows.append({"column": col, "entity": etype, "count": int(_num(n) or 0)})
-            totals[etype] = totals.get(etype, 0) + int(_num(n) or 0)
+        for etype, n in by_type.items():
+            rows.append({"column": col, "entity": etype, "count": n})
+            totals[etype] = totals.get(etype, 0) + n
     return sorted(rows, key=lambda r: (r["column"], r["entity"])), totals
 
 
-def _risk_rows(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
+def _risk_rows(before: Risk, after: Risk) -> list[dict[str, Any]]:
     """k, unique share and classes before and after suppression (anon_risk.risk_report)."""
     return [
-        {
-            "when": label,
-            "k": risk.get("k"),
-            "unique_share": risk.get("unique_share"),
-            "classes": risk.get("classes"),
-        }
+        {"when": label, "k": risk.k, "unique_share": risk.unique_share, "classes": risk.classes}
         for label, risk in (("before suppression", before), ("after suppression", after))
-        if risk
     ]
 
 
@@ -317,32 +303,33 @@ def _policy_text(policy: Any) -> str:
     return str(policy)
 
 
-def split_balance(split: dict[str, Any] | None) -> dict[str, Any]:
+def split_balance(split: SplitSummary | None) -> dict[str, Any]:
     """split's class_balance ({split: {rows, classes: {class: {rows, share}}}}) as one row per
     class and one column per split, so that many classes make the table longer, not wider."""
-    per_split = _dict((split or {}).get("class_balance"))
+    per_split = split.class_balance if split else {}
     order = {"train": 0, "val": 1, "test": 2}  # metrics JSON has its keys sorted
     names = sorted(per_split, key=lambda s: (order.get(s, 3), s))
-    totals = {s: int(_num(_dict(per_split[s]).get("rows")) or 0) for s in names}
+    totals = {s: per_split[s].rows for s in names}
     classes: list[str] = []
     for s in names:
-        classes += [c for c in _dict(_dict(per_split[s]).get("classes")) if c not in classes]
+        classes += [c for c in per_split[s].classes if c not in classes]
     rows = []
     for c in classes:
         cells = []
         for s in names:
-            n = int(_num(_dict(_dict(_dict(per_split[s]).get("classes")).get(c)).get("rows")) or 0)
+            share = per_split[s].classes.get(c)
+            n = share.rows if share else 0
             cells.append({"rows": n, "share": n / totals[s] if totals[s] else None})
         rows.append({"class": c, "cells": cells})
-    found = _dict((split or {}).get("feature_duplicates"))
+    found = split.feature_duplicates if split else {}
     duplicates = {s: found[s] for s in sorted(found, key=lambda s: (order.get(s, 3), s))}
     return {"names": names, "totals": totals, "rows": rows, "feature_duplicates": duplicates}
 
 
 def augmentation_section(
-    augment: dict[str, Any] | None, split: dict[str, Any] | None
+    augment: AugmentSummary | None, split: SplitSummary | None
 ) -> dict[str, Any]:
-    """Class balance per split, and before and after augmentation (the keys the stages write)."""
+    """Class balance per split, and before and after augmentation."""
     balance = split_balance(split)
     section: dict[str, Any] = {
         "available": augment is not None,
@@ -352,14 +339,12 @@ def augmentation_section(
     if augment is None:
         section["note"] = "Stage 'augment' not run yet."
         return section
-    before = _dict(augment.get("class_counts_before"))
-    after = _dict(augment.get("class_counts_after"))
+    before, after = augment.class_counts_before, augment.class_counts_after
     classes = list(dict.fromkeys([*before, *after]))
-    tb = sum(int(_num(v) or 0) for v in before.values())
-    ta = sum(int(_num(v) or 0) for v in after.values())
+    tb, ta = sum(before.values()), sum(after.values())
     rows = []
     for c in classes:
-        b, a = int(_num(before.get(c)) or 0), int(_num(after.get(c)) or 0)
+        b, a = before.get(c, 0), after.get(c, 0)
         rows.append(
             {
                 "class": c,
@@ -370,17 +355,20 @@ def augmentation_section(
                 "share_after": a / ta if ta else None,
             }
         )
-    short = _dict(augment.get("short_of_target"))
+    short = augment.short_of_target
     section.update(
         {
             "rows": rows,
-            "method": augment.get("balance", "—"),
-            "seed": augment.get("seed"),
-            "rows_added": int(_num(augment.get("rows_added")) or 0),
-            "weights": _dict(augment.get("class_weights")),
-            "max_copies_per_row": augment.get("max_copies_per_row"),
-            "most_copies_of_one_row": augment.get("most_copies_of_one_row"),
-            "short_of_target": {"target": short.get("target"), "rows": _dict(short.get("rows"))},
+            "method": augment.balance,
+            "seed": augment.seed,
+            "rows_added": augment.rows_added,
+            "weights": dict(augment.class_weights or {}),
+            "max_copies_per_row": augment.max_copies_per_row,
+            "most_copies_of_one_row": augment.most_copies_of_one_row,
+            "short_of_target": {
+                "target": short.target if short else None,
+                "rows": dict(short.rows) if short else {},
+            },
             "figure": plot_grouped_bars(
                 [str(c) for c in classes],
                 {
@@ -399,38 +387,41 @@ def augmentation_section(
     return section
 
 
-def _dp_text(train: dict[str, Any]) -> str:
+def _dp_text(dp: DPReport) -> str:
     """train's differential-privacy record (metrics/train.json `dp`) in a few words."""
-    dp = _dict(train.get("dp"))
-    if not dp.get("enabled"):
+    if not dp.enabled:
         return "DP off"
     return (
-        f"DP-SGD: ε = {fmt(dp.get('epsilon'), 2)} spent, δ = {dp.get('delta')}, "
-        f"clipping norm {fmt(dp.get('max_grad_norm'), 2)}, "
-        f"noise multiplier {fmt(dp.get('noise_multiplier'), 3)}"
+        f"DP-SGD: ε = {fmt(dp.epsilon, 2)} spent, δ = {dp.delta}, "
+        f"clipping norm {fmt(dp.max_grad_norm, 2)}, "
+        f"noise multiplier {fmt(dp.noise_multiplier, 3)}"
     )
 
 
-def training_section(train: dict[str, Any] | None, curve: pd.DataFrame | None) -> dict[str, Any]:
+def _train_facts(train: TrainSummary) -> list[tuple[str, str]]:
+    """The training run's facts, in the order the section lists them."""
+    return [
+        ("Device", _device(train)),
+        ("Precision", train.precision),
+        ("Epochs run", fmt(train.epochs_run)),
+        ("Optimizer steps", fmt(train.steps)),
+        ("Batch size", fmt(train.batch_size)),
+        ("Learning rate", fmt(train.lr, 5)),
+        ("Best validation loss", fmt(train.best_val_loss)),
+        ("Best validation accuracy", pct(train.best_val_accuracy, 2)),
+        ("Training time", f"{fmt(train.train_time_s, 1)} s"),
+        ("Throughput", f"{fmt(train.samples_per_s, 0)} samples/s"),
+        ("Rows trained on", fmt(train.rows_in)),
+        ("Seed", str(train.seed)),
+        ("Differential privacy", _dp_text(train.dp)),
+    ]
+
+
+def training_section(train: TrainSummary | None, curve: pd.DataFrame | None) -> dict[str, Any]:
     """Device, time, throughput, differential privacy and the loss/accuracy curves."""
     if train is None and curve is None:
         return _missing("train")
-    train = train or {}
-    facts = [
-        ("Device", _device(train)),
-        ("Precision", train.get("precision", "—")),
-        ("Epochs run", fmt(train.get("epochs_run"))),
-        ("Optimizer steps", fmt(train.get("steps"))),
-        ("Batch size", fmt(train.get("batch_size"))),
-        ("Learning rate", fmt(train.get("lr"), 5)),
-        ("Best validation loss", fmt(train.get("best_val_loss"))),
-        ("Best validation accuracy", pct(train.get("best_val_accuracy"), 2)),
-        ("Training time", f"{fmt(train.get('train_time_s'), 1)} s"),
-        ("Throughput", f"{fmt(train.get('samples_per_s'), 0)} samples/s"),
-        ("Rows trained on", fmt(train.get("rows_in"))),
-        ("Seed", str(train["seed"]) if train.get("seed") is not None else "—"),
-        ("Differential privacy", _dp_text(train) if train else "—"),
-    ]
+    facts = _train_facts(train) if train else []
     figure = None
     if curve is not None and len(curve) and {"train_loss", "val_loss"} & set(curve.columns):
         figure = plot_training(curve)
@@ -442,12 +433,12 @@ def training_section(train: dict[str, Any] | None, curve: pd.DataFrame | None) -
     }
 
 
-def _device(train: dict[str, Any]) -> str:
+def _device(train: TrainSummary) -> str:
     """The device trained on: its name, and its type where the name does not say it."""
-    name, kind = train.get("device_name"), train.get("device")
-    if name and kind and str(kind) not in str(name):
+    name, kind = train.device_name, train.device
+    if name and kind and kind not in name:
         return f"{name} ({kind})"
-    return str(name or kind or "—")
+    return name or kind or "—"
 
 
 def changes_section(
