@@ -9,6 +9,7 @@ import time
 import pandas as pd
 import pytest
 
+from stages.lib import summaries as sm
 from tests.conftest import project_copy, venv_env
 from tests.test_report_browser import CHROMIUM, check, inspect_page
 
@@ -21,6 +22,12 @@ def test_dvc_repro_then_noop(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
     m = {p.stem: json.loads(p.read_text()) for p in (repo / "metrics").glob("*.json")}
+    # Every summary is its stage's model (stages/lib/summaries.py) and re-dumps to the same JSON.
+    assert set(m) == set(sm.SUMMARIES)
+    for p in sorted((repo / "metrics").glob("*.json")):
+        model = sm.read_summary(p)
+        assert type(model) is sm.SUMMARIES[p.stem]
+        assert json.dumps(sm.dump(model), sort_keys=True) == json.dumps(m[p.stem], sort_keys=True)
     assert m["clean"]["rows_in"] == m["ingest"]["rows_out"] > 0
     for stage in ("clean", "anonymize", "split", "augment"):
         s = m[stage]

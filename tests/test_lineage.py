@@ -19,6 +19,7 @@ import yaml
 
 from stages import lineage
 from tests.conftest import params, project_copy, run_module, source_frame, venv_env
+from tests.test_report import train_fields
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +56,13 @@ else:
     Path("models").mkdir(exist_ok=True)
     Path("models/model.pt").write_text(json.dumps({"rows": rows}))
     Path("metrics").mkdir(exist_ok=True)
-    Path("metrics/train.json").write_text(json.dumps({"device": "cpu", "seed": 7, "rows": rows}))
+    # train's summary through its model, as the real stage writes it (the project copy's code).
+    sys.path.insert(0, str(Path.cwd()))
+    from stages.lib.summaries import TrainFields
+    from stages.lib.summary import StageSummary
+
+    fields = TrainFields.model_validate_json(Path("toy/train_fields.json").read_text())
+    StageSummary("train", rows, rows, fields=fields).write()
 """
 
 
@@ -90,6 +97,7 @@ def project(tmp_path_factory) -> Path:
     _batch(root / "data/sample/customers_batch1.csv.gz", "C", 60, bad_row=3)
     (root / "toy").mkdir()
     (root / "toy/downstream.py").write_text(DOWNSTREAM)
+    (root / "toy/train_fields.json").write_text(train_fields(seed=7).model_dump_json())
     dag = yaml.safe_load((root / "dvc.yaml").read_text())
     keep = {k: dag["stages"][k] for k in ("ingest", "clean", "validate")}
     keep["split"] = {
@@ -158,7 +166,7 @@ def test_run_records(project):
     assert second["packages"]["dvc"] and second["packages"]["python"]
     lock_text = (project / "dvc.lock").read_text()
     assert second["dvc_lock_sha256"] == hashlib.sha256(lock_text.encode()).hexdigest()
-    assert second["metrics"]["metrics/train.json"]["rows"] > 0
+    assert second["metrics"]["metrics/train.json"]["rows_in"] > 0
     assert len(second["batches"]) == 2 and second["key_id"]
 
 

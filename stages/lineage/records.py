@@ -9,9 +9,10 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -19,7 +20,18 @@ from stages.lib import runinfo
 from stages.lib.digest import text_sha256
 from stages.lib.dvccli import dvc_json
 from stages.lib.dvclock import LOCK, entry_hash, lock_outputs, lock_stages, read_yaml
+from stages.lib.summaries import (
+    METRICS_DIR,
+    STAGE_OF,
+    IngestBatch,
+    IngestSummary,
+    Summary,
+    TrainSummary,
+    load_summary,
+)
 from stages.lineage.ledger import metrics_files, stage_digests
+
+S = TypeVar("S", bound=Summary)
 
 RECORDS = Path("lineage/runs.jsonl")
 
@@ -38,6 +50,22 @@ def read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def stage_summary(root: Path, model: type[S]) -> S | None:
+    """metrics/<stage>.json through the stage's model; None when missing, or invalid (why on
+    stderr: lineage answers without it rather than guess at its keys)."""
+    path = root / METRICS_DIR / f"{STAGE_OF[model]}.json"
+    found, why = load_summary(path, STAGE_OF[model])
+    if found is None and path.exists():
+        print(f"lineage: WARNING {why}; read as missing", file=sys.stderr)
+    return found if isinstance(found, model) else None
+
+
+def ingest_batches(root: Path) -> list[IngestBatch]:
+    """The batch files ingest recorded (metrics/ingest.json); [] when it has none to read."""
+    ingest = stage_summary(root, IngestSummary)
+    return list(ingest.batches) if ingest else []
 
 
 def headline_metrics(root: Path, lock: dict) -> dict[str, dict]:
@@ -94,7 +122,7 @@ def make_run_record(
     previous = read_records(root)
     last = (previous[-1].get("stages") or {}) if previous else {}
     digests = stage_digests(lock)
-    train, ingest = read_json(root / "metrics/train.json"), read_json(root / "metrics/ingest.json")
+    train, ingest = stage_summary(root, TrainSummary), stage_summary(root, IngestSummary)
     params = read_yaml(root / "params.yaml")
     ident = runinfo.run_identity(root, [*lock_outputs(lock), str(RECORDS)])
     record = {
@@ -116,10 +144,10 @@ def make_run_record(
         },
         "packages": ident["packages"],
         "platform": ident["platform"],
-        "device": _find_value([train], "device"),
-        "seed": _find_value([train, params.get("train") or {}, params], "seed"),
-        "key_id": ingest.get("key_id"),
-        "batches": [b.get("batch") for b in ingest.get("batches") or []],
+        "device": train.device if train else None,
+        "seed": train.seed if train else _find_value([params.get("train") or {}, params], "seed"),
+        "key_id": ingest.key_id if ingest else None,
+        "batches": [b.batch for b in ingest.batches] if ingest else [],
         "metrics": headline_metrics(root, lock),
     }
     if extra:

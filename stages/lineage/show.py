@@ -8,6 +8,7 @@ from typing import Any
 
 from stages.lib.digest import text_sha256
 from stages.lib.dvclock import LOCK, lock_outputs, lock_stages, read_lock, shown_params
+from stages.lib.summaries import METRICS_DIR
 from stages.lineage.ledger import (
     default_target,
     producing_record,
@@ -15,7 +16,7 @@ from stages.lineage.ledger import (
     stage_chain,
     stage_entry,
 )
-from stages.lineage.records import read_json, read_records, run_summary
+from stages.lineage.records import ingest_batches, read_records, run_summary
 
 
 def _with_runs(stages: list[dict], records: list[dict]) -> list[dict]:
@@ -40,11 +41,9 @@ def describe(root: Path | str = ".", target: str | None = None) -> dict:
         )
     records = read_records(root)
     _with_runs(chain, records)
-    batches = []
-    for stage in chain:
-        for out in stage["outputs"]:
-            if out["path"].endswith(".json"):
-                batches += read_json(root / out["path"]).get("batches") or []
+    ingest_json = (METRICS_DIR / "ingest.json").as_posix()
+    in_chain = any(out["path"] == ingest_json for stage in chain for out in stage["outputs"])
+    batches = [b.model_dump() for b in ingest_batches(root)] if in_chain else []
     checks = [
         stage_entry(n, lock_stages(lock)[n], lock)
         for n in side_checks(lock, [s["stage"] for s in chain])
@@ -115,10 +114,7 @@ def format_show(info: dict) -> str:
     lines = [f"Lineage of {info['target']}  (dvc.lock sha256 {info['dvc_lock_sha256'][:12]})", ""]
     lines.append("Raw batches:")
     for b in info["raw_batches"] or []:
-        lines.append(
-            f"  {b.get('batch')}  {b.get('file')}  sha256 {str(b.get('sha256'))[:12]}  "
-            f"{b.get('rows')} rows"
-        )
+        lines.append(f"  {b['batch']}  {b['file']}  sha256 {b['sha256'][:12]}  {b['rows']} rows")
     if not info["raw_batches"]:
         lines.append("  (no batch list in the chain's metrics)")
     for i, s in enumerate(info["stages"] + info.get("checks", []), 1):

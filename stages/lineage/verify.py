@@ -22,9 +22,10 @@ from stages.lib.dvclock import (
     read_yaml,
     under,
 )
+from stages.lib.summaries import IngestBatch
 from stages.lineage.hashing import file_changes, hash_path, recorded_files, sha256
 from stages.lineage.ledger import is_code, params_diff, producer_of
-from stages.lineage.records import read_json
+from stages.lineage.records import ingest_batches
 from stages.lineage.show import short
 
 
@@ -75,22 +76,22 @@ def _params_problems(root: Path, stage: str, entry: dict, now: dict[str, dict]) 
     return problems
 
 
-def _batch_problem(root: Path, batch: dict, problems: list[dict]) -> dict | None:
+def _batch_problem(root: Path, batch: IngestBatch, problems: list[dict]) -> dict | None:
     """A raw batch that is missing or whose SHA-256 differs from metrics/ingest.json."""
-    rel = str(batch.get("file"))
+    rel = batch.file
     path = root / rel
     if not path.exists():
         if any(p["path"] == rel for p in problems):
             return None  # already named as a missing source
         return {"stage": "ingest", "kind": "raw batch", "path": rel, "change": "missing"}
-    if sha256(path) == batch.get("sha256"):
+    if sha256(path) == batch.sha256:
         return None
     return {
         "stage": "ingest",
         "kind": "raw batch",
         "path": rel,
         "change": "altered",
-        "note": f"SHA-256 differs from batch {batch.get('batch')} in metrics/ingest.json",
+        "note": f"SHA-256 differs from batch {batch.batch} in metrics/ingest.json",
     }
 
 
@@ -127,9 +128,9 @@ def verify(root: Path | str = ".", full: bool = False) -> dict:
     problems, checked, seen = _check_stages(root, lock, full)
     # The raw batch files: ingest recorded their SHA-256; where they were hashed above (MD5
     # against dvc.lock), their SHA-256 is re-checked only in --full mode.
-    batches = read_json(root / "metrics/ingest.json").get("batches") or []
+    batches = ingest_batches(root)
     for b in batches:
-        if not full and any(under(str(b.get("file")), s) for s in seen):
+        if not full and any(under(b.file, s) for s in seen):
             continue  # hashed above (a dependency, or inside one) against dvc.lock
         checked += 1
         problem = _batch_problem(root, b, problems)

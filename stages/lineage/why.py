@@ -23,7 +23,7 @@ from stages.lib.dvclock import (
 )
 from stages.lineage.hashing import file_changes, hash_path, recorded_files, sha256
 from stages.lineage.ledger import downstream, is_code, params_diff, producer_of
-from stages.lineage.records import read_json
+from stages.lineage.records import ingest_batches
 from stages.lineage.show import short
 
 
@@ -91,8 +91,7 @@ def _path_cause(root: Path, entry: dict, what: str, path: str, state: str) -> di
 
 def _batch_dir_changes(root: Path, path: str) -> list[dict]:
     """New, missing or altered batch files under a source directory, against metrics/ingest.json."""
-    batches = read_json(root / "metrics/ingest.json").get("batches") or []
-    recorded = {b["file"]: b.get("sha256") for b in batches if under(str(b.get("file")), path)}
+    recorded = {b.file: b.sha256 for b in ingest_batches(root) if under(b.file, path)}
     base = root / path
     current = {
         p.relative_to(root).as_posix(): p
