@@ -15,11 +15,14 @@ from stages.lib.features import column_policies, feature_spec
 from stages.lib.io import read_dataset, write_dataset
 from stages.lib.params import ParamsError, load_params, section
 from stages.lib.schema import BATCH, RECORD_ID, SOURCE_FILE, SOURCE_ROW, load_schema
+from tests.conftest import anon_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = load_params(ROOT / "params.yaml")
 SCHEMA = load_schema(PARAMS)
-SPEC = feature_spec(SCHEMA, column_policies(SCHEMA, PARAMS["anonymize"]["policies"]))
+SPEC = feature_spec(
+    SCHEMA, column_policies(SCHEMA, anon_config(PARAMS["anonymize"]["policies"]).policies)
+)
 BOUNDS = aug.numeric_bounds(SCHEMA, SPEC.numeric)
 WORDS = ["paid", "on", "time", "asked", "about", "the", "loan", "moved", "house", "客户", "满意"]
 

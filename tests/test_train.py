@@ -28,6 +28,7 @@ from stages.lib.model import (
 )
 from stages.lib.schema import load_schema
 from stages.train import TrainConfig, fit
+from tests.conftest import anon_config
 
 SMALL = TrainConfig(
     seed=7,
@@ -57,7 +58,9 @@ def schema_params(columns: dict) -> dict:
 
 def spec_of(params: dict):
     schema = load_schema(params)
-    return feature_spec(schema, column_policies(schema, params["anonymize"]["policies"]))
+    return feature_spec(
+        schema, column_policies(schema, anon_config(params["anonymize"]["policies"]).policies)
+    )
 
 
 def frame(n: int, seed: int) -> pd.DataFrame:
