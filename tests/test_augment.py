@@ -52,8 +52,19 @@ def make_split(n: int = 400, positive_share: float = 0.2, seed: int = 0) -> pa.T
     return pa.table(cols)
 
 
+TEXT = {"p_delete": 0.1, "p_swap": 0.1, "p_char_noise": 0.02}
+
+
 def config(**kw) -> aug.AugmentConfig:
-    base = {"seed": 7, "balance": "oversample", "target_ratio": 1.0, "numeric_jitter": 0.05}
+    base = {
+        "seed": 7,
+        "balance": "oversample",
+        "target_ratio": 1.0,
+        "extra_fraction": 0.0,
+        "max_copies_per_row": 5,
+        "text": TEXT,
+        "numeric_jitter": 0.05,
+    }
     return section(aug.AugmentConfig, "augment", {"augment": {**base, **kw}})
 
 
@@ -194,7 +205,7 @@ def test_config_is_checked():
     with pytest.raises(ParamsError):
         config(balance="smote")
     with pytest.raises(ParamsError):
-        config(text={"p_delete": 1.5})
+        config(text={**TEXT, "p_delete": 1.5})
 
 
 def test_stage_reads_only_the_training_split(tmp_path, monkeypatch):

@@ -452,18 +452,20 @@ def parse_params(raw: Mapping[str, Any], where: str = "params.yaml") -> Pipeline
 
 
 def pipeline_params(path: Path | str = PARAMS_FILE) -> PipelineParams:
-    """params.yaml (relative to the working directory) as PipelineParams, loaded and checked
-    once per process: again only when the file changed (tests write new ones)."""
-    path = Path(path)
+    """params.yaml (relative to the working directory) as PipelineParams, parsed and checked
+    once per process: again only when the file's modification time or size changed (tests
+    write new ones)."""
+    path = Path(path).resolve()
     try:
-        stamp = path.resolve().stat().st_mtime_ns
+        stat = path.stat()
+        stamp: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
     except FileNotFoundError:
         stamp = None  # load_params says what is missing
-    return _cached(str(path.resolve()), stamp)
+    return _cached(str(path), stamp)
 
 
 @functools.lru_cache(maxsize=8)
-def _cached(path: str, stamp: int | None) -> PipelineParams:
+def _cached(path: str, stamp: tuple[int, int] | None) -> PipelineParams:
     return parse_params(load_params(path), Path(path).name)
 
 
