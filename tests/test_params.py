@@ -347,3 +347,16 @@ def test_plain_gives_cache_key_parts() -> None:
 def test_config_module_does_not_load_torch() -> None:
     code = "import sys, stages.lib.config; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_stages_read_params_only_through_pipeline_params() -> None:
+    """No stage module loads params.yaml as a dict or builds a section of its own (issue 15):
+    stages.lib.config is the one reader (stages.lib.schema's load_schema serves it)."""
+    readers = {"stages/lib/params.py", "stages/lib/config.py", "stages/lib/schema.py"}
+    offenders = [
+        f"{path.relative_to(ROOT)}: {call}"
+        for path in sorted([*ROOT.glob("stages/*.py"), *ROOT.glob("stages/lib/*.py")])
+        if path.relative_to(ROOT).as_posix() not in readers
+        for call in re.findall(r"\b(load_params\(|section\(\w+Config)", path.read_text())
+    ]
+    assert not offenders, offenders
