@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.adult import generalize, load_adult
+from stages.lib.config import pipeline_params
 from stages.lib.features import FeatureSpec, Policy, column_policies, feature_spec
 from stages.lib.model import (
     Predictor,
@@ -43,8 +44,6 @@ from stages.lib.model import (
     fit_preprocessor,
     transform,
 )
-from stages.lib.params import load_params, section
-from stages.lib.schema import load_schema
 from stages.train import TrainConfig, fit
 
 
@@ -348,11 +347,10 @@ def main() -> None:
     seed_epochs = args.seed_epochs or (2 if args.quick else 30)
     seed_patience = 2 if args.quick else 4
 
-    params = load_params()
-    cfg = section(TrainConfig, "train", params)
-    cfg = dataclasses.replace(cfg, device=args.device, compile=args.compile, resume=False)
-    schema = load_schema(params)
-    policies = column_policies(schema, params["anonymize"]["policies"])
+    p = pipeline_params()
+    cfg = dataclasses.replace(p.train, device=args.device, compile=args.compile, resume=False)
+    schema = p.schema
+    policies = column_policies(schema, p.anonymize.policies)
     spec = feature_spec(schema, policies)
     device = pick_device(args.device)
     frames = load_adult(adult)

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.runner import Runner
 
@@ -48,9 +47,9 @@ def cron_from_params(repo_root: str | Path) -> str | None:
     path = Path(repo_root) / "params.yaml"
     if not path.is_file():
         return None
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    cron = (data.get("orchestration") or {}).get("cron")
-    return str(cron) if cron else None
+    from stages.lib.config import pipeline_params  # lazy: deploy --help stays light
+
+    return pipeline_params(path).orchestration.cron
 
 
 def build_deployments(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,12 @@ from stages.lib.anon_passes import class_sizes_of, profile_pass, release, scan_p
 from stages.lib.anon_policies import describe_policy
 from stages.lib.anon_risk import check_not_all_suppressed, risk_report, sizes_of
 from stages.lib.anon_scan import check_mislabelled, scan_report
+from stages.lib.config import AnonymizeConfig, pipeline_params
 from stages.lib.errors import GateFailure, run_stage
 from stages.lib.features import column_policies
 from stages.lib.io import AtomicDir, partition_names, write_json_atomic
-from stages.lib.params import ParamsError, load_params, section
 from stages.lib.partitions import code_digest
-from stages.lib.schema import BATCH, Schema, load_schema
-from stages.lib.scrub import DEFAULT_MIN_DIGIT_RUN
+from stages.lib.schema import BATCH, Schema
 from stages.lib.summaries import AnonymizeFields, Risk, ScanSummary
 from stages.lib.summary import StageSummary
 
@@ -41,30 +39,6 @@ INPUT = Path("data/clean")
 OUTPUT = Path("data/anon")
 QUARANTINE = Path("data/quarantine_anon")
 SCAN_REPORT = Path("reports/privacy/scan.json")
-
-
-@dataclass(frozen=True)
-class AnonymizeConfig:
-    """The `anonymize` section of params.yaml."""
-
-    policies: dict[str, Any]
-    # Rows in equivalence classes (over the quasi-identifiers) smaller than k are suppressed to
-    # quarantine; null only measures.
-    k: int | None = None
-    # Free text: runs of this many digits or more that no pattern classified are masked as
-    # <NUMBER> (null: off). See params.yaml for what it costs.
-    min_digit_run: int | None = DEFAULT_MIN_DIGIT_RUN
-
-    def __post_init__(self) -> None:
-        if self.k is not None and self.k < 1:
-            raise ParamsError(
-                f"anonymize.k: expected 1 or more (or null to only measure), got {self.k}"
-            )
-        if self.min_digit_run is not None and not 5 <= self.min_digit_run <= 20:
-            raise ParamsError(
-                f"anonymize.min_digit_run: expected 5..20 (or null to switch the rule off), "
-                f"got {self.min_digit_run}"
-            )
 
 
 class ScanFailed(GateFailure):
@@ -89,7 +63,7 @@ def run(
     4. In order: rows of classes smaller than k to quarantine, the rest to data/anon.
     """
     summary = StageSummary("anonymize")
-    policies = column_policies(schema, dict(config.policies))
+    policies = column_policies(schema, config.policies)
     code = code_digest(__file__)
     files = dict(partition_names(input_dir))
     digits = config.min_digit_run
@@ -153,9 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         "(never for real data)",
     )
     args = parser.parse_args(argv)
-    params = load_params()
-    config = section(AnonymizeConfig, "anonymize", params)
-    schema = load_schema(params)
+    p = pipeline_params()
+    config, schema = p.anonymize, p.schema
     if args.demo_key and not os.environ.get(keys.KEY_ENV):
         keys.create_demo_key()
     # run_stage turns a missing key into exit 2 with how to set one.

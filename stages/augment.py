@@ -9,72 +9,24 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from stages.lib.config import AugmentConfig, TextAugment, pipeline_params
 from stages.lib.errors import run_stage
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import read_dataset, split_rows, write_dataset
-from stages.lib.params import ParamsError, load_params, section
-from stages.lib.schema import RECORD_ID, load_schema
+from stages.lib.schema import RECORD_ID
 from stages.lib.summaries import AugmentFields
 from stages.lib.summary import StageSummary
 
 TRAIN_DIR = Path("data/split/train")
 OUT_DIR = Path("data/train_aug")
 AUGMENTED = "_augmented"
-
-
-@dataclass(frozen=True)
-class TextAugment:
-    """Per-token probabilities of the text perturbations."""
-
-    p_delete: float = 0.1  # drop a token
-    p_swap: float = 0.1  # expected share of tokens moved by a random swap
-    p_char_noise: float = 0.02  # per character: drop, double or transpose it
-
-    def __post_init__(self) -> None:
-        for name in ("p_delete", "p_swap", "p_char_noise"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ParamsError(f"augment.text.{name}: {value} is not a probability in [0, 1]")
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """The `augment` section of params.yaml."""
-
-    seed: int = 7
-    # oversample: add perturbed copies of minority-class rows; weights: add nothing and let train
-    # weight the classes (its own class_weights switch); none: no balancing.
-    balance: Literal["oversample", "weights", "none"] = "oversample"
-    # Oversample each class up to this share of the majority class's count (1.0 = equal counts).
-    target_ratio: float = 1.0
-    # Further perturbed copies of randomly drawn rows (any class), as a share of the split.
-    extra_fraction: float = 0.0
-    # The most perturbed copies of one source row, oversampling and extra copies together: a
-    # class of two rows must not become a thousand near-copies of them.
-    max_copies_per_row: int = 5
-    text: TextAugment = field(default_factory=TextAugment)
-    # Relative noise on numeric features of added rows: x * (1 + jitter * N(0, 1)), rounded for
-    # integer columns and clipped to the schema's min/max. Relative, so that zeros (most
-    # capital_gain values) stay zero. 0 turns it off.
-    numeric_jitter: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.target_ratio <= 1.0:
-            raise ParamsError(f"augment.target_ratio: {self.target_ratio} is not in (0, 1]")
-        if self.extra_fraction < 0.0:
-            raise ParamsError(f"augment.extra_fraction: {self.extra_fraction} is negative")
-        if self.numeric_jitter < 0.0:
-            raise ParamsError(f"augment.numeric_jitter: {self.numeric_jitter} is negative")
-        if self.max_copies_per_row < 0:
-            raise ParamsError(f"augment.max_copies_per_row: {self.max_copies_per_row} is negative")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,11 +257,9 @@ def numeric_bounds(schema: Any, columns: tuple[str, ...]) -> dict[str, tuple[Any
 
 def main() -> None:
     """Read the training split, balance and augment it, write data/train_aug/ and a summary."""
-    params = load_params()
-    config = section(AugmentConfig, "augment", params)
-    schema = load_schema(params)
-    spec = feature_spec(schema, column_policies(schema, params["anonymize"]["policies"]))
-    partition_rows = int(params.get("io", {}).get("partition_rows", 100_000))
+    p = pipeline_params()
+    config, schema, partition_rows = p.augment, p.schema, p.io.partition_rows
+    spec = feature_spec(schema, column_policies(schema, p.anonymize.policies))
 
     summary = StageSummary("augment")
     table = read_dataset(TRAIN_DIR)

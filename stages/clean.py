@@ -29,11 +29,11 @@ from stages.lib.clean_rows import (
     superseded,
     unlabelled_batches,
 )
-from stages.lib.coerce import CleanConfig
+from stages.lib.config import CleanConfig, pipeline_params, plain
 from stages.lib.dedup import DedupIndex
 from stages.lib.errors import run_stage
 from stages.lib.io import AtomicDir, file_hash, partition_names, write_parquet
-from stages.lib.params import ParamsError, load_params, section
+from stages.lib.params import ParamsError
 from stages.lib.partitions import (
     RESULT_FILE,
     CacheDir,
@@ -43,7 +43,7 @@ from stages.lib.partitions import (
     digest,
     run_tasks,
 )
-from stages.lib.schema import REASON, Schema, load_schema
+from stages.lib.schema import REASON, Schema
 from stages.lib.summaries import CleanFields
 from stages.lib.summary import StageSummary
 
@@ -166,9 +166,8 @@ def main() -> None:
     result for a partition is reused when that partition and every one before it are unchanged
     (a chained key), so a new batch after the earlier ones costs only its own rows.
     """
-    params = load_params()
-    cfg = section(CleanConfig, "clean", params)
-    schema = load_schema(params)
+    p = pipeline_params()
+    cfg, schema = p.clean, p.schema
     replace = replaces(cfg, schema)
     summary = StageSummary("clean")
     code = code_digest(__file__)
@@ -176,7 +175,7 @@ def main() -> None:
     tasks = [
         PartitionTask(
             name,
-            digest(file_hash(file), params["schema"], params["clean"], code),
+            digest(file_hash(file), plain(schema), plain(cfg), code),
             map_file,
             (file, schema, cfg),
         )

@@ -11,13 +11,14 @@ The pure functions live in stages/lib: eval_metrics.py (scores, curves, calibrat
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from stages.lib.config import EvaluateConfig, GateConfig, pipeline_params
 from stages.lib.errors import run_stage
 from stages.lib.eval_baselines import Baselines, baselines, member_sample, membership_audit
 from stages.lib.eval_metrics import (
@@ -31,52 +32,14 @@ from stages.lib.eval_metrics import (
 from stages.lib.fairness import slice_metrics
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import read_dataset, write_text_atomic
-from stages.lib.params import ParamsError, load_params, section
+from stages.lib.params import ParamsError
 from stages.lib.paths import MODEL_PATH
-from stages.lib.schema import load_schema
 from stages.lib.summaries import EvaluateFields
 from stages.lib.summary import StageSummary
 
 TEST_DIR = Path("data/split/test")
 TRAIN_DIR = Path("data/split/train")
 PLOTS_DIR = Path("plots")
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    """Thresholds the model must meet; null switches a check off."""
-
-    min_accuracy: float | None = None
-    min_roc_auc: float | None = None
-    min_macro_f1: float | None = None
-    max_ece: float | None = None
-    max_demographic_parity_diff: float | None = None
-    max_equal_opportunity_diff: float | None = None
-    # Accuracy points (0-100 scale) the model must gain over logistic regression on the same split.
-    min_lift_over_baseline: float | None = None
-    # Highest ROC-AUC a loss-threshold membership-inference attack may reach (0.5 = no leak).
-    max_membership_auc: float | None = None
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """The `evaluate` section of params.yaml."""
-
-    # Columns to slice by; empty means the schema's sensitive columns.
-    slices: tuple[str, ...] = ()
-    # The class whose rate the fairness gaps and the ROC/PR curves use; null means the last class.
-    positive_class: str | None = None
-    calibration_bins: int = 10
-    # A group enters a gap only with at least this many rows (for equal opportunity: rows of the
-    # positive class), so that a handful of records cannot swing the gate.
-    min_slice_size: int = 30
-    gate: GateConfig = field(default_factory=GateConfig)
-
-    def __post_init__(self) -> None:
-        if self.calibration_bins < 1:
-            raise ParamsError("evaluate.calibration_bins must be at least 1")
-        if self.min_slice_size < 1:
-            raise ParamsError("evaluate.min_slice_size must be at least 1")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,10 +244,9 @@ def main() -> None:
     """Score the model on the test split; write metrics (with the gate's verdict) and plots."""
     from stages.lib.model import load_predictor  # lazy: evaluate's helpers work without torch
 
-    params = load_params()
-    config = section(EvaluateConfig, "evaluate", params)
-    schema = load_schema(params)
-    policies = column_policies(schema, params["anonymize"]["policies"])
+    p = pipeline_params()
+    config, schema = p.evaluate, p.schema
+    policies = column_policies(schema, p.anonymize.policies)
     spec = feature_spec(schema, policies)
     slice_columns = _slice_columns(config, schema, policies)
 

@@ -39,7 +39,7 @@ from stages.lib.partitions import CACHE_ENV, DEFAULT_CACHE
 from stages.lib.schema import BATCH
 
 if TYPE_CHECKING:
-    from stages.ingest import IngestConfig
+    from stages.lib.config import IngestConfig
 
 PARAMS = Path("params.yaml")
 DVC_YAML = Path("dvc.yaml")
@@ -94,10 +94,9 @@ def _rel(path: Path | str) -> Path:
 
 def _ingest_config() -> IngestConfig:
     """params.yaml's `ingest` section, through ingest's own typed config."""
-    from stages.ingest import IngestConfig
-    from stages.lib.params import load_params, section
+    from stages.lib.config import pipeline_params
 
-    return section(IngestConfig, "ingest", load_params())
+    return pipeline_params().ingest
 
 
 def _batch_files(cfg: IngestConfig) -> list[Path]:

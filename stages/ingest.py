@@ -22,19 +22,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stages.lib.config import IngestConfig, IoConfig, pipeline_params, plain
 from stages.lib.dvclock import dvc_yaml_stages, under, yaml_paths
 from stages.lib.errors import InputError, run_stage
 from stages.lib.io import AtomicDir, file_hash, write_parquet
 from stages.lib.keys import is_sample, key_id, load_key
-from stages.lib.params import ParamsError, load_params, section
 from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
 from stages.lib.readers import read_batches
 from stages.lib.record_ids import Occurrences, add_lineage, renumbered
-from stages.lib.schema import Schema, load_schema
+from stages.lib.schema import Schema
 from stages.lib.sources import (
     FORMATS,
     GZIP_MAGIC,
-    Format,
     batch_id,
     check_columns,
     check_content,
@@ -68,29 +67,6 @@ __all__ = [
 
 OUT_DIR = Path("data/raw")
 DVC_FILE = Path("dvc.yaml")
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    """The `ingest` section of params.yaml."""
-
-    sources: tuple[str, ...]
-    format: Format | None = None
-    header: bool = True
-
-
-@dataclass(frozen=True)
-class IoConfig:
-    """The `io` section of params.yaml."""
-
-    partition_rows: int = 100_000
-
-    def __post_init__(self) -> None:
-        if self.partition_rows < 1:
-            raise ParamsError(
-                f"io.partition_rows: {self.partition_rows} is not a row count; expected a whole "
-                "number >= 1 (rows per Parquet partition file; 100000 is the default)"
-            )
 
 
 def ingest_file(
@@ -178,10 +154,8 @@ def main() -> None:
     named in a warning and in metrics/ingest.json (`skipped_files`).
     """
     summary = StageSummary("ingest")  # its clock starts here
-    params = load_params()
-    cfg = section(IngestConfig, "ingest", params)
-    io_cfg = section(IoConfig, "io", params)
-    schema = load_schema(params)
+    p = pipeline_params()
+    cfg, io_cfg, schema = p.ingest, p.io, p.schema
     check_sources_are_deps(cfg.sources)
 
     files, skipped = list_sources(cfg.sources, cfg.format)
@@ -196,7 +170,7 @@ def main() -> None:
                 f.sha256,
                 str(f.path),
                 key_id(key),
-                params["schema"],
+                plain(schema),
                 io_cfg.partition_rows,
                 f.fmt,
                 cfg.header,

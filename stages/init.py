@@ -31,6 +31,7 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from stages.ingest import FORMATS, GZIP_MAGIC, check_content, file_format
 from stages.lib import profile as prof
+from stages.lib.config import PipelineParams, pipeline_params
 from stages.lib.errors import InputError
 from stages.lib.io import file_hash, write_text_atomic
 from stages.lib.keys import DEMO_KEY_FILE, KEY_ENV, create_demo_key, is_sample
@@ -364,10 +365,9 @@ def committed_unchanged(path: Path) -> bool:
 # The command
 
 
-def profile_source(df: pd.DataFrame, label: str | None, params: dict[str, Any]) -> dict[str, Any]:
-    """Everything init infers from the sample (pure)."""
-    missing = list((params.get("clean") or {}).get("missing_values") or [""])
-    formats = list((params.get("clean") or {}).get("date_formats") or ["%Y-%m-%d"])
+def profile_source(df: pd.DataFrame, label: str | None, params: PipelineParams) -> dict[str, Any]:
+    """Everything init infers from the sample (pure), with the project's current params."""
+    missing, formats = list(params.clean.missing_values), list(params.clean.date_formats)
     miss = {m.strip().lower() for m in missing}
     if label is None:
         try:
@@ -384,19 +384,17 @@ def profile_source(df: pd.DataFrame, label: str | None, params: dict[str, Any]) 
     except ValueError as e:
         raise InputError(str(e)) from e
     profiles[label].why.append(why)
-    k = (params.get("anonymize") or {}).get("k") or 1
+    k = params.anonymize.k or 1  # null (measure only): the smallest class that still counts
     suppressed = prof.choose_policies(df, profiles, k, miss)
     prof.guard_check(df, profiles, miss)
-    fractions = (params.get("split") or {}).get("fractions") or {"test": 0.15}
-    ev = params.get("evaluate") or {}
     return {
         "label": label,
         "profiles": profiles,
         "bounds": bounds,
         "suppressed": suppressed,
-        "n_test": int(len(df) * fractions.get("test", 0.15)),
+        "n_test": int(len(df) * params.split.fractions["test"]),
         "base_gap": prof.base_rate_gap(
-            df, profiles, label, bounds["minority"], miss, ev.get("min_slice_size") or 1
+            df, profiles, label, bounds["minority"], miss, params.evaluate.min_slice_size
         ),
         "date_formats": [p.date_format for p in profiles.values() if p.date_format],
     }
@@ -425,7 +423,7 @@ def run_init(
     df, more = read_sample(path, fmt, names, rows)
     y = yaml_rt()
     doc = y.load(PARAMS.read_text(encoding="utf-8")) if PARAMS.exists() else CommentedMap()
-    fit = profile_source(df, label, json.loads(json.dumps(doc)))
+    fit = profile_source(df, label, pipeline_params(PARAMS))
     source = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
     how = f"all {len(df):,} rows"
     if more:

@@ -28,20 +28,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 
-from stages.ingest import IoConfig
 from stages.lib.anon_index import build_index
 from stages.lib.anon_policies import anonymize_frame
 from stages.lib.clean_rows import clean_partition, to_arrow
-from stages.lib.coerce import CleanConfig
+from stages.lib.config import CleanConfig, pipeline_params
 from stages.lib.errors import InputError, run_stage
 from stages.lib.features import FeatureSpec, Policy, column_policies, feature_spec
 from stages.lib.io import file_hash, write_bytes_atomic, write_text_atomic
 from stages.lib.keys import SAMPLE_KEY, key_id, load_key
-from stages.lib.params import load_params, section
 from stages.lib.paths import MODEL_PATH
 from stages.lib.readers import read_batches
 from stages.lib.record_ids import add_lineage
-from stages.lib.schema import REASON, REASON_KIND, RECORD_ID, SOURCE_ROW, Schema, load_schema
+from stages.lib.schema import REASON, REASON_KIND, RECORD_ID, SOURCE_ROW, Schema
 from stages.lib.sources import batch_id, check_columns, check_content, file_format
 
 PREDICTED = "predicted"
@@ -211,11 +209,9 @@ def run_predict(model: Path, input: Path, output: Path, rejected: Path | None) -
     rejected = rejected or rejected_path(output)
     for path in (output, rejected):
         _check_output(path)
-    params = load_params()
-    schema = load_schema(params)
-    clean_cfg = section(CleanConfig, "clean", params)
-    io_cfg = section(IoConfig, "io", params)
-    policies = column_policies(schema, dict(params["anonymize"]["policies"]))
+    p = pipeline_params()
+    schema, clean_cfg, io_cfg = p.schema, p.clean, p.io
+    policies = column_policies(schema, p.anonymize.policies)
     # The published demo key only for a model trained on the bundled sample under that key.
     key = load_key(sample=trained_key_id() == key_id(SAMPLE_KEY))
     if not model.exists():

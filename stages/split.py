@@ -11,7 +11,7 @@ data/split/{train,val,test}/ and metrics/split.json (rows, class balance, featur
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +20,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from stages.lib.config import SplitConfig, pipeline_params
 from stages.lib.errors import run_stage
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import AtomicDir, file_hash, partition_names, write_parquet
-from stages.lib.params import ParamsError, load_params, section
+from stages.lib.params import ParamsError
 from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
-from stages.lib.schema import RECORD_ID, Schema, load_schema
+from stages.lib.schema import RECORD_ID, Schema
 from stages.lib.summaries import SplitFields
 from stages.lib.summary import StageSummary
 
 INPUT = Path("data/anon")
 OUTPUT = Path("data/split")
 SPLITS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    """The `split` section of params.yaml."""
-
-    fractions: dict[str, float]
-    # Mixed into the hash: changing it reshuffles every record deliberately.
-    seed: str = "split-v1"
 
 
 class SplitOverlapError(RuntimeError):
@@ -225,11 +217,10 @@ def run(
 
 def main() -> int:
     """Run the stage from params.yaml."""
-    params = load_params()
-    config = section(SplitConfig, "split", params)
+    p = pipeline_params()
+    config, schema = p.split, p.schema
     check_fractions(dict(config.fractions))
-    schema = load_schema(params)
-    spec = feature_spec(schema, column_policies(schema, params["anonymize"]["policies"]))
+    spec = feature_spec(schema, column_policies(schema, p.anonymize.policies))
     summary = run(INPUT, OUTPUT, config, schema, spec)
     data = summary.write()
     sizes = {s: data.class_balance[s].rows for s in SPLITS}

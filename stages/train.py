@@ -24,17 +24,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stages.lib.config import (  # noqa: F401  (re-exported: tests and benchmarks use them)
+    DP_TEXT_BUCKETS,
+    DPConfig,
+    PipelineParams,
+    TrainConfig,
+    pipeline_params,
+)
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import read_dataset, write_text_atomic
 from stages.lib.model import (
-    PrepConfig,
     Tensors,
     build_net,
     fit_preprocessor,
@@ -42,9 +48,8 @@ from stages.lib.model import (
     spec_to_dict,
     transform,
 )
-from stages.lib.params import ParamsError, load_params, section
 from stages.lib.paths import MODEL_PATH
-from stages.lib.schema import RECORD_ID, load_schema
+from stages.lib.schema import RECORD_ID
 from stages.lib.summaries import TrainFields
 from stages.lib.summary import StageSummary
 from stages.lib.training import (  # noqa: F401  (re-exported: tests and benchmarks use them)
@@ -76,94 +81,6 @@ TRAIN_DIR = Path("data/train_aug")
 VAL_DIR = Path("data/split/val")
 CHECKPOINT_DIR = Path("models/checkpoint")
 CURVE_PATH = Path("plots/train_curve.csv")
-
-
-DP_TEXT_BUCKETS = 4096  # under DP: batch x 4096 x (text_dim + classes) floats per step
-
-
-@dataclass(frozen=True)
-class DPConfig:
-    """Differential privacy (DP-SGD with Opacus): per-sample clipping, noise, Poisson batches."""
-
-    enabled: bool = False
-    epsilon: float = 8.0  # the target: the noise is set so that the run spends at most this
-    delta: float | None = None  # None: 1 / training rows
-    max_grad_norm: float = 1.0  # per-sample gradient clipping norm
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The `train` section of params.yaml (tests/test_train.py asserts the defaults equal it)."""
-
-    seed: int = 20240601
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on a GPU that has it
-    epochs: int = 20  # upper bound; early stopping usually ends sooner
-    min_steps: int = 1000  # small data: more epochs, so that training takes at least this
-    max_steps: int = 0  # 0: no limit
-    batch_size: int = 0  # 0: rows / 64, clipped to 32..4096, rounded to a power of two
-    lr: float = 0.002  # at batch 512; other batch sizes scale it by sqrt(batch / 512)
-    min_lr_ratio: float = 0.1
-    warmup_fraction: float = 0.05  # share of the planned steps spent warming up
-    weight_decay: float = 0.05
-    grad_clip: float = 1.0  # 0: off (DP clips per sample instead)
-    width: int = 128
-    blocks: int = 1
-    dropout: float = 0.3
-    cat_emb_dim: int = 16
-    cat_min_count: int = 5
-    text_dim: int = 8
-    text_lr: float = 0.1  # SGD's rate for the sparse text tables, at batch 512
-    text_buckets: int = 262144
-    ngram_min: int = 1
-    ngram_max: int = 3
-    word_ngram_max: int = 2
-    text_max_chars: int = 1000
-    numeric_bins: int = 32
-    bin_edges: Literal["quantile", "tree"] = "tree"
-    log1p_skew: float = 2.0
-    patience: int = 6  # epochs without val-loss improvement before stopping ...
-    patience_min_steps: int = 300  # ... and at least this many optimiser steps
-    class_weights: bool = False
-    prior_correction: bool = True
-    compile: bool = False
-    gpu_resident_fraction: float = 0.5
-    resume: bool = True
-    dp: DPConfig = dataclasses.field(default_factory=DPConfig)
-
-    def __post_init__(self) -> None:
-        """Out-of-range settings are a params error naming the key, not a torch traceback later."""
-        bad = [
-            f"train.{name}: {getattr(self, name)!r} is outside {text}"
-            for name, (ok, text) in TRAIN_RANGES.items()
-            if not ok(getattr(self, name))
-        ]
-        if self.ngram_min > self.ngram_max:
-            bad.append(f"train.ngram_min: {self.ngram_min} is above ngram_max {self.ngram_max}")
-        if bad:
-            raise ParamsError("; ".join(bad) + " (fix params.yaml's train section)")
-
-    def prep(self) -> PrepConfig:
-        """The preprocessing part of the config."""
-        return PrepConfig(
-            cat_min_count=self.cat_min_count,
-            log1p_skew=self.log1p_skew,
-            # DP needs dense per-sample gradients [batch, buckets, dim] of the text tables
-            text_buckets=min(self.text_buckets, DP_TEXT_BUCKETS)
-            if self.dp.enabled
-            else self.text_buckets,
-            ngram_min=self.ngram_min,
-            ngram_max=self.ngram_max,
-            word_ngram_max=self.word_ngram_max,
-            text_max_chars=self.text_max_chars,
-            numeric_bins=self.numeric_bins,
-            bin_edges=self.bin_edges,
-        )
-
-    def net(self) -> dict[str, Any]:
-        """The network-shape part of the config (NetConfig's optional knobs)."""
-        keys = ("cat_emb_dim", "text_dim", "width", "blocks", "dropout")
-        return {k: getattr(self, k) for k in keys}
 
 
 # ---------------------------------------------------------------- state = checkpoint
@@ -533,10 +450,10 @@ def curve_csv(history: list[dict[str, Any]]) -> str:
     return pd.DataFrame(history, columns=cols).to_csv(index=False)
 
 
-def schema_digest(params: dict[str, Any]) -> str:
-    """A hash of the schema and policies the model's features come from."""
+def schema_digest(p: PipelineParams) -> str:
+    """A hash of the schema and policies (as params.yaml writes them) the features come from."""
     blob = json.dumps(
-        {"schema": params["schema"], "policies": params["anonymize"]["policies"]},
+        {"schema": p.written("schema"), "policies": p.written("anonymize.policies")},
         sort_keys=True,
         default=str,
     )
@@ -545,15 +462,14 @@ def schema_digest(params: dict[str, Any]) -> str:
 
 def main() -> None:
     """Read params and splits, train, write the model, checkpoint, curve and summary."""
-    params = load_params()
-    cfg = section(TrainConfig, "train", params)
-    schema = load_schema(params)
-    spec = feature_spec(schema, column_policies(schema, params["anonymize"]["policies"]))
+    p = pipeline_params()
+    cfg, schema = p.train, p.schema
+    spec = feature_spec(schema, column_policies(schema, p.anonymize.policies))
     train_df = read_dataset(TRAIN_DIR).to_pandas()
     val_df = read_dataset(VAL_DIR).to_pandas()
     summary = StageSummary("train")
     summary.rows_in = summary.rows_out = len(train_df)
-    meta = {"schema_digest": schema_digest(params)}
+    meta = {"schema_digest": schema_digest(p)}
     try:
         result = fit(train_df, val_df, spec, cfg, checkpoint_dir=CHECKPOINT_DIR, meta=meta)
     finally:

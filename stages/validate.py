@@ -12,9 +12,9 @@ how many rows; warnings are recorded.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stages.lib.coerce import EMAIL_RE
+from stages.lib.config import ValidateConfig, pipeline_params
 from stages.lib.dedup import hash_strings
 from stages.lib.errors import GateFailure, run_stage
 from stages.lib.gx import TYPE_NAMES, Check, build_docs, describe_failure, named, run_checks
@@ -33,15 +34,13 @@ from stages.lib.io import (
     partition_names,
     write_json_atomic,
 )
-from stages.lib.params import load_params, section
 from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
-from stages.lib.schema import BATCH, RECORD_ID, SOURCE_FILE, SOURCE_ROW, Schema, load_schema
+from stages.lib.schema import BATCH, RECORD_ID, SOURCE_FILE, SOURCE_ROW, Schema
 from stages.lib.summaries import ValidateFields
 from stages.lib.summary import StageSummary
 
 CLEAN_DIR = Path("data/clean")
 OUT_DIR = Path("reports/validation")
-Severity = Literal["critical", "warning", "off"]
 FAMILIES = (
     "key_unique",
     "key_not_null",
@@ -54,16 +53,6 @@ FAMILIES = (
     "not_null_features",
     "class_balance",
 )
-
-
-@dataclass(frozen=True)
-class ValidateConfig:
-    """The `validate` section of params.yaml."""
-
-    severity: dict[str, Severity] = field(default_factory=dict)
-    max_null_share: float = 0.1
-    min_class_share: float = 0.0
-    max_class_share: float = 1.0
 
 
 # Families whose verdict is a property of the whole dataset, not of each row: run per partition
@@ -403,9 +392,8 @@ def write_report(checks: Sequence[Check], verdict: Verdict, results: list[dict[s
 
 def main() -> None:
     """Validate data/clean partition by partition; write reports/validation/{results.json,docs/}."""
-    params = load_params()
-    cfg = section(ValidateConfig, "validate", params)
-    schema = load_schema(params)
+    p = pipeline_params()
+    cfg, schema = p.validate, p.schema
     checks = build_checks(schema, cfg)
     if not partition_files(CLEAN_DIR):
         raise FileNotFoundError(f"{CLEAN_DIR}: dataset has no Parquet partitions")

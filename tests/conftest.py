@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -163,3 +164,13 @@ def run_module(
         capture_output=True,
         text=True,
     )
+
+
+def anon_config(policies: Any, k: int | None = None, min_digit_run: int | None = 7) -> Any:
+    """An AnonymizeConfig as params.yaml's anonymize section gives it, `policies` as written
+    there (`drop`, {action: generalize, ...}), validated by the same code."""
+    from stages.lib.config import AnonymizeConfig
+    from stages.lib.params import coerce
+
+    section = {"policies": dict(policies), "k": k, "min_digit_run": min_digit_run}
+    return coerce(AnonymizeConfig, section, "anonymize")

@@ -11,13 +11,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages.anonymize import AnonymizeConfig, ScanFailed, run
+from stages.anonymize import ScanFailed, run
 from stages.lib.anon_index import build_index, scan_identifier_leaks
 from stages.lib.anon_risk import class_sizes, quasi_frame, risk_report
 from stages.lib.features import column_policies
 from stages.lib.io import read_dataset
 from stages.lib.params import load_params
 from stages.lib.schema import load_schema
+from tests.conftest import anon_config
 from tests.privacy_fixtures import clean_frame, write_clean
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ def _clean(tmp_path: Path) -> Path:
 
 
 def _run(tmp_path, schema, policies, k=None):
-    cfg = AnonymizeConfig(policies=policies, k=k)
+    cfg = anon_config(policies, k=k)
     return run(_clean(tmp_path), tmp_path / "anon", tmp_path / "q", cfg, schema, KEY)
 
 
@@ -82,7 +83,7 @@ def test_pseudonyms_are_stable_and_keyed(tmp_path, params, schema, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _run(tmp_path, schema, params["anonymize"]["policies"])
     first = read_dataset(tmp_path / "anon").to_pandas().set_index("record_id")["email"]
-    cfg = AnonymizeConfig(policies=params["anonymize"]["policies"])
+    cfg = anon_config(params["anonymize"]["policies"])
     run(
         tmp_path / "clean",
         tmp_path / "anon2",
@@ -121,7 +122,7 @@ def test_scan_gate_fails_on_leaky_policy(tmp_path, params, schema, monkeypatch, 
 
 
 def test_identifier_values_found_anywhere(schema, params):
-    policies = column_policies(schema, params["anonymize"]["policies"])
+    policies = column_policies(schema, anon_config(params["anonymize"]["policies"]).policies)
     clean = clean_frame(50)
     index = build_index(clean, schema, policies)
     other = clean["full_name"].iloc[7]
@@ -134,7 +135,7 @@ def test_identifier_values_found_anywhere(schema, params):
 
 
 def test_k_anonymity_report(schema, params):
-    policies = column_policies(schema, params["anonymize"]["policies"])
+    policies = column_policies(schema, anon_config(params["anonymize"]["policies"]).policies)
     df = clean_frame(300)
     sizes = class_sizes(quasi_frame(df, schema, policies))
     rep = risk_report(sizes)
@@ -199,7 +200,7 @@ def test_a_new_batch_reuses_earlier_partitions_unless_it_concerns_them(
     """Partitions already anonymized are reused; one whose text names a customer of the new
     batch is scrubbed again; the result equals a run from scratch."""
     monkeypatch.chdir(tmp_path)
-    cfg = AnonymizeConfig(policies=params["anonymize"]["policies"], k=2)
+    cfg = anon_config(params["anonymize"]["policies"], k=2)
     p0, p1 = clean_frame(300), clean_frame(200, seed=1, start=300)
     p1.loc[p1.index[0], "notes"] = "referred by Zebulon Quartermaine last spring"
     write_clean(tmp_path / "clean", [("p0.parquet", p0), ("p1.parquet", p1)])

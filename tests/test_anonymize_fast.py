@@ -36,6 +36,7 @@ from stages.lib.scrub import (
     name_variants,
     scrub_known_names,
 )
+from tests.conftest import anon_config
 from tests.privacy_fixtures import clean_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def setup():
     params = load_params(ROOT / "params.yaml")
     schema = load_schema(params)
-    return schema, column_policies(schema, params["anonymize"]["policies"])
+    return schema, column_policies(schema, anon_config(params["anonymize"]["policies"]).policies)
 
 
 def test_record_matches_equal_the_per_row_regex():

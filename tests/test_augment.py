@@ -15,11 +15,14 @@ from stages.lib.features import column_policies, feature_spec
 from stages.lib.io import read_dataset, write_dataset
 from stages.lib.params import ParamsError, load_params, section
 from stages.lib.schema import BATCH, RECORD_ID, SOURCE_FILE, SOURCE_ROW, load_schema
+from tests.conftest import anon_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = load_params(ROOT / "params.yaml")
 SCHEMA = load_schema(PARAMS)
-SPEC = feature_spec(SCHEMA, column_policies(SCHEMA, PARAMS["anonymize"]["policies"]))
+SPEC = feature_spec(
+    SCHEMA, column_policies(SCHEMA, anon_config(PARAMS["anonymize"]["policies"]).policies)
+)
 BOUNDS = aug.numeric_bounds(SCHEMA, SPEC.numeric)
 WORDS = ["paid", "on", "time", "asked", "about", "the", "loan", "moved", "house", "客户", "满意"]
 
@@ -49,8 +52,19 @@ def make_split(n: int = 400, positive_share: float = 0.2, seed: int = 0) -> pa.T
     return pa.table(cols)
 
 
+TEXT = {"p_delete": 0.1, "p_swap": 0.1, "p_char_noise": 0.02}
+
+
 def config(**kw) -> aug.AugmentConfig:
-    base = {"seed": 7, "balance": "oversample", "target_ratio": 1.0, "numeric_jitter": 0.05}
+    base = {
+        "seed": 7,
+        "balance": "oversample",
+        "target_ratio": 1.0,
+        "extra_fraction": 0.0,
+        "max_copies_per_row": 5,
+        "text": TEXT,
+        "numeric_jitter": 0.05,
+    }
     return section(aug.AugmentConfig, "augment", {"augment": {**base, **kw}})
 
 
@@ -191,7 +205,7 @@ def test_config_is_checked():
     with pytest.raises(ParamsError):
         config(balance="smote")
     with pytest.raises(ParamsError):
-        config(text={"p_delete": 1.5})
+        config(text={**TEXT, "p_delete": 1.5})
 
 
 def test_stage_reads_only_the_training_split(tmp_path, monkeypatch):

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from stages.lib.clean_rows import clean_partition
-from stages.lib.coerce import CleanConfig, parse_dates
+from stages.lib.coerce import parse_dates
+from stages.lib.config import CleanConfig
 from stages.lib.dedup import DedupIndex
 from stages.lib.normalise import normalise_text
 from stages.lib.schema import BATCH, RECORD_ID, SOURCE_FILE, SOURCE_ROW, load_schema
@@ -16,6 +17,8 @@ CFG = CleanConfig(
     missing_values=("", "?", "na", "null"),
     date_formats=("%Y-%m-%d", "%d/%m/%Y"),
     label_aliases={"<=50K.": "<=50K", ">50K.": ">50K"},
+    reject_bad_format_in=(),
+    on_existing_key="quarantine",
 )
 
 

@@ -20,7 +20,7 @@ from stages.lib.clean_rows import (
     quarantine_arrow,
     superseded,
 )
-from stages.lib.coerce import CleanConfig
+from stages.lib.config import CleanConfig
 from stages.lib.dedup import DedupIndex
 from stages.lib.schema import (
     BATCH,
@@ -51,7 +51,11 @@ SCHEMA = Schema(
     }
 )
 CFG = CleanConfig(
-    missing_values=("", "?", "na", "null"), date_formats=("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y")
+    missing_values=("", "?", "na", "null"),
+    date_formats=("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y"),
+    label_aliases={},
+    reject_bad_format_in=(),
+    on_existing_key="quarantine",
 )
 EXTRA = "secret_column"  # in the source, not in the schema
 

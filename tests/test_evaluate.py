@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -22,6 +23,7 @@ from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import write_dataset
 from stages.lib.params import ParamsError, load_params, section
 from stages.lib.schema import load_schema
+from tests.conftest import anon_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -316,7 +318,14 @@ def test_missing_values_form_their_own_slice():
 
 
 def gate(**kw) -> ev.GateConfig:
-    return section(ev.EvaluateConfig, "evaluate", {"evaluate": {"gate": kw}}).gate
+    """A gate with the given checks, every other one off (null)."""
+    off = dict.fromkeys(f.name for f in dataclasses.fields(ev.GateConfig))
+    gate_section = {"gate": {**off, **kw}}
+    return section(ev.EvaluateConfig, "evaluate", {"evaluate": {**EVALUATE, **gate_section}}).gate
+
+
+# evaluate's section but its gate (which each test gives).
+EVALUATE = {"slices": [], "positive_class": None, "calibration_bins": 10, "min_slice_size": 30}
 
 
 def test_gate_failure_names_metric_value_and_threshold():
@@ -444,7 +453,7 @@ def test_evaluate_in_memory_writes_every_table():
     train, test = synthetic(1500, 2), synthetic(800, 3)
     base = eb.baselines(train, test, SPEC)
     proba = base.logistic_proba
-    cfg = section(ev.EvaluateConfig, "evaluate", {"evaluate": {"gate": {"min_accuracy": 0.99}}})
+    cfg = ev.EvaluateConfig(**{**EVALUATE, "slices": ()}, gate=gate(min_accuracy=0.99))
     members = eb.member_sample(train, len(test))
     members = ev.Members(members, base.logistic_predict_proba(members, SPEC))
     metrics, plots = ev.evaluate(
@@ -489,7 +498,9 @@ class ScorePredictor:
 def test_main_writes_outputs_then_enforces_the_gate(tmp_path, monkeypatch, broken):
     params = load_params(ROOT / "params.yaml")
     schema = load_schema(params)
-    spec = feature_spec(schema, column_policies(schema, params["anonymize"]["policies"]))
+    spec = feature_spec(
+        schema, column_policies(schema, anon_config(params["anonymize"]["policies"]).policies)
+    )
     rng = np.random.default_rng(0)
 
     def frame(n):

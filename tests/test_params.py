@@ -5,18 +5,32 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import importlib
+import json
+import os
 import pickle
 import re
+import subprocess
+import sys
+import time
 import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import pydantic
 import pytest
+import yaml
 
+from stages.lib import config
+from stages.lib.config import pipeline_params
 from stages.lib.errors import EXIT_BAD_INPUT, run_stage
+from stages.lib.features import Policy
 from stages.lib.params import ParamsError, coerce, load_params, section
+from stages.lib.schema import Schema
+from tests.conftest import anon_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,17 +187,18 @@ def test_bad_params_exit_2_with_the_message(capsys) -> None:
     assert "demo.epochs: got '20'; expected an integer" in capsys.readouterr().err
 
 
-# Every section class a stage builds from params.yaml (grep 'section(' across stages/).
+# Every section class of params.yaml (stages.lib.config.SECTIONS holds the same).
 SECTIONS = [
-    ("stages.ingest", "IngestConfig", "ingest"),
-    ("stages.ingest", "IoConfig", "io"),
-    ("stages.clean", "CleanConfig", "clean"),
-    ("stages.validate", "ValidateConfig", "validate"),
-    ("stages.anonymize", "AnonymizeConfig", "anonymize"),
-    ("stages.split", "SplitConfig", "split"),
-    ("stages.augment", "AugmentConfig", "augment"),
-    ("stages.train", "TrainConfig", "train"),
-    ("stages.evaluate", "EvaluateConfig", "evaluate"),
+    ("stages.lib.config", "IngestConfig", "ingest"),
+    ("stages.lib.config", "IoConfig", "io"),
+    ("stages.lib.config", "CleanConfig", "clean"),
+    ("stages.lib.config", "ValidateConfig", "validate"),
+    ("stages.lib.config", "AnonymizeConfig", "anonymize"),
+    ("stages.lib.config", "SplitConfig", "split"),
+    ("stages.lib.config", "AugmentConfig", "augment"),
+    ("stages.lib.config", "TrainConfig", "train"),
+    ("stages.lib.config", "EvaluateConfig", "evaluate"),
+    ("stages.lib.config", "OrchestrationConfig", "orchestration"),
 ]
 
 
@@ -208,5 +223,140 @@ def test_schema_and_policies_load_params_yaml() -> None:
     schema = load_schema(params)
     assert isinstance(schema.columns, types.MappingProxyType)
     assert set(schema.columns) == set(params["schema"]["columns"])
-    policies = column_policies(schema, params["anonymize"]["policies"])
+    policies = column_policies(schema, anon_config(params["anonymize"]["policies"]).policies)
     assert policies["postcode"].action == "generalize"
+
+
+# ---------------------------------------------------------------------------------------------
+# PipelineParams: every section, typed, loaded once
+
+
+def _write(path: Path, params: dict) -> Path:
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def test_pipeline_params_holds_every_section_typed_and_frozen() -> None:
+    p = pipeline_params(ROOT / "params.yaml")
+    assert pipeline_params(ROOT / "params.yaml") is p  # loaded once per process
+    raw = load_params(ROOT / "params.yaml")
+    assert set(raw) == {"schema", *config.SECTIONS}
+    for name, cls in config.SECTIONS.items():
+        assert isinstance(getattr(p, name), cls), name
+    assert isinstance(p.schema, Schema) and p.schema.label == "income"
+    assert p.anonymize.policies["email"] == Policy(action="pseudonymize")
+    assert p.anonymize.policies["postcode"] == Policy(action="generalize", truncate=1)
+    assert isinstance(p.anonymize.policies, types.MappingProxyType)
+    with pytest.raises(pydantic.ValidationError):
+        p.train = p.train  # type: ignore[misc]
+    with pytest.raises(pydantic.ValidationError):  # extra="forbid"
+        config.PipelineParams(**{"schema": p.schema, "extra": 1})
+
+
+def _fields(cls: type, prefix: str) -> dict[str, dataclasses.Field]:
+    """Every field of a config dataclass and of the dataclasses it nests, by dotted key."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}"
+        out[key] = f
+        hints = typing.get_type_hints(cls)
+        if dataclasses.is_dataclass(hints[f.name]):
+            out |= _fields(hints[f.name], key)
+    return out
+
+
+def test_every_config_field_is_in_params_yaml_and_no_default_contradicts_it() -> None:
+    """params.yaml is the one source of every tunable: each field of each section is set there
+    (none is documented as optional), and a field that has a default in code (TrainConfig's,
+    kept as the train stage wrote them) has params.yaml's value."""
+    raw = load_params(ROOT / "params.yaml")
+    for name, cls in config.SECTIONS.items():
+        for key, f in _fields(cls, name).items():
+            node = raw
+            for part in key.split("."):
+                assert isinstance(node, dict) and part in node, f"{key} is not in params.yaml"
+                node = node[part]
+            default = (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            )
+            if default is dataclasses.MISSING or dataclasses.is_dataclass(default):
+                continue
+            assert default == node, f"{key}: code default {default!r}, params.yaml {node!r}"
+    # Without a default, a key left out of params.yaml is an error, not a silent value.
+    without = {**raw, "split": {"fractions": raw["split"]["fractions"]}}
+    with pytest.raises(ParamsError, match=r"^split\.seed: missing; this key is required$"):
+        config.parse_params(without)
+
+
+def test_every_problem_of_every_section_is_one_line(tmp_path: Path) -> None:
+    raw = load_params(ROOT / "params.yaml")
+    raw["io"]["partition_rows"] = "many"
+    raw["anonymize"]["policies"]["postcode"] = {"action": "generalize", "truncate": "x"}
+    raw["anonymize"]["policies"]["phone"] = "shred"
+    raw["extra_section"] = {"a": 1}
+    del raw["orchestration"]
+    with pytest.raises(ParamsError) as e:
+        pipeline_params(_write(tmp_path / "params.yaml", raw))
+    allowed = sorted(["schema", *config.SECTIONS])
+    assert str(e.value).splitlines() == [
+        f"extra_section: unknown section of params.yaml; allowed sections: {allowed}",
+        "params.yaml has no 'orchestration' section",
+        "io.partition_rows: got 'many'; expected an integer",
+        "anonymize.policies.phone.action: got 'shred'; expected one of "
+        "['drop', 'pseudonymize', 'generalize', 'mask', 'keep']",
+        "anonymize.policies.postcode.truncate: got 'x'; expected an integer or null",
+    ]
+
+
+def test_a_changed_params_file_is_read_again(tmp_path: Path) -> None:
+    raw = load_params(ROOT / "params.yaml")
+    path = _write(tmp_path / "params.yaml", raw)
+    first = pipeline_params(path)
+    raw["split"]["seed"] = "split-v2"
+    _write(path, raw)
+    os.utime(path, ns=(time.time_ns() + 10**9,) * 2)  # a later mtime, whatever the clock's grain
+    assert pipeline_params(path).split.seed == "split-v2" != first.split.seed
+
+
+def test_written_keeps_what_params_yaml_says_for_digests() -> None:
+    """train's schema_digest (in the model file) hashes the schema and policies as written: the
+    typed params give the same digest as the raw sections did before PipelineParams."""
+    from stages.train import schema_digest
+
+    raw = load_params(ROOT / "params.yaml")
+    before = json.dumps(
+        {"schema": raw["schema"], "policies": raw["anonymize"]["policies"]},
+        sort_keys=True,
+        default=str,
+    )
+    p = pipeline_params(ROOT / "params.yaml")
+    assert schema_digest(p) == hashlib.sha256(before.encode()).hexdigest()[:16]
+    copy_ = p.written("anonymize.policies")
+    copy_["email"] = "keep"  # a copy: the loaded params do not change
+    assert p.written("anonymize.policies")["email"] == "pseudonymize"
+
+
+def test_plain_gives_cache_key_parts() -> None:
+    p = pipeline_params(ROOT / "params.yaml")
+    clean = config.plain(p.clean)
+    assert clean["missing_values"] == list(p.clean.missing_values)
+    assert clean["label_aliases"] == dict(p.clean.label_aliases)
+    assert json.loads(json.dumps(config.plain(p.schema)))["columns"]["age"]["min"] == 17.0
+
+
+def test_config_module_does_not_load_torch() -> None:
+    code = "import sys, stages.lib.config; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_stages_read_params_only_through_pipeline_params() -> None:
+    """No stage module loads params.yaml as a dict or builds a section of its own (issue 15):
+    stages.lib.config is the one reader (stages.lib.schema's load_schema serves it)."""
+    readers = {"stages/lib/params.py", "stages/lib/config.py", "stages/lib/schema.py"}
+    offenders = [
+        f"{path.relative_to(ROOT)}: {call}"
+        for path in sorted([*ROOT.glob("stages/*.py"), *ROOT.glob("stages/lib/*.py")])
+        if path.relative_to(ROOT).as_posix() not in readers
+        for call in re.findall(r"\b(load_params\(|section\(\w+Config)", path.read_text())
+    ]
+    assert not offenders, offenders

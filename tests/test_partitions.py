@@ -14,7 +14,7 @@ from stages.lib.schema import load_schema
 from stages.split import SplitConfig, run
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = SplitConfig(fractions={"train": 0.7, "val": 0.15, "test": 0.15})
+CONFIG = SplitConfig(fractions={"train": 0.7, "val": 0.15, "test": 0.15}, seed="split-v1")
 SCHEMA = load_schema(load_params(ROOT / "params.yaml"))
 
 

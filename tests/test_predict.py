@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from stages import clean, ingest
-from stages.anonymize import QUARANTINE, AnonymizeConfig, run
+from stages.anonymize import QUARANTINE, run
 from stages.lib.features import column_policies, feature_spec
 from stages.lib.io import read_dataset
 from stages.lib.model import load_predictor
@@ -24,7 +24,7 @@ from stages.lib.params import load_params
 from stages.lib.schema import RECORD_ID, SOURCE_ROW, load_schema
 from stages.predict import NO_FEATURES, PREDICTED, PROBA_PREFIX, WARNING, app
 from stages.train import fit, save_torch
-from tests.conftest import TEST_KEY, params, source_frame, write_project
+from tests.conftest import TEST_KEY, anon_config, params, source_frame, write_project
 from tests.test_train import SMALL
 
 runner = CliRunner()
@@ -52,10 +52,10 @@ def project(tmp_path_factory):
         mp.setenv("PIPELINE_HMAC_KEY", TEST_KEY)
         params = load_params()
         schema = load_schema(params)
-        policies = column_policies(schema, params["anonymize"]["policies"])
+        policies = column_policies(schema, anon_config(params["anonymize"]["policies"]).policies)
         ingest.main()
         clean.main()
-        cfg = AnonymizeConfig(policies=params["anonymize"]["policies"], k=None)
+        cfg = anon_config(params["anonymize"]["policies"], k=None)
         run(clean.OUT_DIR, Path("data/anon"), QUARANTINE, cfg, schema, TEST_KEY.encode())
         anon = read_dataset("data/anon").to_pandas()
         result = fit(anon, anon, feature_spec(schema, policies), SMALL, log=lambda _m: None)

@@ -12,13 +12,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from stages.anonymize import AnonymizeConfig, ScanFailed, run
+from stages.anonymize import ScanFailed, run
 from stages.lib import anon_policies, anon_scan
 from stages.lib.anon_scan import MislabelledColumn
 from stages.lib.leakscan import ValueScanner, find_numbers
 from stages.lib.params import load_params
 from stages.lib.schema import SOURCE_FILE, SOURCE_ROW, load_schema
 from stages.lib.scrub import as_string_array, known_name_set, scrub_column, scrub_known_names
+from tests.conftest import anon_config
 from tests.privacy_fixtures import clean_frame, write_clean
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +143,7 @@ def test_scan_stops_the_run_when_the_scrubber_is_off(tmp_path, monkeypatch):
     monkeypatch.setattr(anon_policies, "scrub_column", no_scrub)
     monkeypatch.setattr(anon_scan, "scrub_column", no_scrub)
     monkeypatch.setattr(anon_policies, "scrub_known_names", lambda values, names: (values, 0))
-    cfg = AnonymizeConfig(policies=params["anonymize"]["policies"])
+    cfg = anon_config(params["anonymize"]["policies"])
     with pytest.raises(ScanFailed) as err:
         run(tmp_path / "clean", tmp_path / "anon", tmp_path / "q", cfg, schema, KEY)
     message = str(err.value)
@@ -157,7 +158,7 @@ def test_no_source_positions_are_released(tmp_path, monkeypatch):
     params = load_params(ROOT / "params.yaml")
     schema = load_schema(params)
     write_clean(tmp_path / "clean", [("p0.parquet", clean_frame(200))])
-    cfg = AnonymizeConfig(policies=params["anonymize"]["policies"])
+    cfg = anon_config(params["anonymize"]["policies"])
     run(tmp_path / "clean", tmp_path / "anon", tmp_path / "q", cfg, schema, KEY)
     columns = pq.read_table(tmp_path / "anon").column_names
     assert SOURCE_FILE not in columns and SOURCE_ROW not in columns
@@ -172,7 +173,7 @@ def test_mislabelled_identifier_column_stops_the_run(tmp_path, monkeypatch):
     policies = {k: v for k, v in params["anonymize"]["policies"].items() if k != "full_name"}
     schema = load_schema(params)
     write_clean(tmp_path / "clean", [("p0.parquet", clean_frame(300))])
-    cfg = AnonymizeConfig(policies=policies)
+    cfg = anon_config(policies)
     with pytest.raises(MislabelledColumn, match=r"'full_name'.*role: identifier"):
         run(tmp_path / "clean", tmp_path / "anon", tmp_path / "q", cfg, schema, KEY)
     assert not (tmp_path / "anon").exists()

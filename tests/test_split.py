@@ -12,9 +12,10 @@ from stages.lib.io import read_dataset, write_dataset
 from stages.lib.params import ParamsError, load_params
 from stages.lib.schema import load_schema
 from stages.split import SPLITS, SplitConfig, assign, check_fractions, content_keys, run
+from tests.conftest import anon_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = SplitConfig(fractions={"train": 0.7, "val": 0.15, "test": 0.15})
+CONFIG = SplitConfig(fractions={"train": 0.7, "val": 0.15, "test": 0.15}, seed="split-v1")
 
 
 def _anon(n: int, start: int = 0) -> pa.Table:
@@ -79,7 +80,9 @@ def _with_features(n: int, seed: int = 0) -> pa.Table:
 
     params = load_params(ROOT / "params.yaml")
     schema = load_schema(params)
-    spec = feature_spec(schema, column_policies(schema, params["anonymize"]["policies"]))
+    spec = feature_spec(
+        schema, column_policies(schema, anon_config(params["anonymize"]["policies"]).policies)
+    )
     rng = np.random.default_rng(seed)
     base = _anon(n).to_pydict()
     src = np.where(rng.random(n) < 1 / 3, rng.integers(0, n // 10, n), np.arange(n))

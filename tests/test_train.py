@@ -28,6 +28,7 @@ from stages.lib.model import (
 )
 from stages.lib.schema import load_schema
 from stages.train import TrainConfig, fit
+from tests.conftest import anon_config, params
 
 SMALL = TrainConfig(
     seed=7,
@@ -49,15 +50,19 @@ SMALL = TrainConfig(
 
 
 def schema_params(columns: dict) -> dict:
-    """A params dict with this schema (plus key and label) and no anonymize overrides."""
+    """The repository's params with this schema (plus key and label) and no anonymize
+    overrides."""
     cols = {"customer_id": {"type": "string", "role": "key"}, **columns}
     cols["label"] = {"type": "category", "role": "label", "values": ["no", "yes"]}
-    return {"schema": {"columns": cols}, "anonymize": {"policies": {}}}
+    repo = params()
+    return {**repo, "schema": {"columns": cols}, "anonymize": {**repo["anonymize"], "policies": {}}}
 
 
 def spec_of(params: dict):
     schema = load_schema(params)
-    return feature_spec(schema, column_policies(schema, params["anonymize"]["policies"]))
+    return feature_spec(
+        schema, column_policies(schema, anon_config(params["anonymize"]["policies"]).policies)
+    )
 
 
 def frame(n: int, seed: int) -> pd.DataFrame:

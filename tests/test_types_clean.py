@@ -3,6 +3,7 @@ huge integers, impossible dates, invisible characters, unlabelled batches, updat
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 
 import numpy as np
@@ -18,7 +19,8 @@ from stages.lib.clean_rows import (
     superseded,
     unlabelled_batches,
 )
-from stages.lib.coerce import CleanConfig, coerce_array, date_bounds, range_text
+from stages.lib.coerce import coerce_array, date_bounds, range_text
+from stages.lib.config import CleanConfig
 from stages.lib.dedup import DedupIndex
 from stages.lib.features import numeric_values
 from stages.lib.normalise import normalise_array
@@ -247,7 +249,8 @@ def test_replace_needs_a_key_column():
             "label": Column(type="category", role="label", values=("a", "b")),
         }
     )
-    assert replaces(CleanConfig(on_existing_key="replace"), load_schema(params()))
-    assert not replaces(CleanConfig(), keyless)
+    replace = dataclasses.replace(CFG, on_existing_key="replace")
+    assert replaces(replace, load_schema(params()))
+    assert not replaces(dataclasses.replace(CFG, on_existing_key="quarantine"), keyless)
     with pytest.raises(ParamsError, match=r"clean\.on_existing_key: replace needs a key column"):
-        replaces(CleanConfig(on_existing_key="replace"), keyless)
+        replaces(replace, keyless)

@@ -13,7 +13,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages.lib.coerce import CONTRACT_TYPES, CleanConfig, coerce_array
+from stages.lib.coerce import CONTRACT_TYPES, coerce_array
+from stages.lib.config import CleanConfig
 from stages.lib.dedup import DedupIndex, hash_strings
 from stages.lib.normalise import as_string, lower_text, normalise_array, to_missing, true_mask
 from stages.lib.schema import BATCH, LINEAGE_COLUMNS, REASON, REASON_KIND, RECORD_ID, Schema

@@ -4,29 +4,19 @@ returning typed values and per-row reasons (rejected, or value nulled)."""
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from stages.lib.config import CleanConfig
 from stages.lib.normalise import NULL_STR, lower_text, map_values, true_mask
 from stages.lib.schema import Column
 
 EMAIL_RE = r"^[^@\s<>(),;:]+@[^@\s<>(),;:]+\.[A-Za-z]{2,}$"
-
-
-@dataclass(frozen=True)
-class CleanConfig:
-    """The `clean` section of params.yaml."""
-
-    missing_values: tuple[str, ...] = ("", "?", "na", "null")
-    date_formats: tuple[str, ...] = ("%Y-%m-%d",)
-    label_aliases: dict[str, str] = field(default_factory=dict)
-    reject_bad_format_in: tuple[str, ...] = ()
-    on_existing_key: Literal["quarantine", "replace"] = "quarantine"
 
 
 # Plain decimal numbers, parsed in C++; anything else goes through pandas.to_numeric (rare).

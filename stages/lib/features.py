@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from stages.lib.params import ParamsError, coerce
+from stages.lib.params import ParamsError
 from stages.lib.schema import Schema
 
 Action = Literal["drop", "pseudonymize", "generalize", "mask", "keep"]
@@ -44,15 +45,15 @@ DEFAULT_BY_ROLE: dict[str, Action] = {
 }
 
 
-def column_policies(schema: Schema, overrides: dict[str, Any]) -> dict[str, Policy]:
-    """Every schema column's policy: the params override where given, else the role's default."""
+def column_policies(schema: Schema, overrides: Mapping[str, Policy]) -> dict[str, Policy]:
+    """Every schema column's policy: params.yaml's (anonymize.policies) where given, else the
+    role's default."""
     unknown = sorted(set(overrides) - set(schema.columns))
     if unknown:
         raise ParamsError(f"anonymize.policies: column(s) {unknown} are not in the schema")
     policies = {}
     for name, col in schema.columns.items():
-        raw = overrides.get(name, DEFAULT_BY_ROLE[col.role])
-        policy = coerce(Policy, {"action": raw} if isinstance(raw, str) else raw, name)
+        policy = overrides.get(name) or Policy(DEFAULT_BY_ROLE[col.role])
         if col.role == "identifier" and policy.action == "keep":
             raise ParamsError(
                 f"anonymize.policies.{name}: '{name}' is a direct identifier and cannot be kept; "

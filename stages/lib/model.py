@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stages.lib.config import PrepConfig
 from stages.lib.features import (
     FeatureSpec,
     hash_word_ngrams,
@@ -33,23 +34,6 @@ MIN_ROWS_PER_BIN = 500  # a piecewise-linear bin per this many training rows at 
 
 
 # ---------------------------------------------------------------- preprocessing: fit
-
-
-@dataclass(frozen=True)
-class PrepConfig:
-    """The knobs of preprocessing (a subset of the train params, built by TrainConfig.prep:
-    no defaults of its own, so params.yaml stays their one source)."""
-
-    cat_min_count: int
-    log1p_skew: float
-    text_buckets: int
-    ngram_min: int
-    ngram_max: int
-    word_ngram_max: int  # word 1..n-grams hashed beside the character n-grams; 0: none
-    text_max_chars: int
-    numeric_bins: int  # bins per numeric column for its piecewise-linear encoding
-    bin_edges: str  # quantile | tree (target-aware: a decision tree's thresholds)
-    clip: float = 10.0  # standardised numbers are clipped to +-clip (not a params setting)
 
 
 def _numeric(series: pd.Series) -> np.ndarray:

@@ -1,10 +1,10 @@
 """Read params.yaml sections into frozen, strictly typed dataclasses, validated by pydantic.
 
-The stages keep their config dataclasses; pydantic checks a section against one in strict mode
-(no "3" for 3, no 1 for true, no 3.0 for an int, an int is fine for a float), refuses unknown
-keys at every depth, builds the (frozen) dataclasses and runs their `__post_init__` checks. Its
-errors become one ParamsError line each, naming the dotted key, the value given and what was
-expected.
+The config dataclasses live in stages/lib/config.py, whose `pipeline_params()` the stages call.
+Here pydantic checks a section against one in strict mode (no "3" for 3, no 1 for true, no 3.0
+for an int, an int is fine for a float), refuses unknown keys at every depth, builds the (frozen)
+dataclasses and runs their `__post_init__` checks. Its errors become one ParamsError line each,
+naming the dotted key, the value given and what was expected.
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ from typing import Any
 
 import pandas as pd
 
+from stages.lib.config import PolicyParam
 from stages.lib.features import Policy, column_policies
+from stages.lib.params import coerce
 from stages.lib.schema import Column, Schema
 from stages.lib.scrub import TITLES, scrub_column
 
@@ -519,7 +521,9 @@ def guard_check(df: pd.DataFrame, profiles: dict[str, ColumnProfile], missing: s
             for n, p in profiles.items()
         }
     )
-    overrides = {n: p.policy for n, p in profiles.items() if p.policy is not None}
+    written = {n: p.policy for n, p in profiles.items() if p.policy is not None}
+    # The policies as params.yaml will hold them, typed as anonymize reads them from there.
+    overrides = coerce(dict[str, PolicyParam], written, "anonymize.policies")
     policies = column_policies(schema, overrides)
     data = nulled(df, missing)
     anon, _ = apply_policies(data, schema, policies, secrets.token_bytes(32), None)

@@ -10,8 +10,9 @@ import gzip
 import re
 import unicodedata
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO
 
+from stages.lib.config import Format  # noqa: F401  (its home moved to config; re-exported)
 from stages.lib.errors import InputError
 from stages.lib.schema import Schema
 
@@ -27,7 +28,6 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
 
 
-Format = Literal["csv", "tsv", "jsonl", "parquet"]
 # What a source folder holds besides data that is DVC's or git's bookkeeping, or its README:
 # never reported.
 BOOKKEEPING_SUFFIXES = (".dvc",)

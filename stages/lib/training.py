@@ -15,7 +15,6 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,12 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stages.lib.config import TRAIN_RANGES  # noqa: F401  (moved; stages.train re-exports it)
 from stages.lib.io import write_bytes_atomic
 from stages.lib.model import HashedBag, Tensors, bag_grad_sample, forward
 from stages.lib.params import ParamsError
 
 if TYPE_CHECKING:
-    from stages.train import DPConfig, TrainConfig
+    from stages.lib.config import DPConfig, TrainConfig
 
 AUGMENTED = "_augmented"  # augment's flag on the rows it added
 
@@ -317,32 +317,3 @@ def make_private(
     )
     engine.optimizer_noise = lambda: opt.noise_multiplier
     return model, [opt], loader, Privacy(engine, delta, cfg.dp)
-
-
-# The range each number of the train section must lie in: (check, what params.yaml should say).
-TRAIN_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "epochs": (lambda v: v >= 1, "1.. (at least one epoch)"),
-    "min_steps": (lambda v: v >= 0, "0.."),
-    "max_steps": (lambda v: v >= 0, "0.. (0: no limit)"),
-    "batch_size": (lambda v: v >= 0, "0.. (0: auto)"),
-    "lr": (lambda v: v > 0, "above 0"),
-    "min_lr_ratio": (lambda v: 0 <= v <= 1, "0..1"),
-    "warmup_fraction": (lambda v: 0 <= v < 1, "0..1 (below 1)"),
-    "weight_decay": (lambda v: v >= 0, "0.."),
-    "grad_clip": (lambda v: v >= 0, "0.. (0: off)"),
-    "width": (lambda v: v >= 1, "1.."),
-    "blocks": (lambda v: v >= 0, "0.."),
-    "dropout": (lambda v: 0 <= v < 1, "0..1 (a probability below 1)"),
-    "cat_emb_dim": (lambda v: v >= 1, "1.."),
-    "cat_min_count": (lambda v: v >= 1, "1.."),
-    "text_dim": (lambda v: v >= 1, "1.."),
-    "text_lr": (lambda v: v > 0, "above 0"),
-    "text_buckets": (lambda v: v >= 1, "1.."),
-    "ngram_min": (lambda v: v >= 1, "1.."),
-    "word_ngram_max": (lambda v: v >= 0, "0.. (0: none)"),
-    "text_max_chars": (lambda v: v >= 1, "1.."),
-    "numeric_bins": (lambda v: v >= 0, "0.. (0: none)"),
-    "patience": (lambda v: v >= 1, "1.."),
-    "patience_min_steps": (lambda v: v >= 0, "0.."),
-    "gpu_resident_fraction": (lambda v: 0 < v <= 1, "0..1 (above 0)"),
-}
