@@ -3,7 +3,8 @@
 On a terminal `steps` shows a live `rich.progress` bar (done/total, elapsed time). When stderr
 is not a terminal (DVC's logs, CI, a test capturing output) it prints one plain line per step
 instead, with no animation and no ANSI codes, so that logs stay readable and greppable:
-``split: 3/4 partition(s) done (1.2 s)``. `note` prints a one-off line the same way.
+``split: 3/4 partition(s) done (1.2 s)``. `note` prints a one-off line (a status, a step's
+outcome) to stderr; while a bar is live, rich shows such lines above it.
 """
 
 from __future__ import annotations
@@ -29,18 +30,17 @@ def _console() -> Any:
 
 
 def note(message: str) -> None:
-    """One line of progress on stderr (plain text, never markup)."""
-    console = _console()
-    if console is None:
-        print(message, file=sys.stderr, flush=True)
-    else:
-        console.print(message, markup=False, highlight=False, soft_wrap=True)
+    """One line of progress on stderr, plain text (under a live bar, rich shows it above)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
 def steps(what: str, total: int, unit: str = "partition(s)") -> Iterator[Callable[[], None]]:
     """A counter of `total` steps of `what`; the block calls the yielded function after each."""
     console = _console()
+    if total <= 0:  # nothing to count: no bar, no line
+        yield lambda: None
+        return
     if console is None:
         start, done = time.monotonic(), 0
 
