@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import hashlib
 import json
 import multiprocessing
 import os
@@ -42,7 +41,7 @@ from typing import Any, NamedTuple
 
 from stages.lib.digest import canonical_digest
 from stages.lib.dvclock import dvc_yaml_stages, yaml_paths
-from stages.lib.io import writing
+from stages.lib.io import file_hash, writing
 from stages.lib.progress import note, steps
 
 CACHE_ENV = "PIPELINE_PARTITION_CACHE"
@@ -107,27 +106,26 @@ def digest(*parts: Any) -> str:
     return canonical_digest([plain(p) for p in parts])
 
 
-def code_files(stage: str, root: Path | str = ROOT) -> list[Path]:
-    """The .py files dvc.yaml lists as the deps of `stage`: the code its results depend on."""
-    root = Path(root)
+def _py_deps(stage: str, root: Path) -> list[str]:
+    """The .py paths among the deps of `stage` in dvc.yaml, sorted, as dvc.yaml writes them."""
     spec = dvc_yaml_stages(root).get(stage)
     if spec is None:
         raise ValueError(
             f"{root / 'dvc.yaml'}: no stage {stage!r}; the partition cache keys a stage's "
             "results by the .py files dvc.yaml lists as its deps: add the stage there"
         )
-    return sorted({root / d for d in yaml_paths(spec.get("deps")) if d.endswith(".py")})
+    return sorted({d for d in yaml_paths(spec.get("deps")) if d.endswith(".py")})
+
+
+def code_files(stage: str, root: Path | str = ROOT) -> list[Path]:
+    """The .py files dvc.yaml lists as the deps of `stage`: the code its results depend on."""
+    return [Path(root) / d for d in _py_deps(stage, Path(root))]
 
 
 def code_digest(stage: str, root: Path | str = ROOT) -> str:
     """A digest of the stage's code files (`code_files`): what DVC reruns the stage on."""
-    root = Path(root)
-    return canonical_digest(
-        [
-            [f.relative_to(root).as_posix(), hashlib.sha256(f.read_bytes()).hexdigest()]
-            for f in code_files(stage, root)
-        ]
-    )
+    files = _py_deps(stage, Path(root))
+    return canonical_digest([[d, file_hash(Path(root) / d)] for d in files])
 
 
 class CacheDir:
