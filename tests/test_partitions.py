@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import sys
 from dataclasses import asdict
+from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
@@ -169,6 +170,7 @@ def test_the_code_of_a_stage_is_the_py_files_among_its_deps_in_dvc_yaml():
 def test_key_parts_are_json_of_dataclasses_never_their_repr():
     assert digest(CONFIG) == digest(asdict(CONFIG))
     assert plain(SCHEMA)["columns"]["income"]["role"] == "label"
+    assert plain({"min": date(1900, 1, 2)}) == {"min": "1900-01-02"}  # YAML reads dates
     with pytest.raises(TypeError, match="plain data or a dataclass"):
         digest(object())
 

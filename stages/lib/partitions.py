@@ -27,6 +27,7 @@ release) use `PartitionRun.stored`, which keys, stores, links and prunes the sam
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import enum
 import json
 import multiprocessing
@@ -79,7 +80,8 @@ class TaskResult:
 
 def plain(obj: Any) -> Any:
     """Key parts as JSON data: dataclasses by `dataclasses.asdict`, pydantic models by their
-    JSON dump, paths as text; anything else that is not JSON data is refused (no `repr`)."""
+    JSON dump, paths and dates as text; anything else that is not JSON data is refused (no
+    `repr`)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return plain(dataclasses.asdict(obj))
     if hasattr(obj, "model_dump"):  # a pydantic model
@@ -94,6 +96,8 @@ def plain(obj: Any) -> Any:
         return plain(obj.value)
     if isinstance(obj, Path):
         return obj.as_posix()
+    if isinstance(obj, datetime.date | datetime.time):  # YAML reads dates (schema min/max)
+        return obj.isoformat()
     if obj is None or isinstance(obj, bool | int | float | str):
         return obj
     if hasattr(obj, "item") and hasattr(obj, "dtype"):  # a NumPy scalar
