@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,10 +189,10 @@ def scan_pass(
     for d in profiled:
         names_seen = relevant(index.names, np.load(d.file("names.npy")))
         parts = (d.task.key, names_seen, index.max_tokens)
-        entry = work.cache.get(work.key(parts))
+        entry = work.lookup(parts)
         if entry is not None:
             if json.loads((entry / INDEX_SEEN).read_text()) != index_seen(index, entry):
-                stale.append(entry)  # a new identifier value may occur in it: scan again
+                stale.append(parts)  # a new identifier value may occur in it: scan again
         args = (
             d.file("policy.parquet"),
             index_file,
@@ -203,8 +202,8 @@ def scan_pass(
             min_digit_run,
         )
         partitions.append(Partition(d.task.name, args, parts))
-    for entry in stale:
-        shutil.rmtree(entry, ignore_errors=True)
+    for parts in stale:
+        work.forget(parts)
     del index  # the workers load it from index_file: one copy fewer while they run
     try:
         scanned = list(work.run(scan_file, partitions))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+import functools
 import json
 import multiprocessing
 import os
@@ -110,15 +111,23 @@ def digest(*parts: Any) -> str:
     return canonical_digest([plain(p) for p in parts])
 
 
-def _py_deps(stage: str, root: Path) -> list[str]:
+def _py_deps(stage: str, root: Path) -> tuple[str, ...]:
     """The .py paths among the deps of `stage` in dvc.yaml, sorted, as dvc.yaml writes them."""
+    dvc_file = root / "dvc.yaml"
+    version = (dvc_file.stat().st_mtime_ns, dvc_file.stat().st_size) if dvc_file.is_file() else None
+    return _read_py_deps(stage, root, version)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_py_deps(stage: str, root: Path, version: tuple[int, int] | None) -> tuple[str, ...]:
+    """`_py_deps`, parsed once per version of dvc.yaml (a stage keys up to three caches)."""
     spec = dvc_yaml_stages(root).get(stage)
     if spec is None:
         raise ValueError(
             f"{root / 'dvc.yaml'}: no stage {stage!r}; the partition cache keys a stage's "
             "results by the .py files dvc.yaml lists as its deps: add the stage there"
         )
-    return sorted({d for d in yaml_paths(spec.get("deps")) if d.endswith(".py")})
+    return tuple(sorted({d for d in yaml_paths(spec.get("deps")) if d.endswith(".py")}))
 
 
 def code_files(stage: str, root: Path | str = ROOT) -> list[Path]:
@@ -306,6 +315,16 @@ class PartitionRun:
     def key(self, *parts: Any) -> str:
         """The key of a result that depends on `parts` beyond the run's key parts."""
         return digest(self._base, *parts)
+
+    def lookup(self, parts: Any) -> Path | None:
+        """The stored directory of the result keyed by `parts`, or None."""
+        return self.cache.get(self.key(parts))
+
+    def forget(self, parts: Any) -> None:
+        """Drop a stored result that is stale for a reason its key cannot see: it runs again."""
+        entry = self.lookup(parts)
+        if entry is not None:
+            shutil.rmtree(entry, ignore_errors=True)
 
     def run(
         self,
