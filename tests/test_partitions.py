@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import sys
 from dataclasses import asdict
@@ -245,3 +246,17 @@ def test_progress_on_a_terminal_is_a_rich_bar(monkeypatch):
     shown = terminal.getvalue()
     assert "2/2" in shown and "\x1b[" in shown  # drawn by rich, with ANSI codes
     assert "partition(s) done" not in shown
+
+
+def test_stages_use_the_partition_run_not_its_parts():
+    """Keys, caches and pruning are built in one place: no stage imports the lower layers."""
+    allowed = {"Link", "Partition", "PartitionRun", "TaskResult", "CACHE_ENV", "DEFAULT_CACHE"}
+    used: dict[str, set[str]] = {}
+    for source in sorted((ROOT / "stages").rglob("*.py")):
+        if source.name == "partitions.py":
+            continue
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "stages.lib.partitions":
+                used[source.relative_to(ROOT).as_posix()] = {a.name for a in node.names}
+    assert {"stages/split.py", "stages/clean.py", "stages/lib/anon_passes.py"} <= set(used)
+    assert {f: names - allowed for f, names in used.items() if names - allowed} == {}
