@@ -30,7 +30,6 @@ from stages.lib.config import AnonymizeConfig, pipeline_params
 from stages.lib.errors import GateFailure, run_stage
 from stages.lib.features import column_policies
 from stages.lib.io import AtomicDir, partition_names, write_json_atomic
-from stages.lib.partitions import code_digest
 from stages.lib.schema import BATCH, Schema
 from stages.lib.summaries import AnonymizeFields, Risk, ScanSummary
 from stages.lib.summary import StageSummary
@@ -64,17 +63,14 @@ def run(
     """
     summary = StageSummary("anonymize")
     policies = column_policies(schema, config.policies)
-    code = code_digest(__file__)
     files = dict(partition_names(input_dir))
     digits = config.min_digit_run
-    profile_tasks, profiled, profile_cache = profile_pass(
-        files, schema, policies, key, digits, code
-    )
+    profile_run, profiled = profile_pass(files, schema, policies, key, digits)
     check_mislabelled(d.result for d in profiled)
     classes, sizes = class_sizes_of(profiled)
     before = risk_report(pd.Series(sizes, dtype="int64"))
     check_not_all_suppressed(sizes, config.k)
-    scan_tasks, scanned, scan_cache = scan_pass(profiled, files, schema, policies, digits, code)
+    scan_run, scanned = scan_pass(profiled, files, schema, policies, digits)
 
     with AtomicDir(output_dir) as out, AtomicDir(quarantine_dir) as quarantine:
         done = release((profiled, scanned), classes, sizes, config.k, (out, quarantine), summary)
@@ -89,9 +85,8 @@ def run(
                     for f in done.findings[:5]
                 )
             )
-    profile_cache.keep_only(t.key for t in profile_tasks)
-    scan_cache.keep_only(t.key for t in scan_tasks)
-    done.cache.keep_only(done.final_keys)
+    for work in (profile_run, scan_run, done.run):
+        work.prune()
     kept = np.concatenate(done.kept_classes) if done.kept_classes else np.empty(0, np.uint64)
     after = risk_report(pd.Series(sizes_of(kept), dtype="int64"))
     summary.fields = AnonymizeFields(

@@ -8,7 +8,6 @@ type), clean_rows.py (the map and dedup steps, the replace rule); here: files, c
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -29,20 +28,13 @@ from stages.lib.clean_rows import (
     superseded,
     unlabelled_batches,
 )
-from stages.lib.config import CleanConfig, pipeline_params, plain
+from stages.lib.config import CleanConfig, pipeline_params
 from stages.lib.dedup import DedupIndex
 from stages.lib.errors import run_stage
 from stages.lib.io import AtomicDir, file_hash, partition_names, write_parquet
 from stages.lib.params import ParamsError
-from stages.lib.partitions import (
-    RESULT_FILE,
-    CacheDir,
-    PartitionTask,
-    TaskResult,
-    code_digest,
-    digest,
-    run_tasks,
-)
+from stages.lib.partitions import Link, Partition, PartitionRun, TaskResult
+from stages.lib.progress import note
 from stages.lib.schema import REASON, Schema
 from stages.lib.summaries import CleanFields
 from stages.lib.summary import StageSummary
@@ -78,9 +70,10 @@ def load_mapped(raw_file: Path, done: TaskResult) -> MappedPartition:
 
 
 def dedup_stored(
-    mapped: MappedPartition, index: DedupIndex, out_dir: Path, replace: bool = False
+    raw_file: Path, mapped_done: TaskResult, index: DedupIndex, replace: bool, out_dir: Path
 ) -> dict[str, Any]:
     """Dedup one mapped partition; clean, quarantine and kept-row hashes go to out_dir."""
+    mapped = load_mapped(raw_file, mapped_done)
     result = dedup_partition(mapped, index, replace)
     write_parquet(result.clean_table, out_dir / "clean.parquet")
     write_parquet(quarantine_arrow(result.quarantine_table), out_dir / "quarantine.parquet")
@@ -97,25 +90,26 @@ def dedup_stored(
 
 
 def link_outputs(
-    out: AtomicDir, quarantine: AtomicDir, entries: list[tuple[str, Path]], replace: bool
+    out: AtomicDir, quarantine: AtomicDir, entries: list[TaskResult], replace: bool
 ) -> int:
     """Put each partition's clean and quarantine files in place; with replace, rows a later
     partition updated move from clean to quarantine. Returns the number of rows replaced."""
     masks: list[np.ndarray | None] = [None] * len(entries)
     if replace:
         kept = []
-        for _, entry in entries:
-            with np.load(entry / "kept.npz") as z:
+        for done in entries:
+            with np.load(done.file("kept.npz")) as z:
                 kept.append(z["record"])
         masks = list(superseded(kept))
     replaced = 0
-    for (name, entry), mask in zip(entries, masks, strict=True):
+    links = [Link(out, "{name}", "clean.parquet"), Link(quarantine, "{name}", "quarantine.parquet")]
+    for done, mask in zip(entries, masks, strict=True):
         if mask is None or not mask.any():
-            out.link(name, entry / "clean.parquet")
-            quarantine.link(name, entry / "quarantine.parquet")
+            PartitionRun.link(done, links)
             continue
-        clean = pq.read_table(entry / "clean.parquet")
-        q = pq.read_table(entry / "quarantine.parquet")
+        name = done.task.name
+        clean = pq.read_table(done.file("clean.parquet"))
+        q = pq.read_table(done.file("quarantine.parquet"))
         out.write_table(name, clean.filter(pa.array(~mask)))
         quarantine.write_table(name, pa.concat_tables([q, replaced_rows(clean, mask, q)]))
         replaced += int(mask.sum())
@@ -170,42 +164,30 @@ def main() -> None:
     cfg, schema = p.clean, p.schema
     replace = replaces(cfg, schema)
     summary = StageSummary("clean")
-    code = code_digest(__file__)
     files = dict(partition_names(RAW_DIR))
-    tasks = [
-        PartitionTask(
-            name,
-            digest(file_hash(file), plain(schema), plain(cfg), code),
-            map_file,
-            (file, schema, cfg),
-        )
-        for name, file in files.items()
-    ]
+    partitions = [Partition(n, (f, schema, cfg), file_hash(f)) for n, f in files.items()]
     index = DedupIndex()
     nulled: Counter = Counter()
     by_kind: Counter = Counter()  # duplicates by kind
     by_batch: dict[str, list[int]] = {}
-    dedup_cache, chain, chain_keys = CacheDir("clean-dedup"), digest("dedup", code), []
-    map_cache = CacheDir("clean-map")
-    entries: list[tuple[str, Path]] = []
+    maps = PartitionRun("clean", schema, cfg, step="map")
+    dedup = PartitionRun("clean", step="dedup")
+    chain = ""  # the previous partition's dedup key
+    entries: list[TaskResult] = []
     reused = 0
-    with AtomicDir(OUT_DIR) as out, AtomicDir(QUARANTINE_DIR) as quarantine:
-        for done in run_tasks("clean", tasks, map_cache):
+    with maps, dedup, AtomicDir(OUT_DIR) as out, AtomicDir(QUARANTINE_DIR) as quarantine:
+        for done in maps.run(map_file, partitions):
             name = done.task.name
-            chain = digest(chain, done.task.key)
-            chain_keys.append(chain)
-            entry = dedup_cache.get(chain)
-            if entry is None:
-                staged = dedup_cache.staging(chain)
-                mapped = load_mapped(files[name], done)
-                result = dedup_stored(mapped, index, staged, replace)
-                entry = dedup_cache.put(chain, staged, result)
-            else:
+            # A chained key: a partition's dedup result depends on every partition before it.
+            args = (files[name], done, index, replace)
+            deduped = dedup.stored(name, (chain, done.task.key), dedup_stored, args)
+            chain = deduped.task.key
+            if deduped.reused:
                 reused += 1
-                with np.load(entry / "kept.npz") as kept:
+                with np.load(deduped.file("kept.npz")) as kept:
                     index.upsert(kept["record"], kept["content"])
-            entries.append((name, entry))
-            tally(summary, json.loads((entry / RESULT_FILE).read_text()), by_kind)
+            entries.append(deduped)
+            tally(summary, deduped.result, by_kind)
             nulled.update(done.result["nulled"])
             for batch, (rows, missing) in done.result["labels_missing"].items():
                 counts = by_batch.setdefault(batch, [0, 0])
@@ -222,9 +204,7 @@ def main() -> None:
             batches_without_labels=warn_unlabelled(by_batch, schema.label),
         )
         summary.check()  # before the outputs are committed: a leak of rows must not land
-    map_cache.keep_only(t.key for t in tasks)
-    dedup_cache.keep_only(chain_keys)
-    print(f"clean: deduplication reused for {reused} of {len(tasks)} partition(s)", file=sys.stderr)
+    note(f"clean: deduplication reused for {reused} of {len(partitions)} partition(s)")
     data = summary.write()
     print(
         f"clean: {data.rows_in:,} rows in -> {data.rows_out:,} clean, "

@@ -22,12 +22,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages.lib.config import IngestConfig, IoConfig, pipeline_params, plain
+from stages.lib.config import IngestConfig, IoConfig, pipeline_params
 from stages.lib.dvclock import dvc_yaml_stages, under, yaml_paths
 from stages.lib.errors import InputError, run_stage
 from stages.lib.io import AtomicDir, file_hash, write_parquet
 from stages.lib.keys import is_sample, key_id, load_key
-from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
+from stages.lib.partitions import Link, Partition, PartitionRun, TaskResult
+from stages.lib.progress import note
 from stages.lib.readers import read_batches
 from stages.lib.record_ids import Occurrences, add_lineage, renumbered
 from stages.lib.schema import Schema
@@ -162,26 +163,16 @@ def main() -> None:
     found = checked_files(files, cfg.format)
     # The published demo key serves only when every batch is the bundled sample.
     key = load_key(sample=is_sample(f.sha256 for f in found))
-    code = code_digest(__file__)
-    tasks = [
-        PartitionTask(
+    work = PartitionRun("ingest", key_id(key), schema, io_cfg.partition_rows, cfg.header)
+    partitions = [
+        Partition(
             f.batch,
-            digest(
-                f.sha256,
-                str(f.path),
-                key_id(key),
-                plain(schema),
-                io_cfg.partition_rows,
-                f.fmt,
-                cfg.header,
-                code,
-            ),
-            ingest_file,
             (f.path, f.fmt, f.batch, key, schema, io_cfg.partition_rows, cfg.header),
+            (f.sha256, f.path, f.fmt),
         )
         for f in found
     ]
-    batches = _run(tasks, {f.batch: f.sha256 for f in found}, key, schema)
+    batches = _run(work, partitions, {f.batch: f.sha256 for f in found}, key, schema)
 
     summary.rows_in = summary.rows_out = sum(b["rows"] for b in batches)
     summary.fields = IngestFields(
@@ -226,15 +217,18 @@ def checked_files(files: list[Path], fmt: str | None) -> list[BatchFile]:
 
 
 def _run(
-    tasks: list[PartitionTask], hashes: dict[str, str], key: bytes, schema: Schema
+    work: PartitionRun,
+    partitions: list[Partition],
+    hashes: dict[str, str],
+    key: bytes,
+    schema: Schema,
 ) -> list[dict]:
     """Run (or reuse) each file's task into data/raw atomically; each batch's metrics."""
     batches: list[dict] = []
-    cache = CacheDir("ingest")
     # Without a key column, identical rows are numbered across files in file and row order.
     occurrences = Occurrences() if schema.key is None else None
-    with AtomicDir(OUT_DIR) as out:
-        for done in run_tasks("ingest", tasks, cache):
+    with work, AtomicDir(OUT_DIR) as out:
+        for done in work.run(ingest_file, partitions):
             batch, path = done.task.name, done.task.args[0]
             _collect(done, batch, out, occurrences, key)
             rows = done.result["rows"]
@@ -249,12 +243,13 @@ def _run(
                 }
             )
             how = "reused" if done.reused else "read"
-            print(f"ingest: {path} -> {rows:,} rows as batch {batch} ({how})")
-    cache.keep_only(t.key for t in tasks)
+            note(f"ingest: {path} -> {rows:,} rows as batch {batch} ({how})")
     return batches
 
 
-def _collect(done, batch: str, out: AtomicDir, occurrences: Occurrences | None, key: bytes) -> None:
+def _collect(
+    done: TaskResult, batch: str, out: AtomicDir, occurrences: Occurrences | None, key: bytes
+) -> None:
     """Put a finished file's partitions into the output, renumbering identical keyless rows
     when an earlier file held the same content (the task numbered its own file only)."""
     names = [f"part-{i:05d}.parquet" for i in range(done.result["partitions"])]
@@ -270,8 +265,7 @@ def _collect(done, batch: str, out: AtomicDir, occurrences: Occurrences | None, 
                 out.write_table(f"{batch}/{name}", fixed)
                 start = end
             return
-    for name in names:
-        out.link(f"{batch}/{name}", done.file(name))
+    PartitionRun.link(done, [Link(out, f"{batch}/{name}", name) for name in names])
 
 
 if __name__ == "__main__":

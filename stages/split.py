@@ -11,7 +11,6 @@ data/split/{train,val,test}/ and metrics/split.json (rows, class balance, featur
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from stages.lib.errors import run_stage
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import AtomicDir, file_hash, partition_names, write_parquet
 from stages.lib.params import ParamsError
-from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
+from stages.lib.partitions import Link, Partition, PartitionRun
 from stages.lib.schema import RECORD_ID, Schema
 from stages.lib.summaries import SplitFields
 from stages.lib.summary import StageSummary
@@ -173,33 +172,25 @@ def run(
     counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
     keys = (*SPLITS, *(f"content_{s}" for s in SPLITS))
     ids: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-    code = code_digest(__file__)
-    tasks = [
-        PartitionTask(
-            name,
-            digest(file_hash(file), asdict(config), asdict(spec), code),
-            split_partition,
-            (str(file), config, spec),
-        )
+    partitions = [
+        Partition(name, (str(file), config, spec), file_hash(file))
         for name, file in partition_names(input_dir)
     ]
-    cache = CacheDir("split")
     # One atomic directory for all splits: a killed run never leaves train/ without test/.
-    with AtomicDir(output_dir) as out:
-        for done in run_tasks("split", tasks, cache):
+    with PartitionRun("split", config, spec) as work, AtomicDir(output_dir) as out:
+        links = [Link(out, f"{s}/{{name}}", f"{s}.parquet") for s in SPLITS]
+        for done in work.run(split_partition, partitions, links):
             summary.rows_in += done.result["rows_in"]
             with np.load(done.file("ids.npz")) as stored:
                 for k in keys:
                     ids[k].append(stored[k])
-                for s in SPLITS:
-                    out.link(f"{s}/{done.task.name}", done.file(f"{s}.parquet"))
-                    for cls, n in done.result["rows"][s].items():
-                        counts[s][cls] = counts[s].get(cls, 0) + n
-                        summary.rows_out += n
+            for s in SPLITS:
+                for cls, n in done.result["rows"][s].items():
+                    counts[s][cls] = counts[s].get(cls, 0) + n
+                    summary.rows_out += n
         merged = {k: np.concatenate(ids[k]) if ids[k] else np.empty(0, np.uint64) for k in keys}
         check_overlap({s: merged[s] for s in SPLITS}, "record(s)")
         check_overlap({s: merged[f"content_{s}"] for s in SPLITS}, "feature content(s)")
-    cache.keep_only(t.key for t in tasks)
     summary.fields = SplitFields(
         fractions=dict(config.fractions),
         seed=config.seed,

@@ -12,7 +12,7 @@ how many rows; warnings are recorded.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from stages.lib.io import (
     partition_names,
     write_json_atomic,
 )
-from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
+from stages.lib.partitions import Partition, PartitionRun
 from stages.lib.schema import BATCH, RECORD_ID, SOURCE_FILE, SOURCE_ROW, Schema
 from stages.lib.summaries import ValidateFields
 from stages.lib.summary import StageSummary
@@ -322,22 +322,14 @@ def where_labels_fail(critical: list[dict[str, Any]], schema: Schema) -> str:
     )
 
 
-def partition_tasks(checks: Sequence[Check], label: str) -> list[PartitionTask]:
-    """One task a partition of data/clean, keyed by its file, the checks, the label and code."""
-    code = code_digest(__file__)
-    return [
-        PartitionTask(
-            name,
-            digest(file_hash(file), [asdict(c) for c in checks], label, code),
-            validate_file,
-            (file, checks, label),
-        )
+def run_partitions(
+    work: PartitionRun, checks: Sequence[Check], label: str
+) -> list[PartitionResult]:
+    """Each partition of data/clean's result (keyed by its file), computed or reused."""
+    partitions = [
+        Partition(name, (file, checks, label), file_hash(file))
         for name, file in partition_names(CLEAN_DIR)
     ]
-
-
-def run_partitions(tasks: Sequence[PartitionTask], cache: CacheDir) -> list[PartitionResult]:
-    """Each partition's result, computed or reused from the cache."""
     return [
         PartitionResult(
             rows=done.result["rows"],
@@ -345,7 +337,7 @@ def run_partitions(tasks: Sequence[PartitionTask], cache: CacheDir) -> list[Part
             key_hashes=np.load(done.file("keys.npy")),
             label_counts=done.result["label_counts"],
         )
-        for done in run_tasks("validate", tasks, cache)
+        for done in work.run(validate_file, partitions)
     ]
 
 
@@ -397,15 +389,14 @@ def main() -> None:
     checks = build_checks(schema, cfg)
     if not partition_files(CLEAN_DIR):
         raise FileNotFoundError(f"{CLEAN_DIR}: dataset has no Parquet partitions")
-    tasks = partition_tasks(checks, schema.label)
-    cache = CacheDir("validate")
-    parts = run_partitions(tasks, cache)
+    work = PartitionRun("validate", checks, schema.label)
+    parts = run_partitions(work, checks, schema.label)
     verdict = whole_verdict(parts, checks, cfg, schema)
     rows = verdict.rows
     results = [{k: v for k, v in r.items() if k != "missing_count"} for r in verdict.results]
     summary = StageSummary("validate", rows_in=rows, rows_out=rows)
     write_report(checks, verdict, results)
-    cache.keep_only(t.key for t in tasks)
+    work.prune()
     failed = [r for r in results if not r["success"]]
     critical = [r for r in failed if r["severity"] == "critical"]
     warnings = [r for r in failed if r["severity"] == "warning"]

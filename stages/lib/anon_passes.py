@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,7 @@ from stages.lib.anon_scan import (
 from stages.lib.features import Policy
 from stages.lib.io import AtomicDir, file_hash, write_parquet
 from stages.lib.leakscan import ValueScanner
-from stages.lib.partitions import CacheDir, PartitionTask, TaskResult, digest, run_tasks
+from stages.lib.partitions import Link, Partition, PartitionRun, TaskResult
 from stages.lib.schema import REASON, RECORD_ID, Schema
 from stages.lib.scrub import as_string_array, known_name_spans
 from stages.lib.summary import StageSummary
@@ -145,25 +144,22 @@ def profile_pass(
     policies: dict[str, Policy],
     key: bytes,
     min_digit_run: int | None,
-    code: str,
-) -> tuple[list[PartitionTask], list[TaskResult], CacheDir]:
-    """Pass 1 as tasks (profile_file per partition): its tasks, results and cache."""
-    params = {
-        "schema": str(schema),
-        "policies": {n: str(p) for n, p in policies.items()},
-        "min_digit_run": min_digit_run,
-    }
-    tasks = [
-        PartitionTask(
-            name,
-            digest(file_hash(file), params, keys.key_id(key), code),
-            profile_file,
-            (file, schema, policies, key, min_digit_run),
-        )
+) -> tuple[PartitionRun, list[TaskResult]]:
+    """Pass 1 as tasks (profile_file per partition): the run (to prune) and its results."""
+    work = PartitionRun(
+        "anonymize",
+        schema,
+        policies,
+        min_digit_run,
+        keys.key_id(key),
+        step="profile",
+        label="anonymize (pass 1)",
+    )
+    partitions = [
+        Partition(name, (file, schema, policies, key, min_digit_run), file_hash(file))
         for name, file in files.items()
     ]
-    cache = CacheDir("anonymize-profile")
-    return tasks, list(run_tasks("anonymize (pass 1)", tasks, cache)), cache
+    return work, list(work.run(profile_file, partitions))
 
 
 def class_sizes_of(profiled: list[TaskResult]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -179,25 +175,24 @@ def scan_pass(
     schema: Schema,
     policies: dict[str, Policy],
     min_digit_run: int | None,
-    code: str,
-) -> tuple[list[PartitionTask], list[TaskResult], CacheDir]:
+) -> tuple[PartitionRun, list[TaskResult]]:
     """Pass 2 as tasks (scan_file per partition) against the global identifier index.
 
     A stored result is reused while the global sets, restricted to the candidates it looked up,
     are unchanged, so a new batch does not redo earlier partitions unless it concerns them."""
     # The global identifier index, once on disk for the worker processes.
     index = IdentifierIndex.merge(load_index(d.file("index.npz")) for d in profiled)
-    cache = CacheDir("anonymize-scan")
-    index_file = cache.path / f".index-{os.getpid()}.npz"
+    work = PartitionRun("anonymize", step="scan", label="anonymize (pass 2)")
+    index_file = work.cache.path / f".index-{os.getpid()}.npz"
     save_index(index, index_file)
-    tasks, stale = [], []
+    partitions, stale = [], []
     for d in profiled:
         names_seen = relevant(index.names, np.load(d.file("names.npy")))
-        task_key = digest(d.task.key, names_seen, index.max_tokens, code)
-        entry = cache.get(task_key)
+        parts = (d.task.key, names_seen, index.max_tokens)
+        entry = work.lookup(parts)
         if entry is not None:
             if json.loads((entry / INDEX_SEEN).read_text()) != index_seen(index, entry):
-                stale.append(entry)  # a new identifier value may occur in it: scan again
+                stale.append(parts)  # a new identifier value may occur in it: scan again
         args = (
             d.file("policy.parquet"),
             index_file,
@@ -206,50 +201,42 @@ def scan_pass(
             policies,
             min_digit_run,
         )
-        tasks.append(PartitionTask(d.task.name, task_key, scan_file, args))
-    for entry in stale:
-        shutil.rmtree(entry, ignore_errors=True)
+        partitions.append(Partition(d.task.name, args, parts))
+    for parts in stale:
+        work.forget(parts)
     del index  # the workers load it from index_file: one copy fewer while they run
     try:
-        scanned = list(run_tasks("anonymize (pass 2)", tasks, cache))
+        scanned = list(work.run(scan_file, partitions))
     finally:
         index_file.unlink(missing_ok=True)
-    return tasks, scanned, cache
+    return work, scanned
 
 
-def release_entry(
-    cache: CacheDir, scanned: TaskResult, row_sizes: np.ndarray, k: int | None
-) -> tuple[Path, str, np.ndarray]:
+def release_file(
+    released_file: Path, row_sizes: np.ndarray, k: int | None, out_dir: Path
+) -> dict[str, Any]:
     """One partition's released rows (kept.parquet) and its rows of classes smaller than k with
-    their reason (dropped.parquet), stored; returns the entry, its key and the suppressed mask."""
-    n = len(row_sizes)
-    small = row_sizes < k if k else np.zeros(n, dtype=bool)
-    suppressed = np.flatnonzero(small)
-    final_key = digest(scanned.task.key, array_digest(suppressed, row_sizes[small]), k)
-    entry = cache.get(final_key)
-    if entry is None:
-        staged = cache.staging(final_key)
-        released = pq.read_table(scanned.file("released.parquet"))
-        mask = pa.array(small)
-        write_parquet(released.filter(pc.invert(mask)), staged / "kept.parquet")
-        dropped = released.filter(mask).to_pandas()
-        dropped[REASON] = [
-            f"k_anonymity: equivalence class of {int(c)} < k={k}" for c in row_sizes[small]
-        ]
-        write_parquet(_to_arrow(dropped), staged / "dropped.parquet")
-        entry = cache.put(final_key, staged, {"kept": int(n - small.sum())})
-    return entry, final_key, small
+    their reason (dropped.parquet)."""
+    small = row_sizes < k if k else np.zeros(len(row_sizes), dtype=bool)
+    released = pq.read_table(released_file)
+    mask = pa.array(small)
+    write_parquet(released.filter(pc.invert(mask)), out_dir / "kept.parquet")
+    dropped = released.filter(mask).to_pandas()
+    dropped[REASON] = [
+        f"k_anonymity: equivalence class of {int(c)} < k={k}" for c in row_sizes[small]
+    ]
+    write_parquet(_to_arrow(dropped), out_dir / "dropped.parquet")
+    return {"kept": int(len(row_sizes) - small.sum())}
 
 
 @dataclass
 class Released:
     """What releasing the partitions kept and found: for the summary and the cache's pruning."""
 
-    cache: CacheDir
+    run: PartitionRun
     findings: list[dict[str, str]] = field(default_factory=list)
     counts: dict[str, Counter] = field(default_factory=dict)
     kept_classes: list[np.ndarray] = field(default_factory=list)
-    final_keys: list[str] = field(default_factory=list)
 
 
 def release(
@@ -263,17 +250,19 @@ def release(
     """In order, each partition's kept rows to the output and suppressed rows to quarantine
     (dirs), its rows counted in `summary`; the scan's findings and entity counts gathered."""
     (profiled, scanned), (out, quarantine) = passes, dirs
-    done = Released(CacheDir("anonymize-final"))
+    done = Released(PartitionRun("anonymize", k, step="final"))
+    links = [Link(out, "{name}", "kept.parquet"), Link(quarantine, "{name}", "dropped.parquet")]
     offset = 0
     for p, s, part_classes in zip(profiled, scanned, classes, strict=True):
         n = p.result["rows"]
         row_sizes = sizes[offset : offset + n]
         offset += n
-        entry, final_key, small = release_entry(done.cache, s, row_sizes, k)
+        small = row_sizes < k if k else np.zeros(n, dtype=bool)
+        # Keyed by the scan's result and the sizes of the classes it suppresses (k is a key part).
+        parts = (s.task.key, array_digest(np.flatnonzero(small), row_sizes[small]))
+        args = (s.file("released.parquet"), row_sizes, k)
+        done.run.stored(p.task.name, parts, release_file, args, links)
         done.kept_classes.append(part_classes[~small])
-        done.final_keys.append(final_key)
-        out.link(p.task.name, entry / "kept.parquet")
-        quarantine.link(p.task.name, entry / "dropped.parquet")
         summary.rows_in += n
         summary.rows_out += n - int(small.sum())
         summary.quarantined["k_anonymity"] += int(small.sum())

@@ -1,46 +1,58 @@
 """Run one task per partition: in local worker processes or on a Dask cluster, reusing results.
 
-A stage describes its per-partition work as `PartitionTask`s: a top-level function, its
-arguments, and a key, the digest of everything the result depends on (input file hashes,
-params, code, key id). `run_tasks` runs the tasks whose key has no stored result and reuses
-the others, so a new batch costs work proportional to its own rows:
+A stage describes its per-partition work to a `PartitionRun`: the stage's name and key parts
+(params, plain data or dataclasses), and for each partition a `Partition` (its name, the
+arguments of a top-level function, and its own key parts, such as its input file's hash). The
+run owns the rest:
 
-- Each task writes its files into a fresh directory it is given and returns a small
-  JSON-able result. The finished directory is stored under
+- The key of a partition's result: the stage, the run's and the partition's key parts as JSON
+  (dataclasses through `dataclasses.asdict`, never `repr`), and the digest of the stage's code:
+  the .py files that are its deps in dvc.yaml, so the cache and DVC invalidate on the same files.
+- The stored results: each task writes its files into a fresh directory it is given and returns
+  a small JSON-able result. The finished directory is stored under
   `.pipeline-cache/partitions/<stage>/<key>/` (git-ignored, local, holds the same personal
-  data as the stage's outputs) and hard-linked into the outputs, so reuse costs no copy.
+  data as the stage's outputs) and hard-linked into the outputs (`Link`), so reuse costs no copy.
+  A task whose key is stored is not run again, so a new batch costs work proportional to its rows.
 - Where tasks run: `PIPELINE_WORKERS` (default: one per CPU core) local processes, or the Dask
   scheduler named by `DASK_SCHEDULER_ADDRESS` (for example `tcp://10.0.0.5:8786`); its workers
   need the project installed and this directory on a shared file system. Neither changes any
   result, so neither is a DVC param.
-- After a successful run `CacheDir.keep_only` forgets the entries this run did not use, so the
-  cache never holds more than the last run's partitions.
+- Pruning: after a successful run (the end of its `with` block, or `prune()`) the entries this
+  run did not use are forgotten, so the cache never holds more than the last run's partitions.
+
+Steps that must run in order in this process (clean's chained deduplication, anonymize's
+release) use `PartitionRun.stored`, which keys, stores, links and prunes the same way.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
+import datetime
+import enum
+import functools
 import json
 import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from stages.lib.io import writing
+from stages.lib.digest import canonical_digest
+from stages.lib.dvclock import dvc_yaml_stages, yaml_paths
+from stages.lib.io import file_hash, writing
+from stages.lib.progress import note, steps
 
 CACHE_ENV = "PIPELINE_PARTITION_CACHE"
 WORKERS_ENV = "PIPELINE_WORKERS"
 DASK_ENV = "DASK_SCHEDULER_ADDRESS"
 DEFAULT_CACHE = Path(".pipeline-cache/partitions")
 RESULT_FILE = "result.json"
-LIB_DIR = Path(__file__).resolve().parent
+# The project root: where dvc.yaml names the stages' code (its paths are relative to it).
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -67,23 +79,66 @@ class TaskResult:
         return self.dir / name
 
 
+def plain(obj: Any) -> Any:
+    """Key parts as JSON data: dataclasses by `dataclasses.asdict`, pydantic models by their
+    JSON dump, paths and dates as text; anything else that is not JSON data is refused (no
+    `repr`)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return plain(dataclasses.asdict(obj))
+    if hasattr(obj, "model_dump"):  # a pydantic model
+        return plain(obj.model_dump(mode="json"))
+    if isinstance(obj, Mapping):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain(v) for v in obj]
+    if isinstance(obj, set | frozenset):
+        return sorted(plain(v) for v in obj)
+    if isinstance(obj, enum.Enum):
+        return plain(obj.value)
+    if isinstance(obj, Path):
+        return obj.as_posix()
+    if isinstance(obj, datetime.date | datetime.time):  # YAML reads dates (schema min/max)
+        return obj.isoformat()
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # a NumPy scalar
+        return plain(obj.item())
+    raise TypeError(f"a cache key part must be plain data or a dataclass, got {type(obj)!r}")
+
+
 def digest(*parts: Any) -> str:
-    """A SHA-256 over JSON-serialised parts: the key of a task."""
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(json.dumps(part, sort_keys=True, default=str).encode())
-        h.update(b"\x00")
-    return h.hexdigest()
+    """The key of a task: a SHA-256 over the parts as canonical JSON (see `plain`)."""
+    return canonical_digest([plain(p) for p in parts])
 
 
-def code_digest(*modules: str | Path) -> str:
-    """A digest of the given source files and every shared helper under stages/lib."""
-    files = sorted({Path(m).resolve() for m in modules} | set(LIB_DIR.glob("*.py")))
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
+def _py_deps(stage: str, root: Path) -> tuple[str, ...]:
+    """The .py paths among the deps of `stage` in dvc.yaml, sorted, as dvc.yaml writes them."""
+    dvc_file = root / "dvc.yaml"
+    version = (dvc_file.stat().st_mtime_ns, dvc_file.stat().st_size) if dvc_file.is_file() else None
+    return _read_py_deps(stage, root, version)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_py_deps(stage: str, root: Path, version: tuple[int, int] | None) -> tuple[str, ...]:
+    """`_py_deps`, parsed once per version of dvc.yaml (a stage keys up to three caches)."""
+    spec = dvc_yaml_stages(root).get(stage)
+    if spec is None:
+        raise ValueError(
+            f"{root / 'dvc.yaml'}: no stage {stage!r}; the partition cache keys a stage's "
+            "results by the .py files dvc.yaml lists as its deps: add the stage there"
+        )
+    return tuple(sorted({d for d in yaml_paths(spec.get("deps")) if d.endswith(".py")}))
+
+
+def code_files(stage: str, root: Path | str = ROOT) -> list[Path]:
+    """The .py files dvc.yaml lists as the deps of `stage`: the code its results depend on."""
+    return [Path(root) / d for d in _py_deps(stage, Path(root))]
+
+
+def code_digest(stage: str, root: Path | str = ROOT) -> str:
+    """A digest of the stage's code files (`code_files`): what DVC reruns the stage on."""
+    files = _py_deps(stage, Path(root))
+    return canonical_digest([[d, file_hash(Path(root) / d)] for d in files])
 
 
 class CacheDir:
@@ -174,31 +229,22 @@ def run_tasks(
             done[t.key] = hit
         else:
             todo.setdefault(t.key, t)
-    reused = len(tasks) - len(todo)
-    start = time.monotonic()
     if tasks:
         where = os.environ.get(DASK_ENV) or f"{min(worker_count(), max(len(todo), 1))} process(es)"
-        print(
-            f"{stage}: {len(tasks)} partition(s): {reused} reused, {len(todo)} to run on {where}",
-            file=sys.stderr,
-        )
+        reused = len(tasks) - len(todo)
+        note(f"{stage}: {len(tasks)} partition(s): {reused} reused, {len(todo)} to run on {where}")
     staged = {key: cache.staging(key) for key in todo}
     pending = iter(_submit(list(todo.values()), staged))
-    finished = 0
     try:
-        for t in tasks:
-            if t.key not in done:
-                key, result = next(pending)
-                done[key] = cache.put(key, staged[key], result)
-                finished += 1
-                print(
-                    f"{stage}: {finished}/{len(todo)} partition(s) done "
-                    f"({time.monotonic() - start:.1f} s)",
-                    file=sys.stderr,
-                )
-            entry = done[t.key]
-            result = json.loads((entry / RESULT_FILE).read_text())
-            yield TaskResult(t, entry, result, reused=t.key not in staged)
+        with steps(stage, len(todo)) as advance:
+            for t in tasks:
+                if t.key not in done:
+                    key, result = next(pending)
+                    done[key] = cache.put(key, staged[key], result)
+                    advance()
+                entry = done[t.key]
+                result = json.loads((entry / RESULT_FILE).read_text())
+                yield TaskResult(t, entry, result, reused=t.key not in staged)
     finally:
         for path in staged.values():
             if path.exists():
@@ -228,3 +274,112 @@ def _submit(
             executor.close()
         else:
             executor.shutdown(cancel_futures=True)
+
+
+class Link(NamedTuple):
+    """A file a task wrote (`file`) hard-linked into an output directory (`out`, an
+    `io.AtomicDir`) as `dest`, where `{name}` stands for the partition's name."""
+
+    out: Any
+    dest: str
+    file: str
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition as a stage describes it: its name, the arguments of the stage's
+    per-partition function (before the output directory), and its own key parts (what its
+    result depends on beyond the run's key parts, e.g. its input file's hash)."""
+
+    name: str
+    args: tuple = ()
+    key: Any = ()
+
+
+class PartitionRun:
+    """One stage's (or one step's) partition work: keys, stored results, links and pruning.
+
+    `stage` is the stage's name in dvc.yaml (its deps' .py files are the code part of every
+    key); `step` names a second cache of the same stage (clean's map and dedup); `key_parts`
+    are what every partition's result depends on (params as plain data or dataclasses).
+    Used as a context manager, it prunes the cache when its block ends without an error.
+    """
+
+    def __init__(self, stage: str, *key_parts: Any, step: str = "", label: str = ""):
+        self.name = f"{stage}-{step}" if step else stage
+        self.label = label or stage
+        self.cache = CacheDir(self.name)
+        self._base = digest(self.name, list(key_parts), code_digest(stage))
+        self.used: list[str] = []
+
+    def key(self, *parts: Any) -> str:
+        """The key of a result that depends on `parts` beyond the run's key parts."""
+        return digest(self._base, *parts)
+
+    def lookup(self, parts: Any) -> Path | None:
+        """The stored directory of the result keyed by `parts`, or None."""
+        return self.cache.get(self.key(parts))
+
+    def forget(self, parts: Any) -> None:
+        """Drop a stored result that is stale for a reason its key cannot see: it runs again."""
+        entry = self.lookup(parts)
+        if entry is not None:
+            shutil.rmtree(entry, ignore_errors=True)
+
+    def run(
+        self,
+        fn: Callable[..., dict[str, Any]],
+        partitions: Iterable[Partition],
+        links: Sequence[Link] = (),
+    ) -> Iterator[TaskResult]:
+        """`fn(*args, out_dir)` for each partition whose result is not stored, in worker
+        processes; yields every partition's result in order, its files linked per `links`."""
+        tasks = [PartitionTask(p.name, self.key(p.key), fn, tuple(p.args)) for p in partitions]
+        self.used += [t.key for t in tasks]
+        return self._linked(run_tasks(self.label, tasks, self.cache), links)
+
+    def _linked(self, results: Iterator[TaskResult], links: Sequence[Link]) -> Iterator[TaskResult]:
+        for done in results:
+            self.link(done, links)
+            yield done
+
+    def stored(
+        self,
+        name: str,
+        parts: Any,
+        fn: Callable[..., dict[str, Any]],
+        args: tuple = (),
+        links: Sequence[Link] = (),
+    ) -> TaskResult:
+        """One partition's result computed here and now, unless stored: for steps that run in
+        order in this process (a chained key, state carried from one partition to the next)."""
+        task = PartitionTask(name, self.key(parts), fn, tuple(args))
+        self.used.append(task.key)
+        entry = self.cache.get(task.key)
+        reused = entry is not None
+        if entry is None:
+            staged = self.cache.staging(task.key)
+            try:
+                entry = self.cache.put(task.key, staged, fn(*args, staged))
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)  # gone already when it was stored
+        done = TaskResult(task, entry, json.loads((entry / RESULT_FILE).read_text()), reused)
+        self.link(done, links)
+        return done
+
+    @staticmethod
+    def link(done: TaskResult, links: Sequence[Link]) -> None:
+        """Hard-link a result's files into the outputs."""
+        for out, dest, file in links:
+            out.link(dest.replace("{name}", done.task.name), done.file(file))
+
+    def prune(self) -> None:
+        """Forget every stored result this run did not use (call after the run succeeded)."""
+        self.cache.keep_only(self.used)
+
+    def __enter__(self) -> PartitionRun:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.prune()
