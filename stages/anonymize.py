@@ -32,12 +32,12 @@ from stages.lib.features import column_policies
 from stages.lib.io import AtomicDir, partition_names, write_json_atomic
 from stages.lib.params import ParamsError, load_params, section
 from stages.lib.partitions import code_digest
+from stages.lib.paths import ANON_DIR as OUTPUT
+from stages.lib.paths import CLEAN_DIR as INPUT
 from stages.lib.schema import BATCH, Schema, load_schema
 from stages.lib.scrub import DEFAULT_MIN_DIGIT_RUN
 from stages.lib.summary import StageSummary
 
-INPUT = Path("data/clean")
-OUTPUT = Path("data/anon")
 QUARANTINE = Path("data/quarantine_anon")
 SCAN_REPORT = Path("reports/privacy/scan.json")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -21,12 +20,10 @@ from stages.lib.errors import run_stage
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import read_dataset, split_rows, write_dataset
 from stages.lib.params import ParamsError, load_params, section
-from stages.lib.schema import RECORD_ID, load_schema
+from stages.lib.paths import AUGMENTED_DIR as OUT_DIR
+from stages.lib.paths import TRAIN_SPLIT_DIR as TRAIN_DIR
+from stages.lib.schema import AUGMENTED, RECORD_ID, load_schema
 from stages.lib.summary import StageSummary
-
-TRAIN_DIR = Path("data/split/train")
-OUT_DIR = Path("data/train_aug")
-AUGMENTED = "_augmented"
 
 
 @dataclass(frozen=True)

@@ -43,11 +43,11 @@ from stages.lib.partitions import (
     digest,
     run_tasks,
 )
+from stages.lib.paths import CLEAN_DIR as OUT_DIR
+from stages.lib.paths import RAW_DIR
 from stages.lib.schema import REASON, Schema, load_schema
 from stages.lib.summary import StageSummary
 
-RAW_DIR = Path("data/raw")
-OUT_DIR = Path("data/clean")
 QUARANTINE_DIR = Path("data/quarantine")
 # The map step's stored columns beside the typed ones.
 MAPPED_EXTRA = (REASON, "_record_hash", "_content_hash")

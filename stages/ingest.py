@@ -28,6 +28,8 @@ from stages.lib.io import AtomicDir, file_hash, write_parquet
 from stages.lib.keys import is_sample, key_id, load_key
 from stages.lib.params import ParamsError, load_params, section
 from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
+from stages.lib.paths import DVC_YAML as DVC_FILE
+from stages.lib.paths import RAW_DIR as OUT_DIR
 from stages.lib.readers import read_batches
 from stages.lib.record_ids import Occurrences, add_lineage, renumbered
 from stages.lib.schema import Schema, load_schema
@@ -64,9 +66,6 @@ __all__ = [
     "not_data",
     "read_batches",
 ]
-
-OUT_DIR = Path("data/raw")
-DVC_FILE = Path("dvc.yaml")
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,10 @@ from stages.lib import profile as prof
 from stages.lib.errors import InputError
 from stages.lib.io import file_hash, write_text_atomic
 from stages.lib.keys import DEMO_KEY_FILE, KEY_ENV, create_demo_key, is_sample
+from stages.lib.paths import DVC_YAML as DVC_FILE
+from stages.lib.paths import PARAMS_FILE as PARAMS
 from stages.lib.profile import ColumnProfile
 
-PARAMS = Path("params.yaml")
-DVC_FILE = Path("dvc.yaml")
 SOURCES_MARKER = "# The sources:"
 SAMPLE_ROWS = 50_000
 # A header name this long is a row of data (a header-less file read as if it had one).

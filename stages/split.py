@@ -25,10 +25,10 @@ from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import AtomicDir, file_hash, partition_names, write_parquet
 from stages.lib.params import ParamsError, load_params, section
 from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
+from stages.lib.paths import ANON_DIR as INPUT
 from stages.lib.schema import RECORD_ID, Schema, load_schema
 from stages.lib.summary import StageSummary
 
-INPUT = Path("data/anon")
 OUTPUT = Path("data/split")
 SPLITS = ("train", "val", "test")
 

@@ -43,6 +43,7 @@ from stages.lib.model import (
     transform,
 )
 from stages.lib.params import ParamsError, load_params, section
+from stages.lib.paths import AUGMENTED_DIR as TRAIN_DIR
 from stages.lib.paths import MODEL_PATH
 from stages.lib.schema import RECORD_ID, load_schema
 from stages.lib.summary import StageSummary
@@ -71,7 +72,6 @@ from stages.lib.training import (  # noqa: F401  (re-exported: tests and benchma
     tensors_digest,
 )
 
-TRAIN_DIR = Path("data/train_aug")
 VAL_DIR = Path("data/split/val")
 CHECKPOINT_DIR = Path("models/checkpoint")
 CURVE_PATH = Path("plots/train_curve.csv")

@@ -35,10 +35,10 @@ from stages.lib.io import (
 )
 from stages.lib.params import load_params, section
 from stages.lib.partitions import CacheDir, PartitionTask, code_digest, digest, run_tasks
+from stages.lib.paths import CLEAN_DIR
 from stages.lib.schema import BATCH, RECORD_ID, SOURCE_FILE, SOURCE_ROW, Schema, load_schema
 from stages.lib.summary import StageSummary
 
-CLEAN_DIR = Path("data/clean")
 OUT_DIR = Path("reports/validation")
 Severity = Literal["critical", "warning", "off"]
 FAMILIES = (

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.lib.io import write_json_atomic
-
-METRICS_DIR = Path("metrics")
+from stages.lib.paths import METRICS_DIR
 
 
 class AccountingError(RuntimeError):

@@ -10,14 +10,13 @@ import os
 from pathlib import Path
 
 from stages.lib.dvclock import entry_hash, lock_stages, read_lock, under
+from stages.lib.schema import AUGMENTED, LINEAGE_COLUMNS, REASON, REASON_KIND, RECORD_ID
 from stages.lineage.hashing import cached_object, recorded_files
 from stages.lineage.ledger import is_code, producer_of
 from stages.lineage.records import read_records, run_summary
 
 # Lineage columns trace may read; source columns (identifiers among them) are never read.
-TRACE_COLUMNS = ("record_id", "_batch", "_source_file", "_source_row", "_reason_kind", "_reason")
-AUGMENTED = "_augmented"
-RECORD_ID = "record_id"
+TRACE_COLUMNS = (*LINEAGE_COLUMNS, REASON_KIND, REASON)
 
 
 def _record_dataset_outs(lock: dict, root: Path) -> list[tuple[str, str]]:

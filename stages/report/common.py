@@ -13,11 +13,11 @@ from typing import Any
 import pandas as pd
 
 from stages.lib.digest import canonical_digest
+from stages.lib.paths import METRICS_DIR as METRICS_DIR  # re-exported: render.py reads both
+from stages.lib.paths import PLOTS_DIR as PLOTS_DIR
 
 PIPELINE = ("ingest", "clean", "validate", "anonymize", "split", "augment", "train", "evaluate")
 PLOTS = ("train_curve", "confusion", "roc", "pr", "calibration", "slices")
-METRICS_DIR = Path("metrics")
-PLOTS_DIR = Path("plots")
 REPORTS_DIR = Path("reports")
 VALIDATION_RESULTS = REPORTS_DIR / "validation/results.json"
 DATA_DOCS = REPORTS_DIR / "validation/docs/index.html"
