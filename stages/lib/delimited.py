@@ -114,7 +114,7 @@ def read_delimited(
             f"{path}: {where}, column {name}: not valid UTF-8 text; re-save the file as UTF-8"
         ) from e
     if max_rows is not None and rows >= max_rows:
-        if invalid:  # in the sample; the file was not read to its end, so its count is not
+        if invalid:  # in the sample (the record count needs the whole file: not checked)
             raise _malformed(path, _scan_for(path, d, invalid), invalid)
         return
     _check_records(path, d, header, rows, invalid)
