@@ -82,12 +82,13 @@ def _docs(tmp_path: Path) -> tuple[list[tuple[Check, dict]], Path]:
 def test_docs_pages_are_written_complete(tmp_path) -> None:
     results, docs = _docs(tmp_path)
     build_docs(results, docs, "test_suite", {"rows": 3})
+    assert docs_site_name(docs, "test_suite") in context().get_site_names()
     pages = sorted(p.relative_to(docs).parts[0] for p in docs.rglob("*.html"))
     assert pages == ["expectations", "index.html", "validations"]
     assert all(p.read_text().rstrip().endswith("</html>") for p in docs.rglob("*.html"))
 
 
-def test_the_docs_site_name_is_the_same_in_every_process(tmp_path) -> None:
+def test_the_docs_site_name_is_the_same_in_every_process() -> None:
     """Python's hash() of a str changes with PYTHONHASHSEED; the site name must not."""
     code = "from stages.lib.gx import docs_site_name; print(docs_site_name('out/docs', 'suite'))"
     names = {
@@ -98,12 +99,9 @@ def test_the_docs_site_name_is_the_same_in_every_process(tmp_path) -> None:
             text=True,
             check=True,
         ).stdout.strip()
-        for seed in ("1", "2", "3")
+        for seed in ("1", "2")
     }
     assert names == {docs_site_name(Path("out/docs"), "suite")}
-    results, docs = _docs(tmp_path)
-    build_docs(results, docs, "site_suite", {"rows": 3})
-    assert docs_site_name(docs, "site_suite") in context().get_site_names()
 
 
 def test_a_docs_page_gx_could_not_write_is_a_write_error_exit_74(
