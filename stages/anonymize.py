@@ -30,12 +30,12 @@ from stages.lib.config import AnonymizeConfig, pipeline_params
 from stages.lib.errors import GateFailure, run_stage
 from stages.lib.features import column_policies
 from stages.lib.io import AtomicDir, partition_names, write_json_atomic
+from stages.lib.paths import ANON_DIR as OUTPUT
+from stages.lib.paths import CLEAN_DIR as INPUT
 from stages.lib.schema import BATCH, Schema
 from stages.lib.summaries import AnonymizeFields, Risk, ScanSummary
 from stages.lib.summary import StageSummary
 
-INPUT = Path("data/clean")
-OUTPUT = Path("data/anon")
 QUARANTINE = Path("data/quarantine_anon")
 SCAN_REPORT = Path("reports/privacy/scan.json")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,14 +19,11 @@ from stages.lib.config import AugmentConfig, TextAugment, pipeline_params
 from stages.lib.errors import run_stage
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import read_dataset, split_rows, write_dataset
-from stages.lib.schema import RECORD_ID
+from stages.lib.paths import AUGMENTED_DIR as OUT_DIR
+from stages.lib.paths import TRAIN_SPLIT_DIR as TRAIN_DIR
+from stages.lib.schema import AUGMENTED, RECORD_ID
 from stages.lib.summaries import AugmentFields
 from stages.lib.summary import StageSummary
-
-TRAIN_DIR = Path("data/split/train")
-OUT_DIR = Path("data/train_aug")
-AUGMENTED = "_augmented"
-
 
 # ---------------------------------------------------------------------------------------------
 # Which rows to copy

@@ -34,13 +34,13 @@ from stages.lib.errors import run_stage
 from stages.lib.io import AtomicDir, file_hash, partition_names, write_parquet
 from stages.lib.params import ParamsError
 from stages.lib.partitions import Link, Partition, PartitionRun, TaskResult
+from stages.lib.paths import CLEAN_DIR as OUT_DIR
+from stages.lib.paths import RAW_DIR
 from stages.lib.progress import note
 from stages.lib.schema import REASON, Schema
 from stages.lib.summaries import CleanFields
 from stages.lib.summary import StageSummary
 
-RAW_DIR = Path("data/raw")
-OUT_DIR = Path("data/clean")
 QUARANTINE_DIR = Path("data/quarantine")
 # The map step's stored columns beside the typed ones.
 MAPPED_EXTRA = (REASON, "_record_hash", "_content_hash")

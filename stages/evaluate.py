@@ -33,13 +33,12 @@ from stages.lib.fairness import slice_metrics
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import read_dataset, write_text_atomic
 from stages.lib.params import ParamsError
-from stages.lib.paths import MODEL_PATH
+from stages.lib.paths import MODEL_PATH, PLOTS_DIR
+from stages.lib.paths import TRAIN_SPLIT_DIR as TRAIN_DIR
 from stages.lib.summaries import EvaluateFields
 from stages.lib.summary import StageSummary
 
 TEST_DIR = Path("data/split/test")
-TRAIN_DIR = Path("data/split/train")
-PLOTS_DIR = Path("plots")
 
 
 # ---------------------------------------------------------------------------------------------

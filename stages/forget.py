@@ -36,13 +36,13 @@ from stages.lib.io import describe_write_error, file_hash, write_text_atomic
 from stages.lib.keys import MissingKeyError, load_key
 from stages.lib.params import ParamsError
 from stages.lib.partitions import CACHE_ENV, DEFAULT_CACHE
+from stages.lib.paths import DVC_YAML
+from stages.lib.paths import PARAMS_FILE as PARAMS
 from stages.lib.schema import BATCH
 
 if TYPE_CHECKING:
     from stages.lib.config import IngestConfig
 
-PARAMS = Path("params.yaml")
-DVC_YAML = Path("dvc.yaml")
 INGEST_STAGE = "ingest"
 # Names of the temporaries of stages.lib.io's atomic writes (`.<name>.tmp-<pid>-…`, `.old-<pid>`).
 TEMPORARY = re.compile(r"^\..+\.(tmp|old)-\d+")

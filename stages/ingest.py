@@ -28,6 +28,8 @@ from stages.lib.errors import InputError, run_stage
 from stages.lib.io import AtomicDir, file_hash, write_parquet
 from stages.lib.keys import is_sample, key_id, load_key
 from stages.lib.partitions import Link, Partition, PartitionRun, TaskResult
+from stages.lib.paths import DVC_YAML as DVC_FILE
+from stages.lib.paths import RAW_DIR as OUT_DIR
 from stages.lib.progress import note
 from stages.lib.readers import read_batches
 from stages.lib.record_ids import Occurrences, add_lineage, renumbered
@@ -65,9 +67,6 @@ __all__ = [
     "not_data",
     "read_batches",
 ]
-
-OUT_DIR = Path("data/raw")
-DVC_FILE = Path("dvc.yaml")
 
 
 def ingest_file(

@@ -12,7 +12,6 @@ treeverse/dvc#8171). Without a key, a random local demo key is created (never fo
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -23,22 +22,24 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
+import pyarrow as pa
 import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
-from stages.ingest import FORMATS, GZIP_MAGIC, check_content, file_format
 from stages.lib import profile as prof
 from stages.lib.config import PipelineParams, pipeline_params
+from stages.lib.delimited import first_record
 from stages.lib.errors import InputError
 from stages.lib.io import file_hash, write_text_atomic
 from stages.lib.keys import DEMO_KEY_FILE, KEY_ENV, create_demo_key, is_sample
+from stages.lib.paths import DVC_YAML as DVC_FILE
+from stages.lib.paths import PARAMS_FILE as PARAMS
 from stages.lib.profile import ColumnProfile
+from stages.lib.readers import read_batches
+from stages.lib.sources import FORMATS, check_content, file_format, norm_name
 
-PARAMS = Path("params.yaml")
-DVC_FILE = Path("dvc.yaml")
 SOURCES_MARKER = "# The sources:"
 SAMPLE_ROWS = 50_000
 # A header name this long is a row of data (a header-less file read as if it had one).
@@ -66,60 +67,31 @@ def read_sample(
     path: Path, fmt: str, names: list[str] | None, rows: int
 ) -> tuple[pd.DataFrame, bool]:
     """The first `rows` rows as strings ('' for missing), and whether the file holds more.
-    TSV: a quote is data (ingest reads it so too); CSV: standard quoting."""
-    with path.open("rb") as f:
-        gz = f.read(2) == GZIP_MAGIC
-    if fmt in ("csv", "tsv"):
-        df = _read_delimited(path, fmt, names, rows + 1, "gzip" if gz else None)
-    elif fmt == "jsonl":
-        df = pd.read_json(
-            path, lines=True, nrows=rows + 1, dtype=False, compression="gzip" if gz else None
-        )
-    else:
-        batch = next(pq.ParquetFile(path).iter_batches(batch_size=rows + 1), None)
-        df = batch.to_pandas() if batch is not None else pd.DataFrame()
-    if df.empty:
-        raise InputError(f"{path}: no data rows")
-    df = df.astype(object).where(df.notna(), "").astype(str)
+
+    Read by ingest's own reader (stages/lib/readers.py), so init sees the file as ingest will:
+    the same dialect (an Excel `sep=` line; in TSV a quote is data), encoding checks, header
+    names (NFKC, stripped) and errors for malformed rows.
+    """
     if names and fmt in ("jsonl", "parquet"):
         raise InputError(f"--columns: {fmt} files name their own columns; leave it out")
-    return df.head(rows), len(df) > rows
-
-
-def _read_delimited(
-    path: Path, fmt: str, names: list[str] | None, nrows: int, compression: str | None
-) -> pd.DataFrame:
-    sep = "," if fmt == "csv" else "\t"
-    quoting = csv.QUOTE_MINIMAL if fmt == "csv" else csv.QUOTE_NONE
-    opts = {"sep": sep, "quoting": quoting, "compression": compression, "encoding": "utf-8"}
-    try:
-        first = pd.read_csv(path, header=None, nrows=1, dtype=str, na_filter=False, **opts)
-        if names and len(names) != first.shape[1]:
-            raise InputError(
-                f"{path}: --columns names {len(names)} columns ({','.join(names)}) but line 1 "
-                f"has {first.shape[1]} fields; name every column, in order"
-            )
-        df = pd.read_csv(
-            path,
-            header=None if names else 0,
-            names=names,
-            nrows=nrows,
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            **opts,
+    if names and len(names) != len(first := first_record(path, fmt)):
+        raise InputError(
+            f"{path}: --columns names {len(names)} columns ({','.join(names)}) but line 1 "
+            f"has {len(first)} fields; name every column, in order"
         )
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
-        if isinstance(e, InputError):
-            raise
-        raise InputError(f"{path}: cannot be read as {fmt.upper()}: {str(e)[:200]}") from e
-    short = df.isna().any(axis=1)
-    if short.any():
-        line = int(short.to_numpy().argmax()) + (1 if names else 2)
-        raise InputError(f"{path}: line {line} has fewer fields than the header; fix the file")
-    if not names:
+    batches = [
+        b
+        for b in read_batches(path, fmt, rows + 1, names, names is None, max_rows=rows + 1)
+        if b.num_rows
+    ]
+    if not batches:
+        raise InputError(f"{path}: no data rows")
+    table = pa.Table.from_batches(batches).slice(0, rows + 1)
+    df = table.rename_columns([norm_name(n) for n in table.column_names]).to_pandas()
+    df = df.astype(object).where(df.notna(), "").astype(str)
+    if not names and fmt in ("csv", "tsv"):
         _check_header(path, df)
-    return df
+    return df.head(rows), len(df) > rows
 
 
 def _check_header(path: Path, df: pd.DataFrame) -> None:

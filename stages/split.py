@@ -25,11 +25,11 @@ from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import AtomicDir, file_hash, partition_names, write_parquet
 from stages.lib.params import ParamsError
 from stages.lib.partitions import Link, Partition, PartitionRun
+from stages.lib.paths import ANON_DIR as INPUT
 from stages.lib.schema import RECORD_ID, Schema
 from stages.lib.summaries import SplitFields
 from stages.lib.summary import StageSummary
 
-INPUT = Path("data/anon")
 OUTPUT = Path("data/split")
 SPLITS = ("train", "val", "test")
 

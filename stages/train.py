@@ -48,6 +48,7 @@ from stages.lib.model import (
     spec_to_dict,
     transform,
 )
+from stages.lib.paths import AUGMENTED_DIR as TRAIN_DIR
 from stages.lib.paths import MODEL_PATH
 from stages.lib.schema import RECORD_ID
 from stages.lib.summaries import TrainFields
@@ -77,7 +78,6 @@ from stages.lib.training import (  # noqa: F401  (re-exported: tests and benchma
     tensors_digest,
 )
 
-TRAIN_DIR = Path("data/train_aug")
 VAL_DIR = Path("data/split/val")
 CHECKPOINT_DIR = Path("models/checkpoint")
 CURVE_PATH = Path("plots/train_curve.csv")

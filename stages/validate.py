@@ -35,11 +35,11 @@ from stages.lib.io import (
     write_json_atomic,
 )
 from stages.lib.partitions import Partition, PartitionRun
+from stages.lib.paths import CLEAN_DIR
 from stages.lib.schema import BATCH, RECORD_ID, SOURCE_FILE, SOURCE_ROW, Schema
 from stages.lib.summaries import ValidateFields
 from stages.lib.summary import StageSummary
 
-CLEAN_DIR = Path("data/clean")
 OUT_DIR = Path("reports/validation")
 FAMILIES = (
     "key_unique",

@@ -11,12 +11,10 @@ validate, swaps in the broken input and runs the stages in order. A case either
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -25,42 +23,32 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from stages import clean, ingest, validate
 from stages.lib.errors import GateFailure, InputError
-from tests.conftest import TEST_KEY, source_frame, venv_env, write_project
-from tests.faultlib import dvc_stages, leftover_temporaries, stage_outputs, tree_hashes
+from tests.badinput import (
+    STAGES,
+    N,
+    accounted_rows,
+    assert_stopped_cleanly,
+    case_project,
+    csv,
+    good,
+    gz,
+    make_baseline,
+    outputs_from,
+    stage_main,
+    with_values,
+)
+from tests.conftest import venv_env, write_project
+from tests.faultlib import dvc_stages, stage_outputs, tree_hashes
 
-N = 40  # rows of the good batch every case starts from
-DATA_STAGES = {"ingest": ingest, "clean": clean, "validate": validate}
-
-
-def good() -> pd.DataFrame:
-    return source_frame(N)
-
-
-def csv(frame: pd.DataFrame) -> bytes:
-    return frame.to_csv(index=False).encode("utf-8")
+DATA_STAGES = STAGES[:3]  # ingest, clean, validate
 
 
 def parquet(frame: pd.DataFrame) -> bytes:
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)
     return buf.getvalue()
-
-
-def with_values(**cells: dict[int, str]) -> Callable[[], dict[str, bytes]]:
-    """A good batch with some cells replaced: with_values(age={3: 'abc'})."""
-
-    def build() -> dict[str, bytes]:
-        f = good()
-        for col, rows in cells.items():
-            for r, v in rows.items():
-                f.loc[r, col] = v
-        return {"batch.csv": csv(f)}
-
-    return build
 
 
 @dataclass(frozen=True)
@@ -128,10 +116,6 @@ def _normalised(tmp: Path) -> None:
 def _crlf(tmp: Path) -> None:
     c = pd.read_parquet(tmp / "data/clean")
     assert not c["income"].str.contains("\r").any()
-
-
-def _gz(data: bytes) -> bytes:
-    return gzip.compress(data, mtime=0)
 
 
 def _xlsx_like() -> bytes:
@@ -370,12 +354,12 @@ CASES = [
     ),
     Case(
         "gzip_not_named_gz",
-        lambda: {"batch.csv": _gz(csv(good()))},
+        lambda: {"batch.csv": gz(csv(good()))},
         Fails("ingest", InputError, r"batch\.csv: is gzip-compressed but not named \.gz"),
     ),
     Case(
         "truncated_gzip",
-        lambda: {"batch.csv.gz": _gz(csv(good()))[:-200]},
+        lambda: {"batch.csv.gz": gz(csv(good()))[:-200]},
         Fails(
             "ingest",
             InputError,
@@ -417,37 +401,15 @@ CASES = [
 ]
 
 
-def outputs_from(stage: str) -> list[str]:
-    """Outputs of `stage` and of every stage after it in dvc.yaml."""
-    names = list(dvc_stages())
-    return [p for n in names[names.index(stage) :] for p in stage_outputs(dvc_stages()[n])]
-
-
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project where a good batch went through ingest, clean and validate."""
-    tmp = tmp_path_factory.mktemp("baseline")
-    write_project(tmp, good())
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PIPELINE_HMAC_KEY", TEST_KEY)
-        mp.chdir(tmp)
-        for stage in DATA_STAGES.values():
-            stage.main()
-    return tmp
+    return make_baseline(tmp_path_factory.mktemp("baseline"), good(), DATA_STAGES[-1])
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case: Case, baseline: Path, tmp_path: Path, monkeypatch, key) -> None:
-    project = tmp_path / "p"
-    shutil.copytree(baseline, project)
-    shutil.rmtree(project / "data/in")
-    (project / "data/in").mkdir()
-    files = case.files()
-    for name, data in files.items():
-        (project / "data/in" / name).write_bytes(data)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["ingest"]["sources"] = list(case.sources)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    project = case_project(baseline, tmp_path / "p", case.files(), {}, case.sources)
     monkeypatch.chdir(project)
 
     outcome = case.outcome
@@ -456,34 +418,29 @@ def test_bad_input(case: Case, baseline: Path, tmp_path: Path, monkeypatch, key)
         if outcome.error is GateFailure:  # the failing check's own report explains the failure
             kept = [p for p in kept if p not in stage_outputs(dvc_stages()[outcome.stage])]
         before = tree_hashes(project, kept)
-        for name, stage in DATA_STAGES.items():
+        for name in DATA_STAGES:
             if name == outcome.stage:
                 with pytest.raises(outcome.error) as err:
-                    stage.main()
+                    stage_main(name)()
                 break
-            stage.main()
+            stage_main(name)()
         message = str(err.value)
         assert re.search(outcome.message, message, re.S), message
-        assert tree_hashes(project, kept) == before, "outputs changed although the run stopped"
-        assert not leftover_temporaries(project)
-        assert TEST_KEY not in message
+        assert_stopped_cleanly(project, kept, before, message)
         return
 
-    ingest.main()
-    clean.main()
+    stage_main("ingest")()
+    stage_main("clean")()
     if outcome.validate:
-        validate.main()
+        stage_main("validate")()
         summary = json.loads((project / "metrics/validate.json").read_text())
         assert summary["failed_critical"] == 0
-    m = {s: json.loads((project / f"metrics/{s}.json").read_text()) for s in ("ingest", "clean")}
-    c = m["clean"]
-    assert c["rows_in"] == m["ingest"]["rows_out"]
-    assert c["rows_in"] == c["rows_out"] + c["rows_quarantined"] + c["duplicates"]
+    c, q = accounted_rows(project)
+    assert c["rows_in"] == json.loads((project / "metrics/ingest.json").read_text())["rows_out"]
     assert c["quarantined_by_reason"] == outcome.quarantined
     assert c["duplicates"] == outcome.duplicates
     assert c["values_nulled"] == outcome.nulled
-    q = pd.read_parquet(project / "data/quarantine")
-    assert len(q) == c["rows_quarantined"] + c["duplicates"] and q["_reason"].notna().all()
+    assert q["_reason"].notna().all()
     assert len(pd.read_parquet(project / "data/clean")) == c["rows_out"]
     if outcome.reason:
         assert outcome.reason in set(q["_reason"]), set(q["_reason"])
@@ -541,3 +498,23 @@ def test_huge_text_field_stays_within_memory(tmp_path: Path) -> None:
         # the 16 MB read block. A copy per row or per character would be many GB.
         assert peak < 1024, f"{stage} peaked at {peak} MB"
     assert os.path.getsize(tmp_path / "data/in/batch.csv") > 10 << 20
+
+
+def test_the_shared_checks_catch_a_changed_output_a_temporary_and_a_lost_row(tmp_path) -> None:
+    """The harness's own checks fail where they should (every case above relies on them)."""
+    out = tmp_path / "data/clean/part-0.parquet"
+    out.parent.mkdir(parents=True)
+    out.write_bytes(b"before")
+    before = tree_hashes(tmp_path, ["data/clean"])
+    assert_stopped_cleanly(tmp_path, ["data/clean"], before, "a message")
+    out.write_bytes(b"after")
+    with pytest.raises(AssertionError, match="outputs changed"):
+        assert_stopped_cleanly(tmp_path, ["data/clean"], before, "a message")
+    (tmp_path / "data/.clean.tmp-1").mkdir()
+    with pytest.raises(AssertionError):
+        assert_stopped_cleanly(tmp_path, [], {}, "a message")
+    (tmp_path / "metrics").mkdir()
+    lost = {"rows_in": 10, "rows_out": 8, "rows_quarantined": 1, "duplicates": 0}
+    (tmp_path / "metrics/clean.json").write_text(json.dumps(lost))
+    with pytest.raises(AssertionError):
+        accounted_rows(tmp_path)

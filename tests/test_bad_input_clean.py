@@ -3,7 +3,7 @@ the contract names, a message naming file/row/column or the params key and what 
 traceback, and nothing downstream changed; or, where the right handling is to go on, the bad
 rows quarantined with a reason naming their source file, row and column.
 
-Harness as tests/test_bad_input.py: a module-wide project where a good batch went through
+Harness of tests/badinput.py: a module-wide project where a good batch went through
 ingest, clean, validate and anonymize; each case copies it, swaps in its input or params and
 runs the stages from the first one its change concerns, in process through run_stage (the
 exit-code wrapper every stage's __main__ uses).
@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime
 import json
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,34 +21,24 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import yaml
 
-from stages import anonymize, clean, ingest, validate
-from stages.lib.errors import run_stage
-from tests.conftest import TEST_KEY, write_project
-from tests.faultlib import leftover_temporaries, tree_hashes
-from tests.test_bad_input import csv, good, outputs_from
+from stages import clean
+from tests.badinput import (
+    STAGES,
+    accounted_rows,
+    assert_stopped_cleanly,
+    case_project,
+    csv,
+    good,
+    make_baseline,
+    outputs_from,
+    run,
+)
+from tests.badinput import with_values as cells
+from tests.conftest import TEST_KEY
+from tests.faultlib import tree_hashes
 
-STAGES: dict[str, Callable[[], Any]] = {
-    "ingest": ingest.main,
-    "clean": clean.main,
-    "validate": validate.main,
-    "anonymize": lambda: anonymize.main([]),  # its own argv, not pytest's
-}
 TOMORROW = (datetime.datetime.now(datetime.UTC).date() + datetime.timedelta(days=1)).isoformat()
-
-
-def cells(**changes: dict[int, str]) -> Callable[[], dict[str, bytes]]:
-    """The good batch with some cells replaced: cells(age={3: '1e308'})."""
-
-    def build() -> dict[str, bytes]:
-        f = good()
-        for col, rows in changes.items():
-            for r, v in rows.items():
-                f.loc[r, col] = v
-        return {"batch.csv": csv(f)}
-
-    return build
 
 
 def two_batches(second: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[], dict]:
@@ -238,53 +227,14 @@ CASES = [
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project where a good batch went through ingest, clean, validate and anonymize."""
-    tmp = tmp_path_factory.mktemp("baseline")
     # 40 generated rows form classes of at most 4 over the quasi-identifiers: k=2 releases most.
-    write_project(tmp, good(), anonymize__k=2)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PIPELINE_HMAC_KEY", TEST_KEY)
-        mp.chdir(tmp)
-        for main in STAGES.values():
-            main()
-    return tmp
-
-
-def set_params(project: Path, changes: dict[str, Any], sources: list[str]) -> None:
-    """params.yaml with dotted keys set (None: deleted) and the given ingest sources."""
-    p = yaml.safe_load((project / "params.yaml").read_text())
-    p["ingest"]["sources"] = sources
-    for dotted, value in changes.items():
-        *path, last = dotted.split(".")
-        node = p
-        for part in path:
-            node = node.setdefault(part, {})
-        if value is None:
-            node.pop(last, None)
-        else:
-            node[last] = value
-    (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-
-
-def run(name: str, capsys: pytest.CaptureFixture) -> tuple[int, str]:
-    """One stage as `python -m stages.NAME` runs it: (exit code, stderr)."""
-    try:
-        run_stage(STAGES[name])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    return code, capsys.readouterr().err
+    return make_baseline(tmp_path_factory.mktemp("baseline"), good(), "anonymize", anonymize__k=2)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_clean(case: Case, baseline: Path, tmp_path: Path, monkeypatch, key, capsys):
-    project = tmp_path / "p"
-    shutil.copytree(baseline, project)
-    if case.files is not None:
-        shutil.rmtree(project / "data/in")
-        (project / "data/in").mkdir()
-        for name, data in case.files().items():
-            (project / "data/in" / name).write_bytes(data)
-    set_params(project, case.params, ["data/in"])
+    files = case.files() if case.files is not None else None
+    project = case_project(baseline, tmp_path / "p", files, case.params, ["data/in"])
     monkeypatch.chdir(project)
     names = list(STAGES)
     kept = outputs_from(case.stage) if case.code else []
@@ -303,15 +253,11 @@ def test_bad_input_clean(case: Case, baseline: Path, tmp_path: Path, monkeypatch
     assert TEST_KEY not in err
     if case.code:
         assert name == case.stage, f"stopped at {name}: {err}"
-        assert tree_hashes(project, kept) == before, "outputs changed although the run stopped"
-        assert not leftover_temporaries(project)
+        assert_stopped_cleanly(project, kept, before, err)
         return
 
-    metrics = {s: json.loads((project / f"metrics/{s}.json").read_text()) for s in ("clean",)}
-    c = metrics["clean"]
-    assert c["rows_in"] == c["rows_out"] + c["rows_quarantined"] + c["duplicates"]
-    q = pd.read_parquet(project / "data/quarantine")
-    assert len(q) == c["rows_quarantined"] + c["duplicates"]
+    c, q = accounted_rows(project)
+    metrics = {"clean": c}
     if case.reason:
         hits = q[q["_reason"].str.contains(case.reason, regex=True)]
         assert len(hits), set(q["_reason"])

@@ -3,16 +3,14 @@
 the last good run wrote it.
 
 The stage runs in-process through run_stage, the wrapper `python -m stages.ingest` uses, so the
-exit code and stderr are the user's; a project copy per case (as tests/test_bad_input.py does).
+exit code and stderr are the user's; a project copy per case (the harness of tests/badinput.py).
 """
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,18 +19,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
-from stages import ingest
-from stages.lib.errors import run_stage
-from tests.conftest import TEST_KEY, source_frame, write_project
-from tests.faultlib import leftover_temporaries, tree_hashes
+from tests import badinput
+from tests.badinput import assert_stopped_cleanly, case_project, gz, make_baseline, run
+from tests.faultlib import tree_hashes
 
-N = 30
+N = 30  # fewer rows than tests/test_bad_input.py: the messages below name lines of this batch
 
 
 def good() -> pd.DataFrame:
-    return source_frame(N)
+    return badinput.good(N)
 
 
 def csv_text(frame: pd.DataFrame | None = None, **kw) -> str:
@@ -88,10 +84,6 @@ def good_table() -> pa.Table:
 
 def replaced(table: pa.Table, name: str, column: pa.Array) -> pa.Table:
     return table.set_column(table.schema.get_field_index(name), name, column)
-
-
-def gz(data: bytes) -> bytes:
-    return gzip.compress(data, mtime=0)
 
 
 def without(rows: list[dict], key: str) -> Callable[[dict], dict]:
@@ -345,51 +337,24 @@ CASES = [
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project where a good batch went through ingest."""
-    tmp = tmp_path_factory.mktemp("baseline")
-    write_project(tmp, good())
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PIPELINE_HMAC_KEY", TEST_KEY)
-        mp.chdir(tmp)
-        ingest.main()
-    return tmp
-
-
-def set_params(project: Path, values: dict, sources: tuple[str, ...]) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["ingest"]["sources"] = list(sources)
-    for dotted, value in values.items():
-        node = params
-        *path, last = dotted.split(".")
-        for part in path:
-            node = node[part]
-        node[last] = value
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return make_baseline(tmp_path_factory.mktemp("baseline"), good(), "ingest")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_ingest_input(case: Bad, baseline: Path, tmp_path: Path, monkeypatch, capsys, key):
-    project = tmp_path / "p"
-    shutil.copytree(baseline, project)
-    shutil.rmtree(project / "data/in")
-    (project / "data/in").mkdir()
-    for name, data in case.files().items():
-        (project / "data/in" / name).write_bytes(data)
-    set_params(project, case.params, case.sources)
+    project = case_project(baseline, tmp_path / "p", case.files(), case.params, case.sources)
     monkeypatch.chdir(project)
-    before = tree_hashes(project, ["data/raw", "metrics/ingest.json"])
+    kept = ["data/raw", "metrics/ingest.json"]
+    before = tree_hashes(project, kept)
     capsys.readouterr()
 
-    with pytest.raises(SystemExit) as exit_:
-        run_stage(ingest.main)
+    code, err = run("ingest", capsys)
 
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2, err
+    assert code == 2, err
     assert "Traceback" not in err
     (line,) = [x for x in err.splitlines() if x.startswith("ERROR: ")]
     assert re.search(case.message, line), line
-    assert tree_hashes(project, ["data/raw", "metrics/ingest.json"]) == before
-    assert not leftover_temporaries(project)
-    assert TEST_KEY not in err
+    assert_stopped_cleanly(project, kept, before, err)
 
 
 def test_corpus_size() -> None:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import builtins
 import errno
 import itertools
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +20,7 @@ from stages.lib.gx import (
     Check,
     build_docs,
     context,
+    docs_site_name,
     require_complete_pages,
     run_checks,
     skip_batch_fingerprint,
@@ -78,9 +82,26 @@ def _docs(tmp_path: Path) -> tuple[list[tuple[Check, dict]], Path]:
 def test_docs_pages_are_written_complete(tmp_path) -> None:
     results, docs = _docs(tmp_path)
     build_docs(results, docs, "test_suite", {"rows": 3})
+    assert docs_site_name(docs, "test_suite") in context().get_site_names()
     pages = sorted(p.relative_to(docs).parts[0] for p in docs.rglob("*.html"))
     assert pages == ["expectations", "index.html", "validations"]
     assert all(p.read_text().rstrip().endswith("</html>") for p in docs.rglob("*.html"))
+
+
+def test_the_docs_site_name_is_the_same_in_every_process() -> None:
+    """Python's hash() of a str changes with PYTHONHASHSEED; the site name must not."""
+    code = "from stages.lib.gx import docs_site_name; print(docs_site_name('out/docs', 'suite'))"
+    names = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert names == {docs_site_name(Path("out/docs"), "suite")}
 
 
 def test_a_docs_page_gx_could_not_write_is_a_write_error_exit_74(

@@ -72,7 +72,7 @@ def test_csv_without_id_finds_identifiers_by_content(project: Path) -> None:
     assert r["gender"] == ("categorical", None, True, True)
     assert r["postcode"][2] and r["churned"][0] == "label"
     # yes/no stay strings for YAML 1.1 readers (PyYAML would read them as booleans).
-    assert p["schema"]["columns"]["churned"]["values"] == ["no", "yes"]
+    assert sorted(p["schema"]["columns"]["churned"]["values"]) == ["no", "yes"]
     assert not any(v[0] == "key" for v in r.values())
     pol = p["anonymize"]["policies"]
     assert pol["name"] == pol["email"] == "drop"
@@ -232,3 +232,48 @@ def test_jsonl_and_parquet_give_the_same_schema(project: Path, fmt: str) -> None
     assert code == 0, out
     _, _, from_csv = init("byod/titanic.csv", "--label", "survived", "--force")
     assert roles(p) == roles(from_csv)
+
+
+def test_init_reads_the_file_as_ingest_will(project: Path) -> None:
+    """init reads through ingest's readers: an Excel `sep=;` first line sets the delimiter and a
+    header name is normalised (NFKC, stripped), so the schema init writes names the columns
+    ingest will find."""
+    from stages.lib.readers import read_batches
+    from stages.lib.sources import norm_name
+
+    rows = [f"{i};{20 + i % 50};{'yes' if i % 3 else 'no'}" for i in range(60)]
+    Path("byod/excel.csv").write_text("sep=;\nid; Ａge ;churned\n" + "\n".join(rows) + "\n")
+    code, out, p = init("byod/excel.csv", "--label", "churned", "--force")
+    assert code == 0, out
+    (batch,) = read_batches(Path("byod/excel.csv"), "csv", 1000)
+    ingest_names = [norm_name(n) for n in batch.schema.names]
+    assert list(p["schema"]["columns"]) == ["id", "Age", "churned"] == ingest_names
+    assert sorted(p["schema"]["columns"]["churned"]["values"]) == ["no", "yes"]
+
+
+def test_a_malformed_row_in_the_sample_is_named_by_its_line(project: Path) -> None:
+    """The sample is checked as ingest checks the whole file: a short row is named, not
+    profiled around (init stops reading after the sample, ingest reads on)."""
+    Path("byod/short.csv").write_text("x,label\n1,a\n2\n3,b\n" + "4,a\n5,b\n" * 50)
+    before = Path("params.yaml").read_bytes()
+    code, out, _ = init("byod/short.csv", "--rows", "10", "--force")
+    assert code == 2, out
+    assert "1 malformed row(s): line 3 has 1 fields, expected 2" in out.replace("\n", " ")
+    assert Path("params.yaml").read_bytes() == before
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_the_readers_stop_after_a_sample(tmp_path: Path, fmt: str) -> None:
+    import pandas as pd
+
+    from stages.lib.readers import read_batches
+
+    path = tmp_path / f"t.{fmt}"
+    frame = pd.DataFrame({"x": [str(i) for i in range(20)]})
+    if fmt == "jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path)
+    sample = list(read_batches(path, fmt, 2, max_rows=5))
+    assert sum(b.num_rows for b in sample) == {"jsonl": 5, "parquet": 6}[fmt]  # whole blocks
+    assert sum(b.num_rows for b in read_batches(path, fmt, 2)) == 20

@@ -47,9 +47,18 @@ def dialect(path: Path, fmt: str) -> Dialect:
 
 
 def read_delimited(
-    path: Path, fmt: str, header: bool, columns: list[str] | None, block_size: int
+    path: Path,
+    fmt: str,
+    header: bool,
+    columns: list[str] | None,
+    block_size: int,
+    max_rows: int | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """CSV/TSV by Arrow as string columns, checked against an independent count of records."""
+    """CSV/TSV by Arrow as string columns, checked against an independent count of records.
+
+    `max_rows`: stop after the read block that reaches it (a sample, as `pipeline init` reads);
+    the rows read are checked for malformed ones, the rest of the file is left unread.
+    """
     d = dialect(path, fmt)
     invalid: list[tuple[int | None, int, int]] = []
 
@@ -90,6 +99,8 @@ def read_delimited(
         for rb in reader:
             rows += rb.num_rows
             yield rb
+            if max_rows is not None and rows >= max_rows:
+                break
     except pa.ArrowInvalid as e:
         if "straddling object" in str(e):
             raise _straddling(path, d, block_size) from e
@@ -102,7 +113,28 @@ def read_delimited(
         raise InputError(
             f"{path}: {where}, column {name}: not valid UTF-8 text; re-save the file as UTF-8"
         ) from e
+    if max_rows is not None and rows >= max_rows:
+        if invalid:  # in the sample (the record count needs the whole file: not checked)
+            raise _malformed(path, _scan_for(path, d, invalid), invalid)
+        return
     _check_records(path, d, header, rows, invalid)
+
+
+def _scan_for(path: Path, d: Dialect, invalid: list[tuple[int | None, int, int]]) -> RecordScan:
+    """The file's records as Python's csv reads them, with the lines of the first bad rows."""
+    return scan_records(path, d, {n for n, _, _ in invalid[:5] if n is not None})
+
+
+def _malformed(
+    path: Path, scan: RecordScan, invalid: list[tuple[int | None, int, int]]
+) -> InputError:
+    """The error for malformed rows, naming the true lines of the first five."""
+    shown = [f"{_where(n, scan.lines)} has {a} fields, expected {x}" for n, a, x in invalid[:5]]
+    hint = f"; {scan.problem}" if scan.problem else ""
+    return InputError(
+        f"{path}: {len(invalid)} malformed row(s): {'; '.join(shown)} "
+        f"(a truncated last line or an unquoted delimiter?){hint}; fix or remove them"
+    )
 
 
 def _check_records(
@@ -110,14 +142,9 @@ def _check_records(
 ) -> None:
     """Fail on malformed rows (naming their true lines) and when Arrow's record count differs
     from an independent reading of the file: no line is merged or dropped unseen."""
-    scan = scan_records(path, d, {n for n, _, _ in invalid[:5] if n is not None})
+    scan = _scan_for(path, d, invalid)
     if invalid:
-        shown = [f"{_where(n, scan.lines)} has {a} fields, expected {x}" for n, a, x in invalid[:5]]
-        hint = f"; {scan.problem}" if scan.problem else ""
-        raise InputError(
-            f"{path}: {len(invalid)} malformed row(s): {'; '.join(shown)} "
-            f"(a truncated last line or an unquoted delimiter?){hint}; fix or remove them"
-        )
+        raise _malformed(path, scan, invalid)
     if scan.problem:
         raise InputError(f"{path}: {scan.problem}")
     expected = scan.records - d.skip - (1 if header else 0)
@@ -191,6 +218,11 @@ def scan_records(path: Path, d: Dialect, wanted: set[int] | frozenset = frozense
                     'whole value and double each quote inside it ("" for ")'
                 )
     return RecordScan(records, lines, last, problem)
+
+
+def first_record(path: Path, fmt: str) -> list[str]:
+    """The first record's fields (a header's names), split as read_delimited splits the file."""
+    return _header_names(path, fmt, dialect(path, fmt))
 
 
 def _header_names(path: Path, fmt: str, d: Dialect) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from stages.lib.digest import canonical_digest
+from stages.lib.digest import canonical_digest, text_sha256
 
 LOCK = Path("dvc.lock")
 # A params section with more leaves than this (the schema) is shown as a count and a digest.
@@ -36,6 +36,15 @@ def read_yaml(path: Path) -> dict:
 def read_lock(root: Path | str = ".") -> dict:
     """dvc.lock as a dict ({} when the pipeline never ran)."""
     return read_yaml(Path(root) / LOCK)
+
+
+def read_lock_digest(root: Path | str = ".") -> tuple[dict, str | None]:
+    """dvc.lock as a dict and the SHA-256 of its text, from one read (so the two agree);
+    ({}, None) when the pipeline never ran."""
+    path = Path(root) / LOCK
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    data = yaml.safe_load(text) if text else None
+    return (data if isinstance(data, dict) else {}), (text_sha256(text) if text else None)
 
 
 def lock_stages(lock: Mapping | None) -> dict[str, dict]:

@@ -18,6 +18,8 @@ from typing import Any
 
 import pandas as pd
 
+from stages.lib.digest import canonical_digest
+
 # Offline by design: GX must not try to send usage statistics.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 # GX draws a progress bar per validation; in stage logs it is noise, not progress.
@@ -311,9 +313,15 @@ def require_complete_pages(pages: Sequence[Path]) -> None:
     )
 
 
+def docs_site_name(docs_dir: Path, suite_name: str) -> str:
+    """The Data Docs site name for a docs directory and suite: a digest, the same in every
+    process (Python's hash() of a str changes with PYTHONHASHSEED)."""
+    return f"docs_{canonical_digest([str(docs_dir), suite_name], 16)}"
+
+
 def _docs_site(ctx: Any, docs_dir: Path, suite_name: str) -> str:
     """The name of the context's Data Docs site writing to `docs_dir`, added on first use."""
-    site = f"docs_{abs(hash((str(docs_dir), suite_name)))}"
+    site = docs_site_name(docs_dir, suite_name)
     if site not in (ctx.get_site_names() or []):
         ctx.add_data_docs_site(
             site_name=site,

@@ -22,8 +22,9 @@ from typing import Any, TypeVar
 import pydantic
 import yaml
 
+from stages.lib.paths import PARAMS_FILE
+
 T = TypeVar("T")
-PARAMS_FILE = Path("params.yaml")
 
 
 def readonly(mapping: dict) -> types.MappingProxyType:

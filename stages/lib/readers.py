@@ -25,21 +25,24 @@ def read_batches(
     columns: list[str] | None = None,
     header: bool = True,
     block_size: int = CSV_BLOCK_BYTES,
+    max_rows: int | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Stream a batch file as record batches of string columns, as the source wrote them.
 
     `columns`: the schema's columns (the names of a header-less file; JSON Lines keys are
     checked against them on every line). Errors name the file's true line numbers.
+    `max_rows`: stop once that many rows are read (`pipeline init`'s sample); rows past the
+    block that reaches it are not read, nor checked.
     """
     if not header and not columns:
         raise ValueError("read_batches: a header-less file needs its column names")
     try:
         if fmt in ("csv", "tsv"):
-            yield from read_delimited(path, fmt, header, columns, block_size)
+            yield from read_delimited(path, fmt, header, columns, block_size, max_rows)
         elif fmt == "jsonl":
-            yield from _read_jsonl(path, block_rows, columns)
+            yield from _read_jsonl(path, block_rows, columns, max_rows)
         else:
-            yield from _read_parquet(path, block_rows)
+            yield from _read_parquet(path, block_rows, max_rows)
     except (pa.ArrowInvalid, UnicodeDecodeError) as e:
         why = f"cannot be read as {fmt.upper()}: {short_error(e)}"
         if isinstance(e, UnicodeDecodeError):
@@ -53,14 +56,19 @@ def read_batches(
         ) from e
 
 
-def _read_jsonl(path: Path, block_rows: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+def _read_jsonl(
+    path: Path, block_rows: int, columns: list[str] | None, max_rows: int | None = None
+) -> Iterator[pa.RecordBatch]:
     """JSON Lines, one object a line; every line must have the same keys (the schema's)."""
     order: list[str] | None = None
     exact: set[str] = set()
     target: set[str] = set(columns or [])
     rows: list[list[str | None]] = []
+    done = 0
     with open_binary(path) as f:
         for lineno, raw in enumerate(f, 1):
+            if max_rows is not None and done + len(rows) >= max_rows:
+                break
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -80,7 +88,7 @@ def _read_jsonl(path: Path, block_rows: int, columns: list[str] | None) -> Itera
             rows.append([_json_value(path, lineno, k, obj[k]) for k in order])
             if len(rows) >= block_rows:
                 yield _batch(order, rows)
-                rows = []
+                done, rows = done + len(rows), []
     if rows and order is not None:
         yield _batch(order, rows)
 
@@ -132,7 +140,9 @@ def _batch(names: list[str], rows: list[list[str | None]]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.array(c, pa.string()) for c in cols], names=names)
 
 
-def _read_parquet(path: Path, block_rows: int) -> Iterator[pa.RecordBatch]:
+def _read_parquet(
+    path: Path, block_rows: int, max_rows: int | None = None
+) -> Iterator[pa.RecordBatch]:
     """Parquet columns of any scalar type as strings (dates ISO 8601); nested types refused."""
     pf = pq.ParquetFile(path)
     for f in pf.schema_arrow:
@@ -141,7 +151,11 @@ def _read_parquet(path: Path, block_rows: int) -> Iterator[pa.RecordBatch]:
                 f"{path}: column {f.name} has the nested type {f.type}; expected one value a "
                 "cell (string, number, boolean, date): flatten it into schema columns"
             )
+    done = 0
     for batch in pf.iter_batches(batch_size=block_rows):
+        if max_rows is not None and done >= max_rows:
+            break
+        done += batch.num_rows
         yield pa.RecordBatch.from_arrays(
             [
                 _column_strings(path, n, c)

@@ -25,6 +25,8 @@ RELEASED_LINEAGE = (RECORD_ID, BATCH)
 # Columns of a quarantined row: why it was set aside (with the value where it is no identifier),
 # and the value-free kind of that reason.
 REASON, REASON_KIND = "_reason", "_reason_kind"
+# augment's flag on the rows it added (train weighs them, lineage trace follows them).
+AUGMENTED = "_augmented"
 
 
 @dataclass(frozen=True)

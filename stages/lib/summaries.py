@@ -15,8 +15,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-METRICS_DIR = Path("metrics")
-
 
 class Model(BaseModel):
     """A strict part of a summary: unknown keys are an error."""

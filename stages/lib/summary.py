@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from stages.lib.io import write_json_atomic
-from stages.lib.summaries import METRICS_DIR, Model, Summary, dump, summary_model
+from stages.lib.paths import METRICS_DIR
+from stages.lib.summaries import Model, Summary, dump, summary_model
 
 __all__ = ["METRICS_DIR", "AccountingError", "StageSummary", "peak_memory_mb"]
 

@@ -29,11 +29,11 @@ from stages.lib.config import TRAIN_RANGES  # noqa: F401  (moved; stages.train r
 from stages.lib.io import write_bytes_atomic
 from stages.lib.model import HashedBag, Tensors, bag_grad_sample, forward
 from stages.lib.params import ParamsError
+from stages.lib.schema import AUGMENTED
 
 if TYPE_CHECKING:
     from stages.lib.config import DPConfig, TrainConfig
 
-AUGMENTED = "_augmented"  # augment's flag on the rows it added
 
 # ---------------------------------------------------------------- device, precision, ranks
 

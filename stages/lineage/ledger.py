@@ -7,8 +7,10 @@ from typing import Any
 
 from stages.lib.digest import canonical_digest
 from stages.lib.dvclock import entry_hash, lock_stages, under
+from stages.lib.paths import MODEL_PATH
 
-DEFAULT_TARGET = "models/model.pt"
+# The artefact `lineage show` describes by default: the model train writes (dvc.lock's spelling).
+DEFAULT_TARGET = MODEL_PATH.as_posix()
 CODE_SUFFIXES = (".py", ".sh", ".sql", ".ipynb", ".r", ".jl")
 
 

@@ -14,14 +14,11 @@ import uuid
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 from stages.lib import runinfo
-from stages.lib.digest import text_sha256
 from stages.lib.dvccli import dvc_json
-from stages.lib.dvclock import LOCK, entry_hash, lock_outputs, lock_stages, read_yaml
+from stages.lib.dvclock import entry_hash, lock_outputs, lock_stages, read_lock_digest, read_yaml
+from stages.lib.paths import METRICS_DIR
 from stages.lib.summaries import (
-    METRICS_DIR,
     STAGE_OF,
     IngestBatch,
     IngestSummary,
@@ -117,8 +114,7 @@ def make_run_record(
     Prefect flow-run id, the dvc.lock digest, each stage's lock-entry digest and outputs,
     the stages whose entries changed since the previous record, and the headline metrics."""
     root = Path(root).resolve()
-    lock_text = (root / LOCK).read_text() if (root / LOCK).exists() else ""
-    lock = (yaml.safe_load(lock_text) or {}) if lock_text else {}
+    lock, lock_sha256 = read_lock_digest(root)
     previous = read_records(root)
     last = (previous[-1].get("stages") or {}) if previous else {}
     digests = stage_digests(lock)
@@ -132,7 +128,7 @@ def make_run_record(
         "user": _user(),
         "prefect_flow_run_id": flow_run_id or ident["prefect_flow_run_id"],
         "git": ident["git"],
-        "dvc_lock_sha256": text_sha256(lock_text) if lock_text else None,
+        "dvc_lock_sha256": lock_sha256,
         "up_to_date": up_to_date(root) if check_status and lock else None,
         "ran": [n for n, d in digests.items() if last.get(n, {}).get("digest") != d],
         "stages": {

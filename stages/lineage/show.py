@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stages.lib.digest import text_sha256
-from stages.lib.dvclock import LOCK, lock_outputs, lock_stages, read_lock, shown_params
-from stages.lib.summaries import METRICS_DIR
+from stages.lib.dvclock import lock_outputs, lock_stages, read_lock_digest, shown_params
+from stages.lib.paths import METRICS_DIR
 from stages.lineage.ledger import (
     default_target,
     producing_record,
@@ -29,7 +28,7 @@ def _with_runs(stages: list[dict], records: list[dict]) -> list[dict]:
 def describe(root: Path | str = ".", target: str | None = None) -> dict:
     """What produced `target`: its stage chain, each stage's producing run, the raw batches."""
     root = Path(root)
-    lock = read_lock(root)
+    lock, lock_sha256 = read_lock_digest(root)
     target = target or default_target(lock)
     if not lock or target is None:
         raise LookupError("dvc.lock has no stages: run the pipeline (dvc repro) first")
@@ -50,7 +49,7 @@ def describe(root: Path | str = ".", target: str | None = None) -> dict:
     ]
     return {
         "target": target,
-        "dvc_lock_sha256": text_sha256((root / LOCK).read_text()),
+        "dvc_lock_sha256": lock_sha256,
         "checks": _with_runs(checks, records),
         "raw_batches": batches,
         "sources": [i for s in chain for i in s["inputs"] if i.get("produced_by") is None],

@@ -10,14 +10,22 @@ import os
 from pathlib import Path
 
 from stages.lib.dvclock import entry_hash, lock_stages, read_lock, under
+from stages.lib.schema import (
+    AUGMENTED,
+    BATCH,
+    LINEAGE_COLUMNS,
+    REASON,
+    REASON_KIND,
+    RECORD_ID,
+    SOURCE_FILE,
+    SOURCE_ROW,
+)
 from stages.lineage.hashing import cached_object, recorded_files
 from stages.lineage.ledger import is_code, producer_of
 from stages.lineage.records import read_records, run_summary
 
 # Lineage columns trace may read; source columns (identifiers among them) are never read.
-TRACE_COLUMNS = ("record_id", "_batch", "_source_file", "_source_row", "_reason_kind", "_reason")
-AUGMENTED = "_augmented"
-RECORD_ID = "record_id"
+TRACE_COLUMNS = (*LINEAGE_COLUMNS, REASON_KIND, REASON)
 
 
 def _record_dataset_outs(lock: dict, root: Path) -> list[tuple[str, str]]:
@@ -72,9 +80,9 @@ def _sources(found: list[dict]) -> list[dict]:
     return _unique(
         [
             {
-                "batch": r.get("_batch"),
-                "source_file": r.get("_source_file"),
-                "source_row": r.get("_source_row"),
+                "batch": r.get(BATCH),
+                "source_file": r.get(SOURCE_FILE),
+                "source_row": r.get(SOURCE_ROW),
             }
             for r in found
             if r["stage"] == "ingest" or r["dataset"] == "data/raw"
@@ -86,13 +94,13 @@ def _quarantined(found: list[dict]) -> list[dict]:
     return [
         {
             "dataset": r["dataset"],
-            "reason_kind": r.get("_reason_kind"),
-            "reason": r.get("_reason"),
-            "batch": r.get("_batch"),
-            "source_row": r.get("_source_row"),
+            "reason_kind": r.get(REASON_KIND),
+            "reason": r.get(REASON),
+            "batch": r.get(BATCH),
+            "source_row": r.get(SOURCE_ROW),
         }
         for r in found
-        if r.get("_reason") is not None or r.get("_reason_kind") is not None
+        if r.get(REASON) is not None or r.get(REASON_KIND) is not None
     ]
 
 

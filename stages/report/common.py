@@ -13,14 +13,14 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from stages.lib.digest import canonical_digest
+from stages.lib.paths import METRICS_DIR as METRICS_DIR  # re-exported: render.py reads both
+from stages.lib.paths import PLOTS_DIR as PLOTS_DIR
 from stages.lib.summaries import STAGE_OF, Summary
 
 S = TypeVar("S", bound=Summary)
 
 PIPELINE = ("ingest", "clean", "validate", "anonymize", "split", "augment", "train", "evaluate")
 PLOTS = ("train_curve", "confusion", "roc", "pr", "calibration", "slices")
-METRICS_DIR = Path("metrics")
-PLOTS_DIR = Path("plots")
 REPORTS_DIR = Path("reports")
 VALIDATION_RESULTS = REPORTS_DIR / "validation/results.json"
 DATA_DOCS = REPORTS_DIR / "validation/docs/index.html"
