@@ -158,7 +158,7 @@ class AnonymizeFields(Model):
     entity_counts: dict[str, dict[str, int]]
     scan: ScanSummary
     quasi_identifiers: list[str]
-    k_threshold: int
+    k_threshold: int | None  # null: k-anonymity only measured
     risk_before_suppression: Risk
     risk_after_suppression: Risk
 
