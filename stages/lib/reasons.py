@@ -60,7 +60,6 @@ REASON_TYPE = pa.struct(
         pa.field("expected", pa.string()),
     ]
 )
-_NO_REASON = pa.scalar(None, REASON_TYPE)
 
 
 def kind_text(kind: Reason | str, column: str | None = None) -> str:
@@ -92,8 +91,8 @@ def reasons(
         pa.nulls(n, pa.string()) if value is None else pc.cast(value, pa.string()),
         pa.repeat(pa.scalar(expected, pa.string()), n),
     ]
-    said = pa.StructArray.from_arrays(fields, fields=list(REASON_TYPE))
-    return pc.if_else(pa.array(mask), said, _NO_REASON)
+    # Null where the mask is not set, through the validity bitmap: no copy of the fields.
+    return pa.StructArray.from_arrays(fields, fields=list(REASON_TYPE), mask=pa.array(~mask))
 
 
 def first_reason(*per_check: pa.Array) -> pa.Array:
