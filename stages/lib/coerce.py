@@ -166,7 +166,7 @@ def _coerce_text(name: str, col: Column, s: pa.Array, cfg: CleanConfig, why: _Re
     return typed, reject, nulled
 
 
-def _coerce_number(name: str, col: Column, s: pa.Array, why: _Reasons):
+def _coerce_number(col: Column, s: pa.Array, why: _Reasons):
     """int / float: parsed exactly or rejected with a reason naming the column and range."""
     n = len(s)
     is_int = col.type == "int"
@@ -250,7 +250,7 @@ def _coerce_temporal(name: str, col: Column, s: pa.Array, cfg: CleanConfig, why:
     return typed, reject, nulled
 
 
-def _coerce_bool(name: str, s: pa.Array, why: _Reasons):
+def _coerce_bool(s: pa.Array, why: _Reasons):
     """bool: true/false, yes/no, y/n, t/f, 1/0 (any case); anything else rejected."""
     lower = lower_text(s)
     truth = map_values(
@@ -277,9 +277,9 @@ def coerce_array(
     if col.type in ("string", "category"):
         typed, reject, nulled = _coerce_text(name, col, s, cfg, why)
     elif col.type in ("int", "float"):
-        typed, reject = _coerce_number(name, col, s, why)
+        typed, reject = _coerce_number(col, s, why)
     elif col.type == "bool":
-        typed, reject = _coerce_bool(name, s, why)
+        typed, reject = _coerce_bool(s, why)
     else:
         typed, reject, nulled = _coerce_temporal(name, col, s, cfg, why)
     if col.required:
