@@ -101,7 +101,7 @@ def first_reason(*per_check: pa.Array) -> pa.Array:
 
 
 def _field(reason: pa.Array, name: str) -> pa.Array:
-    # A row without a reason reads null in every field (coalesce leaves '' under a null row).
+    # A row without a reason reads null in every field (under a null row they hold anything).
     return pc.if_else(
         pc.is_valid(reason), pc.struct_field(reason, name), pa.scalar(None, pa.string())
     )
@@ -115,7 +115,7 @@ def reason_kinds(reason: pa.Array) -> pa.Array:
     distinct = pc.drop_null(pc.unique(pairs))
     texts = []
     for pair in distinct.to_pylist():
-        k, c = pair.split("\x1f")
+        k, c = pair.split("\x1f", 1)  # kinds have no \x1f; a column name might
         texts.append(kind_text(k, c or None))
     idx = pc.index_in(pairs, value_set=distinct)
     return pc.take(pa.array(texts, pa.string()), idx)
