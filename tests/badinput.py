@@ -11,7 +11,7 @@ import gzip
 import importlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ import pytest
 import yaml
 
 from stages.lib.errors import run_stage
+from stages.lib.reasons import Reason, kind_text
+from stages.lib.schema import REASON, REASON_KIND, load_schema
 from tests.conftest import TEST_KEY, source_frame, write_project
 from tests.faultlib import dvc_stages, leftover_temporaries, stage_outputs, tree_hashes
 
@@ -140,4 +142,15 @@ def accounted_rows(project: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     assert c["rows_in"] == c["rows_out"] + c["rows_quarantined"] + c["duplicates"]
     q = pd.read_parquet(project / "data/quarantine")
     assert len(q) == c["rows_quarantined"] + c["duplicates"]
+    schema = load_schema(yaml.safe_load((project / "params.yaml").read_text()))
+    assert_typed_reasons(q, schema.columns)
     return c, q
+
+
+def assert_typed_reasons(q: pd.DataFrame, columns: Iterable[str]) -> None:
+    """Every _reason_kind is a `Reason` composed with a schema column (or alone), and every
+    _reason begins with its kind: no kind outside the enum, none a message's leftover."""
+    known = {kind_text(k, c) for k in Reason for c in columns}
+    assert set(q[REASON_KIND]) <= known, set(q[REASON_KIND]) - known
+    for reason, kind in zip(q[REASON], q[REASON_KIND], strict=True):
+        assert reason.startswith(kind), (reason, kind)

@@ -25,6 +25,7 @@ from stages.lib.dedup import DedupIndex
 from stages.lib.features import numeric_values
 from stages.lib.normalise import normalise_array
 from stages.lib.params import ParamsError
+from stages.lib.reasons import reason_messages
 from stages.lib.schema import Column, load_schema
 from tests.conftest import params, source_frame
 from tests.test_clean import CFG, raw
@@ -34,7 +35,11 @@ TODAY = datetime.datetime.now(datetime.UTC).date()
 
 def coerce(col: Column, values: list, cfg: CleanConfig = CFG) -> tuple[list, list, list]:
     typed, reject, nulled = coerce_array("x", col, pa.array(values, pa.string()), cfg)
-    return typed.to_pylist(), reject.to_pylist(), nulled.to_pylist()
+    return (
+        typed.to_pylist(),
+        reason_messages(reject).to_pylist(),
+        reason_messages(nulled).to_pylist(),
+    )
 
 
 INT = Column(type="int", role="numeric")

@@ -44,6 +44,7 @@ from stages.lib.features import Policy
 from stages.lib.io import AtomicDir, file_hash, write_parquet
 from stages.lib.leakscan import ValueScanner
 from stages.lib.partitions import Link, Partition, PartitionRun, TaskResult
+from stages.lib.reasons import Reason, kind_text, reason_messages, reasons
 from stages.lib.schema import REASON, RECORD_ID, Schema
 from stages.lib.scrub import as_string_array, known_name_spans
 from stages.lib.summary import StageSummary
@@ -222,9 +223,9 @@ def release_file(
     mask = pa.array(small)
     write_parquet(released.filter(pc.invert(mask)), out_dir / "kept.parquet")
     dropped = released.filter(mask).to_pandas()
-    dropped[REASON] = [
-        f"k_anonymity: equivalence class of {int(c)} < k={k}" for c in row_sizes[small]
-    ]
+    detail = pa.array([f"equivalence class of {int(c)} < k={k}" for c in row_sizes[small]])
+    why = reasons(np.ones(len(detail), dtype=bool), Reason.K_ANONYMITY, value=detail)
+    dropped[REASON] = reason_messages(why).to_pylist()
     write_parquet(_to_arrow(dropped), out_dir / "dropped.parquet")
     return {"kept": int(len(row_sizes) - small.sum())}
 
@@ -265,7 +266,7 @@ def release(
         done.kept_classes.append(part_classes[~small])
         summary.rows_in += n
         summary.rows_out += n - int(small.sum())
-        summary.quarantined["k_anonymity"] += int(small.sum())
+        summary.quarantined[kind_text(Reason.K_ANONYMITY)] += int(small.sum())
         _merge_counts(done.counts, p.result["counts"])
         _merge_counts(done.counts, s.result["counts"])
         done.findings += s.result["findings"]

@@ -17,11 +17,21 @@ from stages.lib.coerce import CONTRACT_TYPES, coerce_array
 from stages.lib.config import CleanConfig
 from stages.lib.dedup import DedupIndex, hash_strings
 from stages.lib.normalise import as_string, lower_text, normalise_array, to_missing, true_mask
+from stages.lib.reasons import (
+    Reason,
+    first_reason,
+    kind_text,
+    no_reasons,
+    reason_kinds,
+    reason_messages,
+    reasons,
+)
 from stages.lib.schema import BATCH, LINEAGE_COLUMNS, REASON, REASON_KIND, RECORD_ID, Schema
 
-DUPLICATE_KINDS = ("exact duplicate", "duplicate key")
+# The kinds counted as duplicates, not as quarantined (as written to _reason_kind and metrics).
+DUPLICATE_KINDS = (kind_text(Reason.EXACT_DUPLICATE), kind_text(Reason.DUPLICATE_KEY))
 # With on_existing_key: replace, an earlier row a later batch updated (counted with duplicates).
-REPLACED = "replaced"
+REPLACED = kind_text(Reason.REPLACED)
 # After normalisation no value holds these (they are whitespace), so joining cells with them
 # gives each row's content one unambiguous string to hash.
 _CELL_SEP, _NULL_CELL = "\x1f", "\x1e"
@@ -33,7 +43,7 @@ class MappedPartition:
 
     raw: pa.Table  # the raw partition: lineage + source strings
     typed: pa.Table  # every row, typed to the clean data contract
-    reason: pa.Array  # per-row rejection reason, null where the row is good
+    reason: pa.Array  # per-row rejection reason (reasons.REASON_TYPE), null where the row is good
     record_hash: np.ndarray  # uint64 hash of record_id
     content_hash: np.ndarray  # uint64 hash of the normalised, typed, lower-cased content
     nulled: Counter  # nulled-value note -> count
@@ -60,12 +70,6 @@ class CleanResult:
     def quarantine(self) -> pd.DataFrame:
         """The quarantined rows as pandas: raw columns + _reason, _reason_kind."""
         return self.quarantine_table.to_pandas()
-
-
-def reason_kind(reason: pa.Array) -> pa.Array:
-    """The value-free kind of a reason ('age out of range: 430 ...' -> 'age out of range')."""
-    kind = pc.replace_substring_regex(reason, "(?s):.*", "", max_replacements=1)
-    return pc.replace_substring_regex(kind, r"(?s) \(expected.*", "", max_replacements=1)
 
 
 def content_hashes(typed: dict[str, pa.Array]) -> np.ndarray:
@@ -107,7 +111,7 @@ def map_partition(raw: pa.Table, schema: Schema, cfg: CleanConfig) -> MappedPart
     Pure and picklable in and out, so partitions can be mapped in worker processes.
     """
     typed: dict[str, pa.Array] = {}
-    reasons: list[pa.Array] = []
+    rejects: list[pa.Array] = []
     nulled: Counter = Counter()
     for name, col in schema.columns.items():
         # Free text and identifiers keep their format characters; values compared to a set or
@@ -116,11 +120,13 @@ def map_partition(raw: pa.Table, schema: Schema, cfg: CleanConfig) -> MappedPart
         s = to_missing(normalise_array(raw.column(name), strip), cfg.missing_values)
         values, reject, notes = coerce_array(name, col, s, cfg)
         typed[name] = values
-        reasons.append(reject)
-        for note in pc.drop_null(notes).unique().to_pylist():
-            nulled[note] += pc.sum(pc.equal(notes, note)).as_py()
+        rejects.append(reject)
+        if notes.null_count < len(notes):
+            said = reason_messages(notes)
+            for note in pc.drop_null(said).unique().to_pylist():
+                nulled[note] += pc.sum(pc.equal(said, note)).as_py()
     n = raw.num_rows
-    reason = pc.coalesce(*reasons) if reasons else pa.nulls(n, pa.string())
+    reason = first_reason(*rejects) if rejects else no_reasons(n)
     lineage = {c: raw.column(c).combine_chunks() for c in LINEAGE_COLUMNS}
     cs = contract_schema(schema)
     table = pa.table(
@@ -186,16 +192,17 @@ def dedup_partition(
 
     q = np.flatnonzero(~kept)
     take = pa.array(q)
-    q_reason = mapped.reason.take(take)
-    q_kind = reason_kind(q_reason)
-    q_dup = pa.array(dup[q])
-    dup_kind = pa.array(np.where(same[q], DUPLICATE_KINDS[0], DUPLICATE_KINDS[1]), pa.string())
     q_rid = as_string(mapped.raw.column(RECORD_ID).take(take))
-    q_reason = pc.if_else(q_dup, pc.binary_join_element_wise(dup_kind, q_rid, " of "), q_reason)
-    q_kind = pc.if_else(q_dup, dup_kind, q_kind)
+    # A duplicate was a good row: it has no rejection reason of its own to take precedence.
+    q_reason = first_reason(
+        mapped.reason.take(take),
+        reasons(dup[q] & same[q], Reason.EXACT_DUPLICATE, value=q_rid),
+        reasons(dup[q] & ~same[q], Reason.DUPLICATE_KEY, value=q_rid),
+    )
+    q_kind = reason_kinds(q_reason)
     # The source's own columns only: a column outside the schema never travels on.
     raw = mapped.raw.select([c for c in mapped.typed.column_names if c in mapped.raw.column_names])
-    quarantine = raw.take(take).append_column(REASON, q_reason)
+    quarantine = raw.take(take).append_column(REASON, reason_messages(q_reason))
     quarantine = quarantine.append_column(REASON_KIND, q_kind)
     return CleanResult(
         clean_table=mapped.typed.filter(pa.array(kept)),
@@ -253,12 +260,13 @@ def replaced_rows(clean: pa.Table, mask: np.ndarray, like: pa.Table) -> pa.Table
     """Clean rows replaced by a later version, as quarantine rows shaped like `like`."""
     rows = clean.filter(pa.array(mask))
     rid = as_string(rows.column(RECORD_ID).combine_chunks())
+    why = reasons(np.ones(rows.num_rows, dtype=bool), Reason.REPLACED, value=rid)
     columns = []
     for f in like.schema:
         if f.name == REASON:
-            columns.append(pc.binary_join_element_wise("replaced by a later row of ", rid, ""))
+            columns.append(reason_messages(why))
         elif f.name == REASON_KIND:
-            columns.append(pa.array([REPLACED] * rows.num_rows, pa.string()))
+            columns.append(reason_kinds(why))
         else:
             columns.append(pc.cast(rows.column(f.name), f.type))
     return pa.Table.from_arrays(columns, schema=like.schema)

@@ -1,5 +1,5 @@
 """Type coercion of normalised string columns to the schema's types, one function per type, each
-returning typed values and per-row reasons (rejected, or value nulled)."""
+returning typed values and per-row reasons (rejected, or value nulled) as typed `reasons`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from stages.lib.config import CleanConfig
 from stages.lib.normalise import NULL_STR, lower_text, map_values, true_mask
+from stages.lib.reasons import Reason, first_reason, no_reasons, reasons
 from stages.lib.schema import Column
 
 EMAIL_RE = r"^[^@\s<>(),;:]+@[^@\s<>(),;:]+\.[A-Za-z]{2,}$"
@@ -128,24 +129,22 @@ def range_text(lo: Any, hi: Any) -> str:
 
 @dataclass(frozen=True)
 class _Reasons:
-    """Builds per-row reason arrays for one column's values (values hidden for identifiers)."""
+    """Builds per-row reasons about one column's values (values hidden for identifiers)."""
 
+    name: str
     s: pa.Array
     shown: bool
 
-    def __call__(self, mask: np.ndarray, text: str, suffix: str = "", value: bool = True):
-        if not mask.any():
-            return pa.nulls(len(self.s), pa.string())
-        if value and self.shown:
-            said = pc.binary_join_element_wise(f"{text}: ", self.s, suffix, "")
-        else:
-            said = pa.scalar(text + suffix)
-        return pc.if_else(pa.array(mask), said, NULL_STR)
+    def __call__(
+        self, mask: np.ndarray, kind: Reason, expected: str | None = None, value: bool = True
+    ) -> pa.Array:
+        said = self.s if value and self.shown else None
+        return reasons(mask, kind, self.name, said, expected)
 
 
 def _coerce_text(name: str, col: Column, s: pa.Array, cfg: CleanConfig, why: _Reasons):
     """string / category: canonical spelling of known values; e-mail format check."""
-    nothing = pa.nulls(len(s), pa.string())
+    nothing = no_reasons(len(s))
     reject, nulled, typed = nothing, nothing, s
     if col.type == "category":
         lower = lower_text(s)
@@ -158,7 +157,7 @@ def _coerce_text(name: str, col: Column, s: pa.Array, cfg: CleanConfig, why: _Re
     if col.format == "email":
         ok = true_mask(pc.match_substring_regex(typed, EMAIL_RE))
         bad = true_mask(pc.is_valid(typed)) & ~ok
-        note = why(bad, f"malformed e-mail in {name}", value=False)
+        note = why(bad, Reason.MALFORMED_EMAIL, value=False)
         if name in cfg.reject_bad_format_in:
             reject = note
         else:
@@ -167,7 +166,7 @@ def _coerce_text(name: str, col: Column, s: pa.Array, cfg: CleanConfig, why: _Re
     return typed, reject, nulled
 
 
-def _coerce_number(name: str, col: Column, s: pa.Array, why: _Reasons):
+def _coerce_number(col: Column, s: pa.Array, why: _Reasons):
     """int / float: parsed exactly or rejected with a reason naming the column and range."""
     n = len(s)
     is_int = col.type == "int"
@@ -189,12 +188,12 @@ def _coerce_number(name: str, col: Column, s: pa.Array, why: _Reasons):
     if is_int:  # what an int column can hold at all, within the schema's own bounds
         lo = INT64_MIN if lo is None else lo
         hi = INT64_MAX if hi is None else hi
-    reject = pc.coalesce(
-        why(not_number, f"{name} is not a number"),
-        why(not_finite, f"{name} is not a finite number", value=False),
-        why(fractional, f"{name} is not an integer"),
-        why(out_of_range, f"{name} out of range", f" (expected {range_text(col.min, col.max)})"),
-        why(too_big, f"{name} out of range", f" (expected {range_text(lo, hi)}, exactly)"),
+    reject = first_reason(
+        why(not_number, Reason.NOT_A_NUMBER),
+        why(not_finite, Reason.NOT_FINITE, value=False),
+        why(fractional, Reason.NOT_AN_INTEGER),
+        why(out_of_range, Reason.OUT_OF_RANGE, range_text(col.min, col.max)),
+        why(too_big, Reason.OUT_OF_RANGE, f"{range_text(lo, hi)}, exactly"),
     )
     values = exact if is_int else num
     return pa.array(values, CONTRACT_TYPES[col.type], mask=~ok), reject
@@ -228,12 +227,12 @@ def _parse_temporal(s: pa.Array, col: Column, cfg: CleanConfig) -> pa.Array:
 
 def _coerce_temporal(name: str, col: Column, s: pa.Array, cfg: CleanConfig, why: _Reasons):
     """date / timestamp: unparseable values nulled (or rejected); impossible ones rejected."""
-    nothing = pa.nulls(len(s), pa.string())
+    nothing = no_reasons(len(s))
     reject, nulled = nothing, nothing
     stamps = _parse_temporal(s, col, cfg)
     bad = true_mask(pc.is_valid(s)) & ~true_mask(pc.is_valid(stamps))
-    kind = "date" if col.type == "date" else "timestamp"
-    note = why(bad, f"unparseable {kind} in {name}", value=False)
+    kind = Reason.UNPARSEABLE_DATE if col.type == "date" else Reason.UNPARSEABLE_TIMESTAMP
+    note = why(bad, kind, value=False)
     if name in cfg.reject_bad_format_in:
         reject = note
     else:
@@ -246,21 +245,19 @@ def _coerce_temporal(name: str, col: Column, s: pa.Array, cfg: CleanConfig, why:
         out_of_range |= true_mask(pc.less(days, (lo - epoch).days))
     if hi is not None:
         out_of_range |= true_mask(pc.greater(days, (hi - epoch).days))
-    reject = pc.coalesce(
-        reject, why(out_of_range, f"{name} out of range", f" (expected {range_text(lo, hi)})")
-    )
+    reject = first_reason(reject, why(out_of_range, Reason.OUT_OF_RANGE, range_text(lo, hi)))
     typed = pc.cast(stamps, CONTRACT_TYPES[col.type])
     return typed, reject, nulled
 
 
-def _coerce_bool(name: str, s: pa.Array, why: _Reasons):
+def _coerce_bool(s: pa.Array, why: _Reasons):
     """bool: true/false, yes/no, y/n, t/f, 1/0 (any case); anything else rejected."""
     lower = lower_text(s)
     truth = map_values(
         lower, list(BOOL_SPELLINGS), ["1" if v else "0" for v in BOOL_SPELLINGS.values()], NULL_STR
     )
     bad = true_mask(pc.is_valid(s)) & ~true_mask(pc.is_valid(truth))
-    reject = why(bad, f"{name} is not a boolean", " (expected true/false, yes/no or 1/0)")
+    reject = why(bad, Reason.NOT_A_BOOLEAN, "true/false, yes/no or 1/0")
     return pc.equal(truth, "1"), reject
 
 
@@ -269,22 +266,23 @@ def coerce_array(
 ) -> tuple[pa.Array, pa.Array, pa.Array]:
     """Coerce one normalised column to its schema type.
 
-    Returns (typed values, per-row rejection reason or null, per-row nulled-value note or null).
+    Returns (typed values, per-row rejection reason or null, per-row reason a value was nulled
+    or null); reasons as `reasons.REASON_TYPE`.
     """
-    nulled = pa.nulls(len(s), pa.string())
+    nulled = no_reasons(len(s))
     if col.role == "label" and cfg.label_aliases:
         s = map_values(s, list(cfg.label_aliases), list(cfg.label_aliases.values()), s)
     # Identifier values never go into a reason: reasons are logged and summarised.
-    why = _Reasons(s, col.role not in ("identifier", "key"))
+    why = _Reasons(name, s, col.role not in ("identifier", "key"))
     if col.type in ("string", "category"):
         typed, reject, nulled = _coerce_text(name, col, s, cfg, why)
     elif col.type in ("int", "float"):
-        typed, reject = _coerce_number(name, col, s, why)
+        typed, reject = _coerce_number(col, s, why)
     elif col.type == "bool":
-        typed, reject = _coerce_bool(name, s, why)
+        typed, reject = _coerce_bool(s, why)
     else:
         typed, reject, nulled = _coerce_temporal(name, col, s, cfg, why)
     if col.required:
         missing = ~true_mask(pc.is_valid(typed))
-        reject = pc.coalesce(reject, why(missing, f"missing {name}", value=False))
+        reject = first_reason(reject, why(missing, Reason.MISSING, value=False))
     return typed, reject, nulled

@@ -23,7 +23,7 @@ LINEAGE_COLUMNS = (RECORD_ID, BATCH, SOURCE_FILE, SOURCE_ROW)
 # them there), since a row number can be a public table's dropped id.
 RELEASED_LINEAGE = (RECORD_ID, BATCH)
 # Columns of a quarantined row: why it was set aside (with the value where it is no identifier),
-# and the value-free kind of that reason.
+# and the value-free kind of that reason; both composed from typed reasons in lib/reasons.py.
 REASON, REASON_KIND = "_reason", "_reason_kind"
 # augment's flag on the rows it added (train weighs them, lineage trace follows them).
 AUGMENTED = "_augmented"
