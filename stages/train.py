@@ -28,7 +28,6 @@ from typing import Any, Literal
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
@@ -39,6 +38,7 @@ from stages.lib.model import (
     build_net,
     fit_preprocessor,
     forward,
+    member_loss,
     spec_to_dict,
     transform,
 )
@@ -129,6 +129,12 @@ class TrainConfig:
     gpu_resident_fraction: float = 0.5
     resume: bool = True
     dp: DPConfig = dataclasses.field(default_factory=DPConfig)
+    # issue 16 (model): periodic numeric embeddings, TabM-mini ensembling, label smoothing
+    plr_dim: int = 0  # PLR embedding width per numeric column; 0: none
+    plr_frequencies: int = 16
+    plr_sigma: float = 0.1
+    ensemble: int = 1  # TabM-mini members sharing the MLP; 1: one network
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         """Out-of-range settings are a params error naming the key, not a torch traceback later."""
@@ -162,6 +168,7 @@ class TrainConfig:
     def net(self) -> dict[str, Any]:
         """The network-shape part of the config (NetConfig's optional knobs)."""
         keys = ("cat_emb_dim", "text_dim", "width", "blocks", "dropout")
+        keys += ("plr_dim", "plr_frequencies", "plr_sigma", "ensemble")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -437,7 +444,7 @@ def fit(
             run.set_lr(lr)
             with rt.autocast():
                 logits = forward(run.model, batch)
-            loss = F.cross_entropy(logits.float(), batch.y, weight=run.weight)
+            loss = member_loss(logits.float(), batch.y, run.weight, cfg.label_smoothing)
             loss.backward()
             run.step()
             st.step += 1

@@ -345,4 +345,9 @@ TRAIN_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "patience": (lambda v: v >= 1, "1.."),
     "patience_min_steps": (lambda v: v >= 0, "0.."),
     "gpu_resident_fraction": (lambda v: 0 < v <= 1, "0..1 (above 0)"),
+    "plr_dim": (lambda v: v >= 0, "0.. (0: none)"),
+    "plr_frequencies": (lambda v: v >= 1, "1.."),
+    "plr_sigma": (lambda v: v > 0, "above 0"),
+    "ensemble": (lambda v: v >= 1, "1.. (1: one network)"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "0..1 (below 1)"),
 }
