@@ -106,7 +106,7 @@ class TrainConfig:
     warmup_fraction: float = 0.05  # share of the planned steps spent warming up
     weight_decay: float = 0.05
     grad_clip: float = 1.0  # 0: off (DP clips per sample instead)
-    width: int = 128
+    width: int = 64
     blocks: int = 1
     dropout: float = 0.3
     cat_emb_dim: int = 16
@@ -133,7 +133,7 @@ class TrainConfig:
     plr_dim: int = 0  # PLR embedding width per numeric column; 0: none
     plr_frequencies: int = 16
     plr_sigma: float = 0.1
-    ensemble: int = 1  # TabM-mini members sharing the MLP; 1: one network
+    ensemble: int = 4  # TabM-mini members sharing the MLP; 1: one network
     label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
