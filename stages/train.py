@@ -38,7 +38,6 @@ from stages.lib.model import (
     build_net,
     fit_preprocessor,
     forward,
-    member_loss,
     spec_to_dict,
     transform,
 )
@@ -63,6 +62,7 @@ from stages.lib.training import (  # noqa: F401  (re-exported: tests and benchma
     lr_at,
     make_optimizers,
     make_private,
+    member_loss,
     plan,
     prior_shift,
     save_torch,

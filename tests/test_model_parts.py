@@ -19,10 +19,9 @@ from stages.lib.model import (
     fit_preprocessor,
     forward,
     load_predictor,
-    member_loss,
     transform,
 )
-from stages.lib.training import save_torch
+from stages.lib.training import member_loss, save_torch
 from stages.train import DPConfig, fit, make_optimizers, make_private, plan
 from tests.test_train import (
     CATEGORICAL,

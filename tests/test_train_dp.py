@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from stages.lib.model import build_net, fit_preprocessor, forward, member_loss, transform
+from stages.lib.model import build_net, fit_preprocessor, forward, transform
+from stages.lib.training import member_loss
 from stages.train import DPConfig, fit, make_optimizers, make_private, plan
 from tests.test_train import CATEGORICAL, NUMERIC, SMALL, TEXT, frame, schema_params, spec_of
 

@@ -331,8 +331,7 @@ class NetConfig:
     blocks: int = 2
     dropout: float = 0.1
     sparse_text: bool = False  # sparse gradients for the text tables (SparseAdam steps them)
-    # issue 16: periodic numeric embeddings (PLR) and parameter-efficient ensembling (TabM-mini);
-    # the defaults are off, so model files written before them load unchanged
+    # issue 16 (off by default: model files written before them load unchanged)
     plr_dim: int = 0  # per numeric column: its standardised value -> PLR vector; 0: none
     plr_frequencies: int = 16
     plr_sigma: float = 0.1  # scale of the initial frequencies (standardised inputs)
@@ -408,16 +407,14 @@ class ResBlock(nn.Module):
 
 
 class PeriodicEmbedding(nn.Module):
-    """PLR (Gorishniy et al. 2022): per column, x -> sin/cos(2 pi f x) over learnt frequencies
-    f -> its own linear map -> ReLU; [n, columns] -> [n, columns * dim]."""
+    """PLR (Gorishniy et al. 2022): per column ReLU(linear(sin, cos(2 pi f x))), f learnt."""
 
     def __init__(self, columns: int, frequencies: int, dim: int, sigma: float):
         super().__init__()
         self.freq = nn.Parameter(torch.randn(columns, frequencies) * sigma)
         bound = (2 * frequencies) ** -0.5  # nn.Linear's init, one map per column
-        self.weight = nn.Parameter(
-            torch.empty(columns, 2 * frequencies, dim).uniform_(-bound, bound)
-        )
+        w = torch.empty(columns, 2 * frequencies, dim)
+        self.weight = nn.Parameter(w.uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(columns, dim).uniform_(-bound, bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -428,8 +425,7 @@ class PeriodicEmbedding(nn.Module):
 
 
 class EnsembleAdapter(nn.Module):
-    """TabM-mini's input adapters: member i sees x * r_i ([n, width] -> [n, k, width]); random
-    +-1 signs make the members differ from the first step although they share the MLP."""
+    """TabM-mini's input adapters: member i sees x * r_i, r_i random +-1 signs (diverse)."""
 
     def __init__(self, k: int, width: int):
         super().__init__()
@@ -459,10 +455,9 @@ class TabularNet(nn.Module):
     embeddings and text bags, plus a wide linear part over the hashed word and character
     n-grams of each text column (fastText / TF-IDF-like), trained jointly; logits add up.
 
-    Optionally each standardised number also gets a periodic embedding (PLR), and with
-    `ensemble` k > 1 the MLP is TabM-mini: k input adapters, one shared MLP, k heads. In
-    training the logits are [n, k, classes] (each member learns on its own loss, see
-    `member_loss`); in eval they are log of the members' mean probability, [n, classes]."""
+    Optional: periodic embeddings of the numbers (PLR); TabM-mini (`ensemble` k > 1: k input
+    adapters, one shared MLP, k heads), whose training logits are [n, k, classes] (training's
+    `member_loss`) and eval logits the log of the members' mean probability [n, classes]."""
 
     def __init__(self, cfg: NetConfig):
         super().__init__()
@@ -482,16 +477,14 @@ class TabularNet(nn.Module):
         width += cfg.text_dim * cfg.n_text
         self.plr = None
         if cfg.plr_dim and cfg.numeric_z:
-            self.plr = PeriodicEmbedding(
-                len(cfg.numeric_z), cfg.plr_frequencies, cfg.plr_dim, cfg.plr_sigma
-            )
+            shape = (cfg.plr_frequencies, cfg.plr_dim, cfg.plr_sigma)
+            self.plr = PeriodicEmbedding(len(cfg.numeric_z), *shape)
             self.register_buffer("numeric_z", torch.tensor(cfg.numeric_z, dtype=torch.int64))
             width += cfg.plr_dim * len(cfg.numeric_z)
-        k = cfg.ensemble
-        self.adapter = EnsembleAdapter(k, width) if k > 1 else None
+        self.adapter = EnsembleAdapter(cfg.ensemble, width) if cfg.ensemble > 1 else nn.Identity()
         self.stem = nn.Linear(width, cfg.width)
         self.blocks = nn.Sequential(*(ResBlock(cfg.width, cfg.dropout) for _ in range(cfg.blocks)))
-        out = EnsembleLinear(k, cfg.width, cfg.n_classes) if k > 1 else None
+        out = EnsembleLinear(cfg.ensemble, cfg.width, cfg.n_classes) if cfg.ensemble > 1 else None
         self.head = nn.Sequential(
             nn.LayerNorm(cfg.width), nn.GELU(), out or nn.Linear(cfg.width, cfg.n_classes)
         )
@@ -514,33 +507,15 @@ class TabularNet(nn.Module):
             t(f, o[1:] - o[:-1]) for t, f, o in zip(self.text, text_flat, text_off, strict=True)
         ]
         parts += [b[:, : self.cfg.text_dim] for b in bags]
-        h = torch.cat(parts, dim=1)
-        if self.adapter is not None:
-            h = self.adapter(h)  # [n, k, width]: the members
-        logits = self.head(self.blocks(self.stem(h)))
-        for b in bags:  # the wide part's logits, shared by every member
-            wide = b[:, self.cfg.text_dim :]
-            logits = logits + (wide[:, None, :] if logits.dim() == 3 else wide)
-        if self.training:
-            return logits
-        logits = logits + self.prior_shift
-        if logits.dim() == 3:  # log of the members' mean probability
-            logits = torch.logsumexp(F.log_softmax(logits.float(), -1), 1) - math.log(
-                logits.shape[1]
-            )
+        logits = self.head(self.blocks(self.stem(self.adapter(torch.cat(parts, dim=1)))))
+        wide = [b[:, self.cfg.text_dim :] for b in bags]  # shared by every member
+        logits = logits + sum(w[:, None] if logits.dim() == 3 else w for w in wide)
+        if not self.training:
+            logits = logits + self.prior_shift
+            if logits.dim() == 3:  # log of the members' mean probability
+                k = logits.shape[1]
+                logits = torch.logsumexp(F.log_softmax(logits.float(), -1), 1) - math.log(k)
         return logits
-
-
-def member_loss(
-    logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None,
-    label_smoothing: float = 0.0,
-) -> torch.Tensor:  # fmt: skip
-    """Cross-entropy of logits [n, classes], or the mean over members of [n, k, classes]
-    (TabM trains each member on its own loss, not the ensemble's)."""
-    if logits.dim() == 3:
-        y = y.repeat_interleave(logits.shape[1])
-        logits = logits.flatten(0, 1)
-    return F.cross_entropy(logits, y, weight=weight, label_smoothing=label_smoothing)
 
 
 def build_net(state: dict[str, Any], **shape: Any) -> TabularNet:
