@@ -106,7 +106,7 @@ class TrainConfig:
     warmup_fraction: float = 0.05  # share of the planned steps spent warming up
     weight_decay: float = 0.05
     grad_clip: float = 1.0  # 0: off (DP clips per sample instead)
-    width: int = 64
+    width: int = 32
     blocks: int = 1
     dropout: float = 0.3
     cat_emb_dim: int = 16
