@@ -28,7 +28,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from stages.lib.config import (  # noqa: F401  (re-exported: tests and benchmarks use them)
@@ -70,6 +69,7 @@ from stages.lib.training import (  # noqa: F401  (re-exported: tests and benchma
     lr_at,
     make_optimizers,
     make_private,
+    member_loss,
     plan,
     prior_shift,
     save_torch,
@@ -355,7 +355,7 @@ def fit(
             run.set_lr(lr)
             with rt.autocast():
                 logits = forward(run.model, batch)
-            loss = F.cross_entropy(logits.float(), batch.y, weight=run.weight)
+            loss = member_loss(logits.float(), batch.y, run.weight, cfg.label_smoothing)
             loss.backward()
             run.step()
             st.step += 1

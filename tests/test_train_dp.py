@@ -8,10 +8,10 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 
 from stages.lib.model import build_net, fit_preprocessor, forward, transform
+from stages.lib.training import member_loss
 from stages.train import DPConfig, fit, make_optimizers, make_private, plan
 from tests.test_train import CATEGORICAL, NUMERIC, SMALL, TEXT, frame, schema_params, spec_of
 
@@ -37,14 +37,14 @@ def private_setup(n: int = 64):
 def test_per_sample_gradients_are_exact_for_every_layer_and_the_text_bags():
     raw, model, _opt, _privacy, data = private_setup()
     model.train()
-    loss = F.cross_entropy(forward(model, data), data.y)
+    loss = member_loss(forward(model, data), data.y)
     loss.backward()
     model.disable_hooks()  # the reference: plain autograd, one row at a time
     for i in (0, 5, 17):
         raw.zero_grad()
         row = data.take(torch.tensor([i]))
         grads = torch.autograd.grad(
-            F.cross_entropy(raw(row.x_num, row.x_cat, row.text_flat, row.text_off), row.y),
+            member_loss(raw(row.x_num, row.x_cat, row.text_flat, row.text_off), row.y),
             [p for p in raw.parameters()],
         )
         for (name, p), g in zip(raw.named_parameters(), grads, strict=True):
@@ -55,7 +55,7 @@ def test_per_sample_gradients_are_exact_for_every_layer_and_the_text_bags():
 def test_each_rows_gradient_is_clipped_to_max_grad_norm():
     raw, model, opt, _privacy, data = private_setup()
     model.train()
-    F.cross_entropy(forward(model, data), data.y).backward()
+    member_loss(forward(model, data), data.y).backward()
     params = [p for p in raw.parameters() if p.requires_grad]
     norms = torch.stack([p.grad_sample.flatten(1).norm(dim=1) for p in params]).norm(dim=0)
     c = DP.dp.max_grad_norm

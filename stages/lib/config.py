@@ -275,6 +275,11 @@ TRAIN_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "patience": (lambda v: v >= 1, "1.."),
     "patience_min_steps": (lambda v: v >= 0, "0.."),
     "gpu_resident_fraction": (lambda v: 0 < v <= 1, "0..1 (above 0)"),
+    "plr_dim": (lambda v: v >= 0, "0.. (0: none)"),
+    "plr_frequencies": (lambda v: v >= 1, "1.."),
+    "plr_sigma": (lambda v: v > 0, "above 0"),
+    "ensemble": (lambda v: v >= 1, "1.. (1: one network)"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "0..1 (below 1)"),
 }
 
 
@@ -307,7 +312,7 @@ class TrainConfig:
     warmup_fraction: float = 0.05  # share of the planned steps spent warming up
     weight_decay: float = 0.05
     grad_clip: float = 1.0  # 0: off (DP clips per sample instead)
-    width: int = 128
+    width: int = 32
     blocks: int = 1
     dropout: float = 0.3
     cat_emb_dim: int = 16
@@ -330,6 +335,12 @@ class TrainConfig:
     gpu_resident_fraction: float = 0.5
     resume: bool = True
     dp: DPConfig = dataclasses.field(default_factory=DPConfig)
+    # issue 16 (model): periodic numeric embeddings, TabM-mini ensembling, label smoothing
+    plr_dim: int = 0  # PLR embedding width per numeric column; 0: none
+    plr_frequencies: int = 16
+    plr_sigma: float = 0.1
+    ensemble: int = 4  # TabM-mini members sharing the MLP; 1: one network
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         """Out-of-range settings are a params error naming the key, not a torch traceback later."""
@@ -363,6 +374,7 @@ class TrainConfig:
     def net(self) -> dict[str, Any]:
         """The network-shape part of the config (NetConfig's optional knobs)."""
         keys = ("cat_emb_dim", "text_dim", "width", "blocks", "dropout")
+        keys += ("plr_dim", "plr_frequencies", "plr_sigma", "ensemble")
         return {k: getattr(self, k) for k in keys}
 
 

@@ -7,6 +7,7 @@ stage runs on GPU machines that have neither Prefect, DVC nor Great Expectations
 from __future__ import annotations
 
 import dataclasses
+import math
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -314,6 +315,12 @@ class NetConfig:
     blocks: int = 2
     dropout: float = 0.1
     sparse_text: bool = False  # sparse gradients for the text tables (SparseAdam steps them)
+    # issue 16 (off by default: model files written before them load unchanged)
+    plr_dim: int = 0  # per numeric column: its standardised value -> PLR vector; 0: none
+    plr_frequencies: int = 16
+    plr_sigma: float = 0.1  # scale of the initial frequencies (standardised inputs)
+    ensemble: int = 1  # k members sharing the MLP (TabM-mini); 1: a single network
+    numeric_z: tuple[int, ...] = ()  # where each column's standardised value sits in x_num
 
 
 def cat_dim(card: int, max_dim: int) -> int:
@@ -383,10 +390,58 @@ class ResBlock(nn.Module):
         return h + self.f(h)
 
 
+class PeriodicEmbedding(nn.Module):
+    """PLR (Gorishniy et al. 2022): per column ReLU(linear(sin, cos(2 pi f x))), f learnt."""
+
+    def __init__(self, columns: int, frequencies: int, dim: int, sigma: float):
+        super().__init__()
+        self.freq = nn.Parameter(torch.randn(columns, frequencies) * sigma)
+        bound = (2 * frequencies) ** -0.5  # nn.Linear's init, one map per column
+        w = torch.empty(columns, 2 * frequencies, dim)
+        self.weight = nn.Parameter(w.uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(columns, dim).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[n, columns * dim]."""
+        v = 2 * math.pi * self.freq * x[..., None]  # [n, columns, frequencies]
+        h = torch.einsum("ncf,cfd->ncd", torch.cat([torch.sin(v), torch.cos(v)], -1), self.weight)
+        return F.relu(h + self.bias).flatten(1)
+
+
+class EnsembleAdapter(nn.Module):
+    """TabM-mini's input adapters: member i sees x * r_i, r_i random +-1 signs (diverse)."""
+
+    def __init__(self, k: int, width: int):
+        super().__init__()
+        self.r = nn.Parameter(torch.randint(0, 2, (k, width)).float() * 2 - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[n, k, width]."""
+        return x[:, None, :] * self.r
+
+
+class EnsembleLinear(nn.Module):
+    """k independent linear heads, one per member: [n, k, width] -> [n, k, out]."""
+
+    def __init__(self, k: int, width: int, out: int):
+        super().__init__()
+        bound = width**-0.5
+        self.weight = nn.Parameter(torch.empty(k, width, out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(k, out).uniform_(-bound, bound))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """[n, k, out]."""
+        return torch.einsum("nkw,kwo->nko", h, self.weight) + self.bias
+
+
 class TabularNet(nn.Module):
     """Wide and deep: a residual MLP over numbers (with piecewise-linear encodings), category
     embeddings and text bags, plus a wide linear part over the hashed word and character
-    n-grams of each text column (fastText / TF-IDF-like), trained jointly; logits add up."""
+    n-grams of each text column (fastText / TF-IDF-like), trained jointly; logits add up.
+
+    Optional: periodic embeddings of the numbers (PLR); TabM-mini (`ensemble` k > 1: k input
+    adapters, one shared MLP, k heads), whose training logits are [n, k, classes] (training's
+    `member_loss`) and eval logits the log of the members' mean probability [n, classes]."""
 
     def __init__(self, cfg: NetConfig):
         super().__init__()
@@ -404,10 +459,18 @@ class TabularNet(nn.Module):
         )
         width = cfg.n_numeric + sum(e.embedding_dim for e in self.cat_emb)
         width += cfg.text_dim * cfg.n_text
+        self.plr = None
+        if cfg.plr_dim and cfg.numeric_z:
+            shape = (cfg.plr_frequencies, cfg.plr_dim, cfg.plr_sigma)
+            self.plr = PeriodicEmbedding(len(cfg.numeric_z), *shape)
+            self.register_buffer("numeric_z", torch.tensor(cfg.numeric_z, dtype=torch.int64))
+            width += cfg.plr_dim * len(cfg.numeric_z)
+        self.adapter = EnsembleAdapter(cfg.ensemble, width) if cfg.ensemble > 1 else nn.Identity()
         self.stem = nn.Linear(width, cfg.width)
         self.blocks = nn.Sequential(*(ResBlock(cfg.width, cfg.dropout) for _ in range(cfg.blocks)))
+        out = EnsembleLinear(cfg.ensemble, cfg.width, cfg.n_classes) if cfg.ensemble > 1 else None
         self.head = nn.Sequential(
-            nn.LayerNorm(cfg.width), nn.GELU(), nn.Linear(cfg.width, cfg.n_classes)
+            nn.LayerNorm(cfg.width), nn.GELU(), out or nn.Linear(cfg.width, cfg.n_classes)
         )
         # log class-prior ratio added at prediction time (train's prior_correction sets it)
         self.register_buffer("prior_shift", torch.zeros(cfg.n_classes))
@@ -421,21 +484,30 @@ class TabularNet(nn.Module):
     ) -> torch.Tensor:
         """Logits [n, n_classes]."""
         parts = [x_num]
+        if self.plr is not None:
+            parts.append(self.plr(x_num[:, self.numeric_z]))
         parts += [emb(x_cat[:, i]) for i, emb in enumerate(self.cat_emb)]
         bags = [
             t(f, o[1:] - o[:-1]) for t, f, o in zip(self.text, text_flat, text_off, strict=True)
         ]
         parts += [b[:, : self.cfg.text_dim] for b in bags]
-        logits = self.head(self.blocks(self.stem(torch.cat(parts, dim=1))))
-        for b in bags:
-            logits = logits + b[:, self.cfg.text_dim :]
-        return logits if self.training else logits + self.prior_shift
+        logits = self.head(self.blocks(self.stem(self.adapter(torch.cat(parts, dim=1)))))
+        wide = [b[:, self.cfg.text_dim :] for b in bags]  # shared by every member
+        logits = logits + sum(w[:, None] if logits.dim() == 3 else w for w in wide)
+        if not self.training:
+            logits = logits + self.prior_shift
+            if logits.dim() == 3:  # log of the members' mean probability
+                k = logits.shape[1]
+                logits = torch.logsumexp(F.log_softmax(logits.float(), -1), 1) - math.log(k)
+        return logits
 
 
 def build_net(state: dict[str, Any], **shape: Any) -> TabularNet:
     """The network that fits a fitted preprocessor `state` (shape: NetConfig's optional knobs)."""
+    widths = [2 + max(0, len(s["edges"]) - 1) for s in state["numeric"].values()]
     cfg = NetConfig(
-        n_numeric=sum(2 + max(0, len(s["edges"]) - 1) for s in state["numeric"].values()),
+        n_numeric=sum(widths),
+        numeric_z=tuple(int(sum(widths[:i])) for i in range(len(widths))),  # transform's order
         cat_cards=tuple(len(v) for v in state["categorical"].values()),
         n_text=len(state["text"]["columns"]),
         n_classes=len(state["classes"]),

@@ -212,6 +212,18 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig, lr: float) -> list[torch
     return opts
 
 
+def member_loss(
+    logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:  # fmt: skip
+    """Cross-entropy of logits [n, classes], or the mean over members of [n, k, classes]
+    (TabM trains each member on its own loss, not the ensemble's)."""
+    if logits.dim() == 3:
+        y = y.repeat_interleave(logits.shape[1])
+        logits = logits.flatten(0, 1)
+    return F.cross_entropy(logits, y, weight=weight, label_smoothing=label_smoothing)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module, data: Tensors, rt: Runtime, weight: torch.Tensor | None, batch: int = 16384
