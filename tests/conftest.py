@@ -31,6 +31,22 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 SOURCE_SUFFIXES = (".py", ".j2", ".md", ".toml", ".yaml", ".yml", ".cfg", ".ini", ".sh")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """Fast tests run partition tasks in this process (PIPELINE_WORKERS=1), and so do the
+    stage subprocesses they start: a forkserver pool re-imports the stage's libraries in every
+    worker, which cost 5-10 s per stage call on 2 cores and is not what these tests test. The
+    pool itself is tested where a test sets PIPELINE_WORKERS (test_partitions, test_data_path)
+    and in the slow lane, which runs as the user does; a value set outside pytest is kept."""
+    if item.get_closest_marker("slow") or "PIPELINE_WORKERS" in os.environ:
+        return (yield)
+    os.environ["PIPELINE_WORKERS"] = "1"
+    try:
+        return (yield)
+    finally:
+        os.environ.pop("PIPELINE_WORKERS", None)
+
+
 @pytest.fixture(autouse=True)
 def partition_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test's stored partition results in its own directory, never the repository's."""

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import functools
 from pathlib import Path
 
 import pandas as pd
@@ -12,8 +10,10 @@ import pytest
 import yaml
 
 from stages.anonymize import ScanFailed, run
+from stages.anonymize import main as anonymize_main
 from stages.lib.anon_index import build_index, scan_identifier_leaks
 from stages.lib.anon_risk import class_sizes, quasi_frame, risk_report
+from stages.lib.errors import run_stage
 from stages.lib.features import column_policies
 from stages.lib.io import read_dataset
 from stages.lib.params import load_params
@@ -155,23 +155,32 @@ def _stage_dir(tmp_path: Path) -> Path:
     return work
 
 
-def _main(work: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    full = {**os.environ, "PYTHONPATH": str(ROOT), "GX_ANALYTICS_ENABLED": "false", **env}
-    full.pop("PIPELINE_HMAC_KEY", None) if "PIPELINE_HMAC_KEY" not in env else None
-    return subprocess.run(
-        [sys.executable, "-m", "stages.anonymize", *args],
-        cwd=work, env=full, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+def _main(work: Path, monkeypatch, capfd, env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """`python -m stages.anonymize ARGS` in `work`, run in this process as its `__main__` runs
+    it (run_stage: exit codes and messages): exit code, stdout, stderr. A subprocess cost 5-10 s
+    of imports per call; the command line itself is run by the slow lane's end-to-end tests."""
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("PIPELINE_HMAC_KEY", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    capfd.readouterr()
+    try:
+        run_stage(functools.partial(anonymize_main, list(args)))
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out, err = capfd.readouterr()
+    return code, out, err
 
 
-def test_key_never_written_and_missing_key_refused(tmp_path):
+def test_key_never_written_and_missing_key_refused(tmp_path, monkeypatch, capfd):
     work = _stage_dir(tmp_path)
-    refused = _main(work, {})
-    assert refused.returncode == 2 and "PIPELINE_HMAC_KEY" in refused.stderr
+    code, _, err = _main(work, monkeypatch, capfd, {})
+    assert code == 2 and "PIPELINE_HMAC_KEY" in err
     secret = "s3cret-Key-that-must-never-leak-7f3a9c"
-    done = _main(work, {"PIPELINE_HMAC_KEY": secret})
-    assert done.returncode == 0, done.stderr
-    assert secret not in done.stdout + done.stderr
+    code, out, err = _main(work, monkeypatch, capfd, {"PIPELINE_HMAC_KEY": secret})
+    assert code == 0, err
+    assert secret not in out + err
     written = [p for p in work.rglob("*") if p.is_file()]
     assert any(p.match("metrics/anonymize.json") for p in written)
     for path in written:
@@ -180,11 +189,11 @@ def test_key_never_written_and_missing_key_refused(tmp_path):
         assert secret.encode().hex().encode() not in data, path
 
 
-def test_demo_key_switch(tmp_path):
+def test_demo_key_switch(tmp_path, monkeypatch, capfd):
     work = _stage_dir(tmp_path)
-    done = _main(work, {}, "--demo-key")
-    assert done.returncode == 0, done.stderr
-    assert "DEMO" in done.stderr
+    code, _, err = _main(work, monkeypatch, capfd, {}, "--demo-key")
+    assert code == 0, err
+    assert "DEMO" in err
     assert (work / ".secrets/demo_hmac.key").exists()
     assert (work / ".secrets/.gitignore").read_text().strip() == "*"
 

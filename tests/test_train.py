@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -144,13 +145,13 @@ def test_text_hashing_is_stable_and_handles_chinese():
         "from stages.lib.model import hash_ngrams;"
         "print(hash_ngrams(['abc 中文'], 997, 1, 3)[0].tolist())"
     )
-    runs = {
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
-        for _ in range(2)
-    }
-    assert len(runs) == 1 and runs.pop().strip() == str(
-        hash_ngrams(["abc 中文"], 997, 1, 3)[0].tolist()
-    )
+    # One other process, with a str-hash seed other than this one's (two processes cost 5 s):
+    # a salted hash would give it other ids.
+    seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.strip() == str(hash_ngrams(["abc 中文"], 997, 1, 3)[0].tolist())
 
 
 def test_unseen_and_null_values_at_predict_time():
