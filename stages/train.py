@@ -65,8 +65,10 @@ from stages.lib.training import (  # noqa: F401  (re-exported: tests and benchma
     make_private,
     plan,
     prior_shift,
+    probe_text_lr,
     save_torch,
     seed_everything,
+    set_text_idf,
     source_rows,
     tensors_digest,
 )
@@ -112,7 +114,7 @@ class TrainConfig:
     cat_emb_dim: int = 16
     cat_min_count: int = 5
     text_dim: int = 8
-    text_lr: float = 0.1  # SGD's rate for the sparse text tables, at batch 512
+    text_lr: float | Literal["auto"] = "auto"  # the wide text part's SGD rate, at batch 512
     text_buckets: int = 262144
     ngram_min: int = 1
     ngram_max: int = 3
@@ -129,6 +131,9 @@ class TrainConfig:
     gpu_resident_fraction: float = 0.5
     resume: bool = True
     dp: DPConfig = dataclasses.field(default_factory=DPConfig)
+    # issue 16 (text/DP)
+    text_idf: bool = True  # weigh n-grams by their train idf (TF-IDF bags); never under DP
+    text_deep_lr: float = 0.1  # SGD's rate for the text embeddings of the deep part, batch 512
 
     def __post_init__(self) -> None:
         """Out-of-range settings are a params error naming the key, not a torch traceback later."""
@@ -325,6 +330,7 @@ class Run:
     resumed_from: dict[str, int] | None = None
     loader: Any = None  # Poisson-sampling loader of row indices under DP
     privacy: Privacy | None = None
+    text_probe: dict[str, Any] | None = None  # text_lr: auto's choice and its val losses
 
     def batch(self, rows: torch.Tensor) -> Tensors:
         """The rows' tensors on the device."""
@@ -364,6 +370,17 @@ class Run:
             save_torch(self.last, self.st.as_checkpoint())
 
 
+def text_probe(
+    train: Tensors, val: Tensors, cfg: TrainConfig, p: Plan, sparse: bool
+) -> dict[str, Any] | None:
+    """Resolve `text_lr: auto` by a short probe (sparse text tables only: under DP or DDP the
+    tables step with AdamW and text_lr is not used); None when there is nothing to resolve."""
+    if cfg.text_lr != "auto" or not sparse or not train.text_flat:
+        return None
+    with torch.random.fork_rng(devices=[]):  # the probe leaves the run's random stream alone
+        return probe_text_lr(train, val, cfg, p)
+
+
 def setup(
     train_df: pd.DataFrame, val_df: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig,
     checkpoint_dir: Path | None, log: Callable[[str], None], build: Callable[..., nn.Module],
@@ -378,9 +395,11 @@ def setup(
     sparse = not cfg.dp.enabled and rt.world_size == 1  # Opacus and DDP want dense gradients
     raw = build(prep, **cfg.net(), sparse_text=sparse).to(rt.device)
     n_classes = len(prep["classes"])
+    set_text_idf(raw, train, cfg)
     if cfg.prior_correction and hasattr(raw, "prior_shift"):
         raw.prior_shift.copy_(prior_shift(train_df, train.y.cpu(), n_classes))
-    opts = make_optimizers(raw, cfg, p.lr)
+    probe = text_probe(train, val, cfg, p, sparse)
+    opts = make_optimizers(raw, cfg, p.lr, probe["text_lr"] if probe else None)
     last = checkpoint_dir / "last.pt" if checkpoint_dir else None
     st = load_state(last, cfg, digest, log if rt.master else lambda _m: None)
     resumed_from = {"step": st.step, "epoch": st.epoch} if st else None
@@ -394,7 +413,7 @@ def setup(
     run.weight = (
         class_weight_tensor(train.y, n_classes).to(rt.device) if cfg.class_weights else None
     )
-    run.last, run.resumed_from = last, resumed_from
+    run.last, run.resumed_from, run.text_probe = last, resumed_from, probe
     if cfg.dp.enabled:
         run.model, run.opts, run.loader, run.privacy = make_private(raw, opts, len(train), p, cfg)
     return run
@@ -426,6 +445,8 @@ def fit(
         f"lr {p.lr:.2e}, {p.steps_per_epoch} steps/epoch, up to {p.epochs} epochs, "
         f"world {rt.world_size}{f', DP target ε {cfg.dp.epsilon}' if run.privacy else ''}"
     )
+    if run.text_probe:
+        log(f"text_lr auto: {run.text_probe['text_lr']}, probe val loss by rate {run.text_probe}")
     stop = st.done(p)
     while not stop:
         run.model.train()
@@ -464,6 +485,8 @@ def fit(
             f"acc {val_acc:.4f}{' *' if improved else ''} {rows_seen / dt:,.0f} rows/s"
         )
     info = run_info(st, cfg, rt, p, run.resident, run.privacy, run.resumed_from)
+    if run.text_probe:
+        info["text_lr"] = run.text_probe
     return finish(run.raw, st, run.prep, spec, cfg, info, meta)
 
 
