@@ -358,7 +358,7 @@ class HashedBag(nn.Module):
 
     Takes bag lengths [n] rather than offsets [n + 1] so that the last input is batch-sized,
     as Opacus expects; `bag_grad_sample` gives its per-sample gradients for DP training. The
-    `idf` buffer (ones: plain L2-normalised binary bags) is set from the training bags by
+    frozen `idf` (ones: plain L2-normalised binary bags) is set from the training bags by
     train (`train.text_idf`) and saved with the weights.
     """
 
@@ -368,7 +368,8 @@ class HashedBag(nn.Module):
         self.weight = nn.Parameter(torch.randn(buckets, dim) * 0.1)
         with torch.no_grad():
             self.weight[:, dim - wide :] = 0.0
-        self.register_buffer("idf", torch.ones(buckets))
+        # a frozen parameter, not a buffer: Opacus refuses trainable layers that have buffers
+        self.idf = nn.Parameter(torch.ones(buckets), requires_grad=False)
         self.sparse = sparse
 
     def forward(self, flat: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:

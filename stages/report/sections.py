@@ -408,6 +408,7 @@ def _dp_text(train: dict[str, Any]) -> str:
         f"DP-SGD: ε = {fmt(dp.get('epsilon'), 2)} spent, δ = {dp.get('delta')}, "
         f"clipping norm {fmt(dp.get('max_grad_norm'), 2)}, "
         f"noise multiplier {fmt(dp.get('noise_multiplier'), 3)}"
+        + (f"; not covered by ε: {dp['not_covered']}" if dp.get("not_covered") else "")
     )
 
 
