@@ -286,10 +286,16 @@ def wrap(model: nn.Module, cfg: TrainConfig, rt: Runtime) -> nn.Module:
 
 
 def record_epoch(
-    st: TrainState, raw: nn.Module, val_loss: float, val_acc: float, row: dict
-) -> bool:
-    """Keep the best weights and count epochs without improvement; True when improved."""
-    improved = val_loss < st.best_val_loss - 1e-4
+    st: TrainState, raw: nn.Module, val_loss: float, val_acc: float, row: dict,
+    by_accuracy: bool = False,
+) -> bool:  # fmt: skip
+    """Keep the best weights and count epochs without improvement; True when improved. Under DP
+    the yardstick is val accuracy (`by_accuracy`): DP-SGD's noisy model is badly calibrated, its
+    val loss can be worst when its accuracy is best (issue 16, params.yaml's DP table)."""
+    if by_accuracy:
+        improved = val_acc > st.best_val_accuracy + 1e-4
+    else:
+        improved = val_loss < st.best_val_loss - 1e-4
     if improved:
         st.best_val_loss, st.best_val_accuracy, st.bad_epochs = val_loss, val_acc, 0
         st.best_model = _cpu(raw.state_dict())
@@ -477,7 +483,7 @@ def fit(
         val_loss, val_acc = evaluate(run.raw, run.val, rt, run.weight)
         train_loss = float(loss_sum) / max(1, rows_seen)
         row = {"train_loss": round(train_loss, 6), "lr": lr}
-        improved = record_epoch(st, run.raw, val_loss, val_acc, row)
+        improved = record_epoch(st, run.raw, val_loss, val_acc, row, run.privacy is not None)
         stop = run.stop()
         run.save()
         log(

@@ -131,3 +131,18 @@ def test_dp_training_on_a_gpu():
     cfg = dataclasses.replace(DP, device="cuda")
     res = fit(frame(400, 1), frame(100, 2), spec, cfg, log=lambda _m: None)
     assert res.info["device"].startswith("cuda") and 0 < res.info["dp"]["epsilon"] <= 2.0
+
+
+def test_under_dp_the_best_epoch_is_chosen_by_val_accuracy_not_val_loss():
+    from torch import nn
+
+    from stages.train import TrainState, record_epoch
+
+    net = nn.Linear(2, 2)
+    by_loss, by_acc = (TrainState({}, "d", {}, {}) for _ in range(2))
+    # DP-SGD's noisy model: val accuracy climbs while its (badly calibrated) val loss rises
+    for loss, acc in [(0.60, 0.78), (0.66, 0.84), (0.65, 0.85)]:
+        record_epoch(by_loss, net, loss, acc, {})
+        record_epoch(by_acc, net, loss, acc, {}, by_accuracy=True)
+    assert (by_loss.best_val_accuracy, by_loss.bad_epochs) == (0.78, 2)
+    assert (by_acc.best_val_accuracy, by_acc.bad_epochs) == (0.85, 0)
