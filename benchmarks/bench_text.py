@@ -12,7 +12,7 @@ stages.train.fit on the text column alone (params.yaml's train section, `--set` 
 early-stopped on val; the baseline is TF-IDF over character 1-3-grams (sublinear tf) with
 logistic regression, C chosen on the same val from a small grid, measured in the same run.
 
-    PYTHONPATH=. python benchmarks/bench_text.py                  # both corpora, ~8 min, 2 loaded cores
+    PYTHONPATH=. python benchmarks/bench_text.py          # both corpora, ~8 min on 2 loaded cores
     PYTHONPATH=. python benchmarks/bench_text.py --corpus zh --set text_lr=20
 """
 

@@ -65,12 +65,12 @@ from stages.lib.training import (  # noqa: F401  (re-exported: tests and benchma
     make_private,
     plan,
     prior_shift,
-    probe_text_lr,
     save_torch,
     seed_everything,
     set_text_idf,
     source_rows,
     tensors_digest,
+    text_probe,
 )
 
 TRAIN_DIR = Path("data/train_aug")
@@ -290,12 +290,10 @@ def record_epoch(
     by_accuracy: bool = False,
 ) -> bool:  # fmt: skip
     """Keep the best weights and count epochs without improvement; True when improved. Under DP
-    the yardstick is val accuracy (`by_accuracy`): DP-SGD's noisy model is badly calibrated, its
-    val loss can be worst when its accuracy is best (issue 16, params.yaml's DP table)."""
-    if by_accuracy:
-        improved = val_acc > st.best_val_accuracy + 1e-4
-    else:
-        improved = val_loss < st.best_val_loss - 1e-4
+    by val accuracy: DP-SGD's noisy model is badly calibrated (params.yaml's DP table)."""
+    improved = (
+        val_acc > st.best_val_accuracy + 1e-4 if by_accuracy else val_loss < st.best_val_loss - 1e-4
+    )
     if improved:
         st.best_val_loss, st.best_val_accuracy, st.bad_epochs = val_loss, val_acc, 0
         st.best_model = _cpu(raw.state_dict())
@@ -376,17 +374,6 @@ class Run:
             save_torch(self.last, self.st.as_checkpoint())
 
 
-def text_probe(
-    train: Tensors, val: Tensors, cfg: TrainConfig, p: Plan, sparse: bool
-) -> dict[str, Any] | None:
-    """Resolve `text_lr: auto` by a short probe (sparse text tables only: under DP or DDP the
-    tables step with AdamW and text_lr is not used); None when there is nothing to resolve."""
-    if cfg.text_lr != "auto" or not sparse or not train.text_flat:
-        return None
-    with torch.random.fork_rng(devices=[]):  # the probe leaves the run's random stream alone
-        return probe_text_lr(train, val, cfg, p)
-
-
 def setup(
     train_df: pd.DataFrame, val_df: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig,
     checkpoint_dir: Path | None, log: Callable[[str], None], build: Callable[..., nn.Module],
@@ -450,9 +437,8 @@ def fit(
         f"({rt.precision}), {'resident' if run.resident else 'streamed'}, batch {p.batch_size}, "
         f"lr {p.lr:.2e}, {p.steps_per_epoch} steps/epoch, up to {p.epochs} epochs, "
         f"world {rt.world_size}{f', DP target ε {cfg.dp.epsilon}' if run.privacy else ''}"
+        f"{f', text_lr auto: {run.text_probe}' if run.text_probe else ''}"
     )
-    if run.text_probe:
-        log(f"text_lr auto: {run.text_probe['text_lr']}, probe val loss by rate {run.text_probe}")
     stop = st.done(p)
     while not stop:
         run.model.train()
@@ -491,8 +477,7 @@ def fit(
             f"acc {val_acc:.4f}{' *' if improved else ''} {rows_seen / dt:,.0f} rows/s"
         )
     info = run_info(st, cfg, rt, p, run.resident, run.privacy, run.resumed_from)
-    if run.text_probe:
-        info["text_lr"] = run.text_probe
+    info |= {"text_lr": run.text_probe} if run.text_probe else {}
     return finish(run.raw, st, run.prep, spec, cfg, info, meta)
 
 

@@ -283,6 +283,17 @@ def probe_text_lr(train: Tensors, val: Tensors, cfg: TrainConfig, p: Plan) -> di
     return {"text_lr": chosen, "val_loss": {str(k): v for k, v in results.items()}}
 
 
+def text_probe(
+    train: Tensors, val: Tensors, cfg: TrainConfig, p: Plan, sparse: bool
+) -> dict[str, Any] | None:
+    """Resolve `text_lr: auto` by a short probe (sparse text tables only: under DP or DDP the
+    tables step with AdamW and text_lr is not used); None when there is nothing to resolve."""
+    if cfg.text_lr != "auto" or not sparse or not train.text_flat:
+        return None
+    with torch.random.fork_rng(devices=[]):  # the probe leaves the run's random stream alone
+        return probe_text_lr(train, val, cfg, p)
+
+
 @torch.no_grad()
 def _probe_val_loss(bags: list[HashedBag], val: Tensors, bias: torch.Tensor) -> float:
     """Mean cross-entropy of the probe on `val`, chunk by chunk on the probe's device."""
