@@ -317,9 +317,9 @@ def _wide_logits(bags: list[HashedBag], t: Tensors, bias: torch.Tensor) -> torch
 def set_text_idf(model: nn.Module, train: Tensors, cfg: TrainConfig) -> None:
     """Each text table's idf from the training bags (`train.text_idf`). Not under DP: idf is a
     statistic of the training rows that DP-SGD's noise would not cover, so DP keeps ones."""
-    if not cfg.text_idf or cfg.dp.enabled:
-        return
     bags = [m for m in model.modules() if isinstance(m, HashedBag)]
+    if not cfg.text_idf or cfg.dp.enabled or len(bags) != len(train.text_flat):
+        return  # (a network of another design, as benchmarks pass, has no such tables)
     for bag, flat in zip(bags, train.text_flat, strict=True):
         bag.idf.copy_(bag_idf(flat, bag.idf.numel(), len(train)).to(bag.idf.device))
 
