@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str], int]] = {
     "train": ("bench_train.py", ["--quick"], [], 8),
     "flow": ("bench_flow.py", ["--runs", "3"], ["--runs", "5"], 4),
     "data_path": ("bench_data_path.py", [], [], 14),
+    "text": ("bench_text.py", [], [], 3),
 }
 
 

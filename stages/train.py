@@ -74,8 +74,10 @@ from stages.lib.training import (  # noqa: F401  (re-exported: tests and benchma
     prior_shift,
     save_torch,
     seed_everything,
+    set_text_idf,
     source_rows,
     tensors_digest,
+    text_probe,
 )
 
 VAL_DIR = Path("data/split/val")
@@ -199,10 +201,14 @@ def wrap(model: nn.Module, cfg: TrainConfig, rt: Runtime) -> nn.Module:
 
 
 def record_epoch(
-    st: TrainState, raw: nn.Module, val_loss: float, val_acc: float, row: dict
-) -> bool:
-    """Keep the best weights and count epochs without improvement; True when improved."""
-    improved = val_loss < st.best_val_loss - 1e-4
+    st: TrainState, raw: nn.Module, val_loss: float, val_acc: float, row: dict,
+    by_accuracy: bool = False,
+) -> bool:  # fmt: skip
+    """Keep the best weights and count epochs without improvement; True when improved. Under DP
+    by val accuracy: DP-SGD's noisy model is badly calibrated (params.yaml's DP table)."""
+    improved = (
+        val_acc > st.best_val_accuracy + 1e-4 if by_accuracy else val_loss < st.best_val_loss - 1e-4
+    )
     if improved:
         st.best_val_loss, st.best_val_accuracy, st.bad_epochs = val_loss, val_acc, 0
         st.best_model = _cpu(raw.state_dict())
@@ -243,6 +249,7 @@ class Run:
     resumed_from: dict[str, int] | None = None
     loader: Any = None  # Poisson-sampling loader of row indices under DP
     privacy: Privacy | None = None
+    text_probe: dict[str, Any] | None = None  # text_lr: auto's choice and its val losses
 
     def batch(self, rows: torch.Tensor) -> Tensors:
         """The rows' tensors on the device."""
@@ -296,9 +303,11 @@ def setup(
     sparse = not cfg.dp.enabled and rt.world_size == 1  # Opacus and DDP want dense gradients
     raw = build(prep, **cfg.net(), sparse_text=sparse).to(rt.device)
     n_classes = len(prep["classes"])
+    set_text_idf(raw, train, cfg)
     if cfg.prior_correction and hasattr(raw, "prior_shift"):
         raw.prior_shift.copy_(prior_shift(train_df, train.y.cpu(), n_classes))
-    opts = make_optimizers(raw, cfg, p.lr)
+    probe = text_probe(train, val, cfg, p, sparse)
+    opts = make_optimizers(raw, cfg, p.lr, probe["text_lr"] if probe else None)
     last = checkpoint_dir / "last.pt" if checkpoint_dir else None
     st = load_state(last, cfg, digest, log if rt.master else lambda _m: None)
     resumed_from = {"step": st.step, "epoch": st.epoch} if st else None
@@ -312,7 +321,7 @@ def setup(
     run.weight = (
         class_weight_tensor(train.y, n_classes).to(rt.device) if cfg.class_weights else None
     )
-    run.last, run.resumed_from = last, resumed_from
+    run.last, run.resumed_from, run.text_probe = last, resumed_from, probe
     if cfg.dp.enabled:
         run.model, run.opts, run.loader, run.privacy = make_private(raw, opts, len(train), p, cfg)
     return run
@@ -343,6 +352,7 @@ def fit(
         f"({rt.precision}), {'resident' if run.resident else 'streamed'}, batch {p.batch_size}, "
         f"lr {p.lr:.2e}, {p.steps_per_epoch} steps/epoch, up to {p.epochs} epochs, "
         f"world {rt.world_size}{f', DP target ε {cfg.dp.epsilon}' if run.privacy else ''}"
+        f"{f', text_lr auto: {run.text_probe}' if run.text_probe else ''}"
     )
     stop = st.done(p)
     while not stop:
@@ -374,7 +384,7 @@ def fit(
         val_loss, val_acc = evaluate(run.raw, run.val, rt, run.weight)
         train_loss = float(loss_sum) / max(1, rows_seen)
         row = {"train_loss": round(train_loss, 6), "lr": lr}
-        improved = record_epoch(st, run.raw, val_loss, val_acc, row)
+        improved = record_epoch(st, run.raw, val_loss, val_acc, row, run.privacy is not None)
         stop = run.stop()
         run.save()
         log(
@@ -382,6 +392,7 @@ def fit(
             f"acc {val_acc:.4f}{' *' if improved else ''} {rows_seen / dt:,.0f} rows/s"
         )
     info = run_info(st, cfg, rt, p, run.resident, run.privacy, run.resumed_from)
+    info |= {"text_lr": run.text_probe} if run.text_probe else {}
     return finish(run.raw, st, run.prep, spec, cfg, info, meta)
 
 

@@ -43,11 +43,12 @@ def test_per_sample_gradients_are_exact_for_every_layer_and_the_text_bags():
     for i in (0, 5, 17):
         raw.zero_grad()
         row = data.take(torch.tensor([i]))
+        trained = [(n, p) for n, p in raw.named_parameters() if p.requires_grad]  # not idf
         grads = torch.autograd.grad(
             member_loss(raw(row.x_num, row.x_cat, row.text_flat, row.text_off), row.y),
-            [p for p in raw.parameters()],
+            [p for _, p in trained],
         )
-        for (name, p), g in zip(raw.named_parameters(), grads, strict=True):
+        for (name, p), g in zip(trained, grads, strict=True):
             torch.testing.assert_close(p.grad_sample[i], g, atol=1e-5, rtol=1e-4, msg=name)
     assert raw.text[0].weight.grad_sample.shape == (64, *raw.text[0].weight.shape)
 
@@ -73,7 +74,15 @@ def test_dp_training_spends_at_most_the_target_epsilon():
     train["_augmented"] = [i % 5 == 0 for i in range(400)]  # augment's copies: 80 rows
     res = fit(train, frame(100, 2), spec, DP, log=lambda _m: None)
     dp = res.info["dp"]
-    assert set(dp) == {"enabled", "epsilon", "delta", "max_grad_norm", "noise_multiplier"}
+    assert set(dp) == {
+        "enabled",
+        "epsilon",
+        "delta",
+        "max_grad_norm",
+        "noise_multiplier",
+        "not_covered",
+    }
+    assert "bin edges" in dp["not_covered"]  # preprocessing is fitted outside DP-SGD: said
     # DP trains on source rows only (a record's copies would spend its budget twice): δ = 1/320
     assert dp["enabled"] is True and dp["delta"] == 1 / 320 and dp["max_grad_norm"] == 0.5
     assert 0 < dp["epsilon"] <= DP.dp.epsilon and dp["noise_multiplier"] > 0
@@ -122,3 +131,18 @@ def test_dp_training_on_a_gpu():
     cfg = dataclasses.replace(DP, device="cuda")
     res = fit(frame(400, 1), frame(100, 2), spec, cfg, log=lambda _m: None)
     assert res.info["device"].startswith("cuda") and 0 < res.info["dp"]["epsilon"] <= 2.0
+
+
+def test_under_dp_the_best_epoch_is_chosen_by_val_accuracy_not_val_loss():
+    from torch import nn
+
+    from stages.train import TrainState, record_epoch
+
+    net = nn.Linear(2, 2)
+    by_loss, by_acc = (TrainState({}, "d", {}, {}) for _ in range(2))
+    # DP-SGD's noisy model: val accuracy climbs while its (badly calibrated) val loss rises
+    for loss, acc in [(0.60, 0.78), (0.66, 0.84), (0.65, 0.85)]:
+        record_epoch(by_loss, net, loss, acc, {})
+        record_epoch(by_acc, net, loss, acc, {}, by_accuracy=True)
+    assert (by_loss.best_val_accuracy, by_loss.bad_epochs) == (0.78, 2)
+    assert (by_acc.best_val_accuracy, by_acc.bad_epochs) == (0.85, 0)

@@ -266,7 +266,8 @@ TRAIN_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "cat_emb_dim": (lambda v: v >= 1, "1.."),
     "cat_min_count": (lambda v: v >= 1, "1.."),
     "text_dim": (lambda v: v >= 1, "1.."),
-    "text_lr": (lambda v: v > 0, "above 0"),
+    "text_lr": (lambda v: v == "auto" or v > 0, "above 0, or auto"),
+    "text_deep_lr": (lambda v: v > 0, "above 0"),
     "text_buckets": (lambda v: v >= 1, "1.."),
     "ngram_min": (lambda v: v >= 1, "1.."),
     "word_ngram_max": (lambda v: v >= 0, "0.. (0: none)"),
@@ -318,7 +319,7 @@ class TrainConfig:
     cat_emb_dim: int = 16
     cat_min_count: int = 5
     text_dim: int = 8
-    text_lr: float = 0.1  # SGD's rate for the sparse text tables, at batch 512
+    text_lr: float | Literal["auto"] = "auto"  # SGD's rate for the sparse text tables, at batch 512
     text_buckets: int = 262144
     ngram_min: int = 1
     ngram_max: int = 3
@@ -341,6 +342,9 @@ class TrainConfig:
     plr_sigma: float = 0.1
     ensemble: int = 4  # TabM-mini members sharing the MLP; 1: one network
     label_smoothing: float = 0.0
+    # issue 16 (text/DP)
+    text_idf: bool = True  # weigh n-grams by their train idf (TF-IDF bags); never under DP
+    text_deep_lr: float = 0.1  # SGD's rate for the text embeddings of the deep part, batch 512
 
     def __post_init__(self) -> None:
         """Out-of-range settings are a params error naming the key, not a torch traceback later."""

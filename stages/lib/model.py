@@ -328,16 +328,29 @@ def cat_dim(card: int, max_dim: int) -> int:
     return max(2, min(max_dim, round(1.6 * card**0.56)))
 
 
-def bag_weights(lens: torch.Tensor, total: int) -> torch.Tensor:
-    """Per n-gram weight 1/sqrt(bag length): a bag's sum becomes an L2-normalised count vector."""
-    return torch.repeat_interleave(lens.clamp(min=1).float().rsqrt(), lens, output_size=total)
+def bag_weights(flat: torch.Tensor, lens: torch.Tensor, idf: torch.Tensor) -> torch.Tensor:
+    """Per n-gram weight idf / (the bag's L2 norm of idf): a bag's sum becomes an L2-normalised
+    TF-IDF vector of its (binary) n-grams, as TF-IDF + logistic regression sees a text."""
+    v = idf[flat]
+    rows = torch.repeat_interleave(torch.arange(lens.numel(), device=flat.device), lens)
+    norm2 = torch.zeros(lens.numel(), device=flat.device, dtype=v.dtype).index_add_(0, rows, v * v)
+    return v * norm2.clamp(min=1e-12).rsqrt()[rows]
+
+
+def bag_idf(flat: torch.Tensor, buckets: int, n_rows: int) -> torch.Tensor:
+    """Smoothed idf of each bucket over `n_rows` training bags of distinct ids (scikit-learn's
+    log((1 + n) / (1 + df)) + 1): frequent n-grams (a Chinese particle, "the") weigh less."""
+    df = torch.bincount(flat.cpu(), minlength=buckets).double()
+    return (torch.log((1.0 + n_rows) / (1.0 + df)) + 1.0).float()
 
 
 class HashedBag(nn.Module):
     """A table of `buckets` vectors; a row's vector is the weighted sum over its n-gram ids.
 
     Takes bag lengths [n] rather than offsets [n + 1] so that the last input is batch-sized,
-    as Opacus expects; `bag_grad_sample` gives its per-sample gradients for DP training.
+    as Opacus expects; `bag_grad_sample` gives its per-sample gradients for DP training. The
+    frozen `idf` (ones: plain L2-normalised binary bags) is set from the training bags by
+    train (`train.text_idf`) and saved with the weights.
     """
 
     def __init__(self, buckets: int, dim: int, sparse: bool = False, wide: int = 0):
@@ -346,12 +359,14 @@ class HashedBag(nn.Module):
         self.weight = nn.Parameter(torch.randn(buckets, dim) * 0.1)
         with torch.no_grad():
             self.weight[:, dim - wide :] = 0.0
+        # a frozen parameter, not a buffer: Opacus refuses trainable layers that have buffers
+        self.idf = nn.Parameter(torch.ones(buckets), requires_grad=False)
         self.sparse = sparse
 
     def forward(self, flat: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
         """[n, dim]."""
         off = F.pad(torch.cumsum(lens, 0), (1, 0))
-        w = bag_weights(lens, flat.numel())
+        w = bag_weights(flat, lens, self.idf)
         return F.embedding_bag(
             flat, self.weight, off, mode="sum", per_sample_weights=w,
             include_last_offset=True, sparse=self.sparse,
@@ -366,7 +381,7 @@ def bag_grad_sample(
     n = lens.shape[0]
     gs = torch.zeros(n, *layer.weight.shape, device=flat.device, dtype=backprops.dtype)
     rows = torch.repeat_interleave(torch.arange(n, device=flat.device), lens)
-    w = bag_weights(lens, flat.numel()).to(backprops.dtype)
+    w = bag_weights(flat, lens, layer.idf).to(backprops.dtype)
     gs.index_put_((rows, flat), backprops[rows] * w[:, None], accumulate=True)
     return {layer.weight: gs}
 

@@ -250,6 +250,14 @@ class DPReport(Model):
     delta: float | None
     max_grad_norm: float | None
     noise_multiplier: float | None
+    not_covered: str | None = None  # what ε does not cover (the preprocessing), when DP is on
+
+
+class TextProbe(Model):
+    """`text_lr: auto`: the rate chosen and the probe's val loss at each rate tried."""
+
+    text_lr: float
+    val_loss: dict[str, float]
 
 
 class ResumedFrom(Model):
@@ -286,6 +294,7 @@ class TrainFields(Model):
     torch: str
     seed: int
     dp: DPReport
+    text_lr: TextProbe | None = None  # written when text_lr: auto was resolved by the probe
 
 
 class TrainSummary(Summary, TrainFields):

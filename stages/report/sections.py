@@ -395,6 +395,7 @@ def _dp_text(dp: DPReport) -> str:
         f"DP-SGD: ε = {fmt(dp.epsilon, 2)} spent, δ = {dp.delta}, "
         f"clipping norm {fmt(dp.max_grad_norm, 2)}, "
         f"noise multiplier {fmt(dp.noise_multiplier, 3)}"
+        + (f"; not covered by ε: {dp.not_covered}" if dp.not_covered else "")
     )
 
 
