@@ -9,32 +9,36 @@ critical gates of validate and anonymize still stop the pipeline early: they pro
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from stages.lib.errors import GateFailure, InputError, run_stage
+from stages.lib.paths import METRICS_DIR
+from stages.lib.summaries import Gate
 
-EVALUATE_METRICS = Path("metrics/evaluate.json")
+EVALUATE_METRICS = METRICS_DIR / "evaluate.json"
 
 
-def verdict(metrics: dict[str, Any]) -> tuple[bool, list[str], list[str]]:
-    """(passed, failures, skipped checks) of evaluate's gate, as evaluate wrote it."""
-    gate = metrics.get("gate")
-    if not isinstance(gate, dict) or not isinstance(gate.get("passed"), bool):
+def verdict(metrics: dict[str, Any]) -> Gate:
+    """evaluate's gate verdict (passed, failures, skipped checks), through its summary model."""
+    try:
+        return Gate.model_validate(metrics.get("gate"))
+    except ValidationError as e:
         raise InputError(
-            f"{EVALUATE_METRICS}: no gate verdict (key gate.passed); rerun `dvc repro evaluate`"
-        )
-    return gate["passed"], list(gate.get("failures", [])), list(gate.get("skipped", []))
+            f"{EVALUATE_METRICS}: no gate verdict (key gate: {e.errors()[0]['msg']}); "
+            "rerun `dvc repro evaluate`"
+        ) from None
 
 
 def main() -> None:
     """Read evaluate's verdict; raise GateFailure (exit 3) with its reasons when it failed."""
-    passed, failures, skipped = verdict(json.loads(EVALUATE_METRICS.read_text(encoding="utf-8")))
-    for s in skipped:
+    gate = verdict(json.loads(EVALUATE_METRICS.read_text(encoding="utf-8")))
+    for s in gate.skipped:
         print(f"gate: skipped {s}")
-    if not passed:
+    if not gate.passed:
         raise GateFailure(
-            "evaluate gate failed: " + "; ".join(failures) + " (see reports/report.html)"
+            "evaluate gate failed: " + "; ".join(gate.failures) + " (see reports/report.html)"
         )
     print("gate: evaluate's checks passed")
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import sys
 import unicodedata
 from pathlib import Path
@@ -36,11 +35,12 @@ from stages.lib.errors import InputError, run_stage
 from stages.lib.features import FeatureSpec, Policy, column_policies, feature_spec
 from stages.lib.io import file_hash, write_bytes_atomic, write_text_atomic
 from stages.lib.keys import SAMPLE_KEY, key_id, load_key
-from stages.lib.paths import MODEL_PATH
+from stages.lib.paths import METRICS_DIR, MODEL_PATH
 from stages.lib.readers import read_batches
 from stages.lib.record_ids import add_lineage
 from stages.lib.schema import REASON, REASON_KIND, RECORD_ID, SOURCE_ROW, Schema
 from stages.lib.sources import batch_id, check_columns, check_content, file_format
+from stages.lib.summaries import AnonymizeSummary, load_summary
 
 PREDICTED = "predicted"
 PROBA_PREFIX = "proba_"
@@ -52,7 +52,7 @@ NO_FEATURES = (
     "not evidence about this one"
 )
 OUTPUT_FORMATS = (".parquet", ".csv")
-ANON_METRICS = Path("metrics/anonymize.json")
+ANON_METRICS = METRICS_DIR / "anonymize.json"
 
 
 def _normalized(names: list[str]) -> list[str]:
@@ -249,10 +249,8 @@ def run_predict(model: Path, input: Path, output: Path, rejected: Path | None) -
 
 def trained_key_id() -> str | None:
     """The id of the key the training data was pseudonymized with (anonymize's summary)."""
-    try:
-        return json.loads(ANON_METRICS.read_text()).get("key_id")
-    except (OSError, ValueError, AttributeError):
-        return None
+    summary, _why = load_summary(ANON_METRICS, "anonymize")
+    return summary.key_id if isinstance(summary, AnonymizeSummary) else None
 
 
 def _warn_on_other_key(key: bytes) -> None:
