@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import os
 import time
@@ -37,6 +36,7 @@ from stages.lib.config import (  # noqa: F401  (re-exported: tests and benchmark
     TrainConfig,
     pipeline_params,
 )
+from stages.lib.digest import canonical_digest
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import read_dataset, write_text_atomic
 from stages.lib.model import (
@@ -463,12 +463,8 @@ def curve_csv(history: list[dict[str, Any]]) -> str:
 
 def schema_digest(p: PipelineParams) -> str:
     """A hash of the schema and policies (as params.yaml writes them) the features come from."""
-    blob = json.dumps(
-        {"schema": p.written("schema"), "policies": p.written("anonymize.policies")},
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    written = {"schema": p.written("schema"), "policies": p.written("anonymize.policies")}
+    return canonical_digest(written, 16)
 
 
 def main() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import importlib
 import json
 import os
@@ -319,18 +318,15 @@ def test_a_changed_params_file_is_read_again(tmp_path: Path) -> None:
 
 
 def test_written_keeps_what_params_yaml_says_for_digests() -> None:
-    """train's schema_digest (in the model file) hashes the schema and policies as written: the
-    typed params give the same digest as the raw sections did before PipelineParams."""
+    """train's schema_digest (in the model file) is the project's one canonical digest of the
+    schema and policies as params.yaml writes them (the raw sections, not the typed ones)."""
+    from stages.lib.digest import canonical_digest
     from stages.train import schema_digest
 
     raw = load_params(ROOT / "params.yaml")
-    before = json.dumps(
-        {"schema": raw["schema"], "policies": raw["anonymize"]["policies"]},
-        sort_keys=True,
-        default=str,
-    )
+    written = {"schema": raw["schema"], "policies": raw["anonymize"]["policies"]}
     p = pipeline_params(ROOT / "params.yaml")
-    assert schema_digest(p) == hashlib.sha256(before.encode()).hexdigest()[:16]
+    assert schema_digest(p) == canonical_digest(written, 16)
     copy_ = p.written("anonymize.policies")
     copy_["email"] = "keep"  # a copy: the loaded params do not change
     assert p.written("anonymize.policies")["email"] == "pseudonymize"
