@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,7 +32,7 @@ from stages.lib.io import AtomicDir, partition_names, write_json_atomic
 from stages.lib.paths import ANON_DIR as OUTPUT
 from stages.lib.paths import CLEAN_DIR as INPUT
 from stages.lib.schema import BATCH, Schema
-from stages.lib.summaries import AnonymizeFields, Risk, ScanSummary
+from stages.lib.summaries import AnonymizeFields, Risk, ScanReport, dump
 from stages.lib.summary import StageSummary
 
 QUARANTINE = Path("data/quarantine_anon")
@@ -51,7 +50,7 @@ def run(
     config: AnonymizeConfig,
     schema: Schema,
     key: bytes,
-) -> tuple[StageSummary, dict[str, Any]]:
+) -> tuple[StageSummary, ScanReport]:
     """The whole stage over partitions, each step reusing what an earlier run stored.
 
     1. Per partition (tasks): policies and per-row scrubbing, identifier index, class hashes.
@@ -75,7 +74,7 @@ def run(
     with AtomicDir(output_dir) as out, AtomicDir(quarantine_dir) as quarantine:
         done = release((profiled, scanned), classes, sizes, config.k, (out, quarantine), summary)
         scan = scan_report(done.findings)
-        write_json_atomic(SCAN_REPORT, scan)
+        write_json_atomic(SCAN_REPORT, dump(scan))
         if done.findings:
             raise ScanFailed(
                 f"anonymize: the independent scan found {len(done.findings)} identifier(s) in "
@@ -93,7 +92,7 @@ def run(
         key_id=keys.key_id(key),
         policies={n: describe_policy(p) for n, p in policies.items()},
         entity_counts={c: dict(sorted(v.items())) for c, v in done.counts.items()},
-        scan=ScanSummary.model_validate({k: v for k, v in scan.items() if k != "details"}),
+        scan=scan.verdict(),
         quasi_identifiers=profiled[0].result["quasi_identifiers"] if profiled else [],
         k_threshold=config.k,
         risk_before_suppression=Risk.model_validate(before),

@@ -37,7 +37,7 @@ from stages.lib.io import (
 from stages.lib.partitions import Partition, PartitionRun
 from stages.lib.paths import CLEAN_DIR
 from stages.lib.schema import BATCH, RECORD_ID, SOURCE_FILE, SOURCE_ROW, Schema
-from stages.lib.summaries import ValidateFields
+from stages.lib.summaries import ValidateFields, ValidationReport, dump
 from stages.lib.summary import StageSummary
 
 OUT_DIR = Path("reports/validation")
@@ -362,7 +362,7 @@ def whole_verdict(
     return verdict
 
 
-def write_report(checks: Sequence[Check], verdict: Verdict, results: list[dict[str, Any]]) -> None:
+def write_report(checks: Sequence[Check], verdict: Verdict, report: ValidationReport) -> None:
     """reports/validation/: results.json and the Data Docs, together or not at all."""
     rows = verdict.rows
     # Results and Data Docs appear together or not at all (a killed run leaves no half report).
@@ -376,10 +376,7 @@ def write_report(checks: Sequence[Check], verdict: Verdict, results: list[dict[s
             "clean_data",
             {"rows": rows, "partitions": verdict.partitions, "dataset": str(CLEAN_DIR)},
         )
-        write_json_atomic(
-            out.tmp / "results.json",
-            {"rows": rows, "partitions": verdict.partitions, "results": results},
-        )
+        write_json_atomic(out.tmp / "results.json", dump(report))
 
 
 def main() -> None:
@@ -395,7 +392,9 @@ def main() -> None:
     rows = verdict.rows
     results = [{k: v for k, v in r.items() if k != "missing_count"} for r in verdict.results]
     summary = StageSummary("validate", rows_in=rows, rows_out=rows)
-    write_report(checks, verdict, results)
+    # Through its model: a result the report could not read fails here, not in the report.
+    report = ValidationReport(rows=rows, partitions=verdict.partitions, results=results)
+    write_report(checks, verdict, report)
     work.prune()
     failed = [r for r in results if not r["success"]]
     critical = [r for r in failed if r["severity"] == "critical"]

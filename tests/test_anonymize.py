@@ -56,7 +56,7 @@ def test_stage_applies_policies_and_passes_scan(tmp_path, params, schema, monkey
         "postcode": {"action": "generalize", "truncate": 2},
     }
     summary, scan = _run(tmp_path, schema, policies, k=3)
-    assert scan["passed"], scan
+    assert scan.passed, scan
     anon = read_dataset(tmp_path / "anon").to_pandas()
     clean = pd.concat([clean_frame(400), clean_frame(200, seed=1, start=400)])
     for dropped in ("full_name", "phone", "street_address", "national_id", "customer_id"):
@@ -225,7 +225,7 @@ def test_a_new_batch_reuses_earlier_partitions_unless_it_concerns_them(
     err = capsys.readouterr().err
     assert "pass 1): 3 partition(s): 2 reused, 1 to run" in err
     assert "pass 2): 3 partition(s): 1 reused, 2 to run" in err
-    assert scan["passed"]
+    assert scan.passed
     anon = read_dataset(tmp_path / "anon").to_pandas()
     assert not anon["notes"].str.contains("Quartermaine").any()
     # A batch that names no earlier customer: every earlier partition is reused in both passes.

@@ -594,7 +594,9 @@ def test_lineage_reads_every_stage_of_dvc_lock():
     assert {p["key"]: p["value"] for p in clean_stage["params"]}["io.partition_rows"] == "100"
 
 
-def anonymize_summary(p: dict, findings: list[dict[str, str]]) -> tuple[sm.AnonymizeSummary, dict]:
+def anonymize_summary(
+    p: dict, findings: list[dict[str, str]]
+) -> tuple[sm.AnonymizeSummary, sm.ScanReport]:
     """metrics/anonymize.json and reports/privacy/scan.json, built by the functions
     stages/anonymize.py builds them with (policies, risk, scan, key id), through its model."""
     config, schema = section(AnonymizeConfig, "anonymize", p), load_schema(p)
@@ -605,7 +607,7 @@ def anonymize_summary(p: dict, findings: list[dict[str, str]]) -> tuple[sm.Anony
             "key_id": key_id(TEST_KEY.encode()),
             "policies": {n: describe_policy(x) for n, x in policies.items()},
             "entity_counts": {"notes": {"EMAIL": 4, "PERSON": 2}},
-            "scan": {k: v for k, v in scan.items() if k != "details"},
+            "scan": scan.verdict(),
             "quasi_identifiers": schema.quasi_identifiers,
             "k_threshold": config.k,
             "risk_before_suppression": risk_report(pd.Series([1, 2, 2, 3, 3, 3, 4, 4, 4, 4])),
@@ -630,6 +632,65 @@ def test_privacy_section_shows_counts_never_scan_details():
     assert policies["email"] == "pseudonymize" and policies["full_name"] == "drop"
     assert section["entity_totals"] == {"EMAIL": 4, "PERSON": 2}
     assert [r["k"] for r in section["risk"]] == [1, 3]
+
+
+def expectation(name: str, severity: str, success: bool, **given: Any) -> sm.ExpectationResult:
+    """One result of reports/validation/results.json, as validate writes it (through its model)."""
+    fields = {
+        "expectation": name,
+        "family": name.removeprefix("expect_column_"),
+        "severity": severity,
+        "column": "age",
+        "kwargs": {"column": "age", "min_value": 0, "max_value": 120, "mostly": 0.99},
+        "success": success,
+        "element_count": 10,
+        "unexpected_count": 0 if success else 3,
+        "unexpected_percent": 0.0 if success else 30.0,
+        "observed": None,
+        "error": None,
+    }
+    return sm.ExpectationResult.model_validate({**fields, **given})
+
+
+def test_validation_section_reads_the_results_through_their_model():
+    results = [
+        expectation("expect_column_values_to_be_between", "warning", True),
+        expectation("expect_column_values_to_not_be_null", "critical", False),
+        expectation("expect_table_row_count", "critical", True, column=None, observed=10),
+    ]
+    validation = sm.ValidationReport(rows=10, partitions=2, results=results)
+    section = report.validation_section(validation, "validation/docs/index.html")
+    assert section["available"] and section["rows"] == 10 and section["total"] == 3
+    assert [g["severity"] for g in section["groups"]] == ["critical", "warning"]
+    critical = section["groups"][0]["items"]
+    assert [r["success"] for r in critical] == [False, True]  # failures first
+    assert critical[1]["column"] == "(table)" and critical[1]["observed"] == 10
+    assert section["failed_critical"] == 1 and section["passed"] == 2
+    assert "min_value=0; max_value=120; mostly=0.99" in section["groups"][1]["items"][0]["args"]
+
+
+def test_an_unreadable_validation_or_scan_file_is_reported_not_guessed(tmp_path):
+    """A results.json or scan.json that does not match its model: the section's 'not available'
+    note (validation) or anonymize's own verdict (scan), and the validation message on top."""
+    good = sm.ValidationReport(rows=10, partitions=1, results=[expectation("e", "warning", True)])
+    data = sm.dump(good)
+    data["results"][0]["succes"] = data["results"][0].pop("success")  # a misspelt key
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    anon, scan = anonymize_summary(params(), [])
+    (tmp_path / "scan.json").write_text(json.dumps({**sm.dump(scan), "findings": "none"}))
+    validation, v_why = report.read_report(tmp_path / "results.json", sm.ValidationReport)
+    found, s_why = report.read_report(tmp_path / "scan.json", sm.ScanReport)
+    assert validation is None and "results.0.succes" in v_why and "success" in v_why
+    assert found is None and "findings" in s_why
+    assert report.read_report(tmp_path / "absent.json", sm.ScanReport) == (None, None)
+    inputs = dataclasses.replace(minimal_inputs(), validation_error=v_why, privacy_scan_error=s_why)
+    inputs.metrics["anonymize"] = anon
+    ctx = report.build_context(inputs)
+    assert ctx["errors"] == [v_why, s_why]
+    assert not ctx["validation"]["available"] and v_why in ctx["validation"]["note"]
+    assert ctx["privacy"]["scan"]["available"] and ctx["privacy"]["scan"]["details_listed"] == 0
+    page = report.render_html(ctx)
+    assert html.escape(v_why) in page and html.escape(s_why) in page
 
 
 # ---------------------------------------------------------------------------------------------
@@ -673,9 +734,10 @@ def test_privacy_section_reads_what_anonymize_wrote(full_run):
     assert [r["when"] for r in section["risk"]] == ["before suppression", "after suppression"]
     assert section["k_threshold"] == inputs.params["anonymize"]["k"]
     assert section["class_size_figure"] is not None and section["key_id"] == anon.key_id
-    assert section["scan"]["passed"] and section["scan"]["checks"] == scan["checks"]
+    assert isinstance(scan, sm.ScanReport) and inputs.privacy_scan_error is None
+    assert section["scan"]["passed"] and section["scan"]["checks"] == scan.checks
     made, made_scan = anonymize_summary(inputs.params, [])
-    assert set(made_scan) == set(scan)
+    assert made_scan == scan and made.scan == anon.scan
     assert made.policies == anon.policies
 
 

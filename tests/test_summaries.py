@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from stages.lib import summaries as sm
+from stages.lib.io import write_json_atomic
 from stages.lib.summary import StageSummary
 
 
@@ -57,3 +58,46 @@ def test_load_summary_says_why_instead_of_raising(tmp_path):
     (tmp_path / "train.json").write_text("{not json")
     found, why = sm.load_summary(tmp_path / "train.json")
     assert found is None and "does not match its model" in why and "Invalid JSON" in why
+
+
+def test_scan_and_validation_reports_round_trip_to_the_same_bytes(tmp_path):
+    """reports/privacy/scan.json and reports/validation/results.json, written through their
+    models as the stages write them, read back to the same model and the same bytes."""
+    finding = {"record_id": "r1", "column": "notes", "entity": "EMAIL", "check": "gx_regex"}
+    scan = sm.ScanReport(
+        passed=False, findings=3, by_entity={"EMAIL": 3}, checks=["gx_regex"], details=[finding]
+    )
+    result = {
+        "expectation": "expect_column_values_to_be_of_type",
+        "family": "type",
+        "severity": "critical",
+        "column": "age",
+        "kwargs": {"column": "age", "type_": "int64"},
+        "success": True,
+        "element_count": 10,
+        "unexpected_count": None,
+        "unexpected_percent": None,
+        "observed": "int64",
+        "error": None,
+    }
+    validation = sm.ValidationReport(
+        rows=10, partitions=1, results=[result, {**result, "observed": 7}]
+    )
+    for name, model in (("scan.json", scan), ("results.json", validation)):
+        path = tmp_path / name
+        write_json_atomic(path, sm.dump(model))
+        found, why = sm.load_model(path, type(model))
+        assert why is None and found == model
+        assert json.dumps(sm.dump(found), indent=2, sort_keys=True) + "\n" == path.read_text()
+    assert validation.results[1].observed == 7 and isinstance(validation.results[1].observed, int)
+    assert scan.verdict() == sm.ScanSummary(
+        passed=False, findings=3, by_entity={"EMAIL": 3}, checks=["gx_regex"]
+    )
+
+
+def test_a_scan_finding_holds_where_never_a_value():
+    finding = {"record_id": "r1", "column": "notes", "entity": "EMAIL", "check": "number"}
+    with pytest.raises(ValidationError, match="value"):
+        sm.ScanFinding.model_validate({**finding, "value": "a@b.example"})
+    with pytest.raises(ValidationError, match="check"):
+        sm.ScanFinding.model_validate({k: v for k, v in finding.items() if k != "check"})

@@ -25,6 +25,7 @@ from stages.lib.gx import context as gx_context
 from stages.lib.leakscan import ValueScanner, find_numbers
 from stages.lib.schema import LINEAGE_COLUMNS, RECORD_ID, Schema
 from stages.lib.scrub import PII_ENTITY, as_string_array, scrub_column
+from stages.lib.summaries import ScanFinding, ScanReport
 
 SCAN_REGEXES = {
     "EMAIL": r"[\w.+%-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}",
@@ -330,13 +331,13 @@ def scan_values_and_numbers(
     return findings
 
 
-def scan_report(findings: list[dict[str, str]]) -> dict[str, Any]:
+def scan_report(findings: list[dict[str, str]]) -> ScanReport:
     """The scan's report (reports/privacy/scan.json): passed, counts by entity, the first
     1,000 findings (record, column, entity, check; never a value)."""
-    return {
-        "passed": not findings,
-        "findings": len(findings),
-        "by_entity": dict(Counter(f["entity"] for f in findings)),
-        "checks": ["gx_regex", "checksum", "identifier_value", "identifier_value_ac", "number"],
-        "details": findings[:1000],
-    }
+    return ScanReport(
+        passed=not findings,
+        findings=len(findings),
+        by_entity=dict(Counter(f["entity"] for f in findings)),
+        checks=["gx_regex", "checksum", "identifier_value", "identifier_value_ac", "number"],
+        details=[ScanFinding.model_validate(f) for f in findings[:1000]],
+    )

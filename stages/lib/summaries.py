@@ -11,7 +11,7 @@ and is left out of the file when not set (`dump`), so the JSON holds exactly wha
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -105,6 +105,31 @@ class ValidateSummary(Summary, ValidateFields):
     """metrics/validate.json."""
 
 
+class ExpectationResult(Model):
+    """One expectation's outcome over the whole dataset (aggregates only, never a value)."""
+
+    expectation: str
+    family: str
+    severity: str
+    column: str | None
+    kwargs: dict[str, Any]
+    success: bool
+    element_count: int | None
+    unexpected_count: int | None
+    unexpected_percent: float | None
+    # GX's observed value: a dtype name, a count or a share (exact types kept as written).
+    observed: bool | int | float | str | None
+    error: str | None
+
+
+class ValidationReport(Model):
+    """reports/validation/results.json: rows, partitions and every expectation's outcome."""
+
+    rows: int
+    partitions: int
+    results: list[ExpectationResult]
+
+
 # ---------------------------------------------------------------------------------- anonymize
 
 
@@ -118,19 +143,22 @@ class ScanSummary(Model):
 
 
 class ScanFinding(Model):
-    """One identifier the scan found in the output: where and what, never a value."""
+    """One identifier the scan found in the output: where, what and which check; never a value."""
 
-    model_config = ConfigDict(extra="allow")
-
-    record_id: Any = None
-    column: str = "?"
-    entity: str = "?"
+    record_id: str
+    column: str
+    entity: str
+    check: str
 
 
 class ScanReport(ScanSummary):
     """reports/privacy/scan.json: the verdict and the first findings."""
 
-    details: list[ScanFinding] = []
+    details: list[ScanFinding]
+
+    def verdict(self) -> ScanSummary:
+        """The verdict without the details (what metrics/anonymize.json records)."""
+        return ScanSummary.model_validate(self.model_dump(exclude={"details"}))
 
 
 class SizeBin(Model):
@@ -452,8 +480,17 @@ def read_summary(path: Path | str, stage: str | None = None) -> Summary:
 
 def load_summary(path: Path | str, stage: str | None = None) -> tuple[Summary | None, str | None]:
     """A summary, or (None, why) when the file is missing or does not match its model."""
+    return load_model(path, summary_model(stage or Path(path).stem))
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_model(path: Path | str, model: type[M]) -> tuple[M | None, str | None]:
+    """A JSON file through its model (a summary, ScanReport, ValidationReport), or (None, why)
+    when the file is missing, not JSON or does not match the model."""
     try:
-        return read_summary(path, stage), None
+        return model.model_validate_json(Path(path).read_bytes()), None
     except FileNotFoundError:
         return None, f"{path} does not exist"
     except ValidationError as e:

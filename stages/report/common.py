@@ -15,7 +15,7 @@ import pandas as pd
 from stages.lib.digest import canonical_digest
 from stages.lib.paths import METRICS_DIR as METRICS_DIR  # re-exported: render.py reads both
 from stages.lib.paths import PLOTS_DIR as PLOTS_DIR
-from stages.lib.summaries import STAGE_OF, Summary
+from stages.lib.summaries import STAGE_OF, ScanReport, Summary, ValidationReport
 
 S = TypeVar("S", bound=Summary)
 
@@ -67,8 +67,12 @@ class Inputs:
     # `dvc metrics diff --all --json` against the previous run (None: DVC could not say; why).
     metrics_diff: dict[str, dict[str, Any]] | None = None
     metrics_diff_note: str | None = None
-    validation: dict[str, Any] | None = None
-    privacy_scan: dict[str, Any] | None = None
+    # reports/validation/results.json and reports/privacy/scan.json through their models, and
+    # the validation message when the file exists but does not match (None: missing or read).
+    validation: ValidationReport | None = None
+    validation_error: str | None = None
+    privacy_scan: ScanReport | None = None
+    privacy_scan_error: str | None = None
     plots: dict[str, pd.DataFrame] = field(default_factory=dict)
     lock: dict[str, Any] | None = None
     run: dict[str, Any] = field(default_factory=dict)

@@ -4,7 +4,6 @@ runinfo.py), writing the two pages."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -22,8 +21,12 @@ from stages.lib.summaries import (
     AnonymizeSummary,
     AugmentSummary,
     EvaluateSummary,
+    M,
+    ScanReport,
     SplitSummary,
     TrainSummary,
+    ValidationReport,
+    load_model,
     load_summary,
 )
 from stages.report.common import (
@@ -80,14 +83,20 @@ def _guard(name: str, build: Callable[[], dict[str, Any]], errors: list[str]) ->
 
 def build_context(inputs: Inputs) -> dict[str, Any]:
     """Every section of the report, ready for the templates."""
-    errors = list(inputs.metrics_errors.values())  # a summary that does not match its model
+    # A summary, validation result or scan report that does not match its model.
+    errors = list(inputs.metrics_errors.values())
+    errors += [e for e in (inputs.validation_error, inputs.privacy_scan_error) if e]
     m = inputs.metrics
     anon, train = inputs.summary(AnonymizeSummary), inputs.summary(TrainSummary)
     sections = {
         "identity": _guard("identity", lambda: identity_section(inputs), errors),
         "accounting": _guard("accounting", lambda: accounting_section(m), errors),
         "validation": _guard(
-            "validation", lambda: validation_section(inputs.validation, inputs.data_docs), errors
+            "validation",
+            lambda: validation_section(
+                inputs.validation, inputs.data_docs, inputs.validation_error
+            ),
+            errors,
         ),
         "privacy": _guard(
             "privacy",
@@ -165,18 +174,15 @@ def render_summary(context: dict[str, Any]) -> str:
 # I/O
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from a file, or None when the file is missing or not an object."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        print(
-            f"report: WARNING {path} is not valid JSON ({e}); treated as missing", file=sys.stderr
-        )
-        return None
-    return data if isinstance(data, dict) else None
+def read_report(path: Path, model: type[M]) -> tuple[M | None, str | None]:
+    """A report file through its model: (None, None) when missing, (None, why) when it does not
+    match (and a warning on stderr)."""
+    if not path.exists():
+        return None, None
+    found, why = load_model(path, model)
+    if why:
+        print(f"report: WARNING {why}; treated as missing", file=sys.stderr)
+    return found, why
 
 
 def read_csv(path: Path) -> pd.DataFrame | None:
@@ -229,6 +235,8 @@ def load_inputs() -> Inputs:
         else:
             metrics[path.stem] = summary
     lock = read_lock(".") or None
+    validation, validation_error = read_report(VALIDATION_RESULTS, ValidationReport)
+    scan, scan_error = read_report(PRIVACY_SCAN, ScanReport)
     diff, why = metrics_diff("HEAD")
     plots = {}
     for name in PLOTS:
@@ -241,8 +249,10 @@ def load_inputs() -> Inputs:
         metrics_errors=metrics_errors,
         metrics_diff=diff,
         metrics_diff_note=why,
-        validation=read_json(VALIDATION_RESULTS),
-        privacy_scan=read_json(PRIVACY_SCAN),
+        validation=validation,
+        validation_error=validation_error,
+        privacy_scan=scan,
+        privacy_scan_error=scan_error,
         plots=plots,
         lock=lock if isinstance(lock, dict) else None,
         run=run_identity(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,9 +15,12 @@ from stages.lib.summaries import (
     AugmentSummary,
     DPReport,
     Risk,
+    ScanReport,
+    ScanSummary,
     SplitSummary,
     Summary,
     TrainSummary,
+    ValidationReport,
 )
 from stages.report.common import (
     PIPELINE,
@@ -107,30 +111,29 @@ def accounting_section(metrics: dict[str, Summary]) -> dict[str, Any]:
     }
 
 
-def validation_section(validation: dict[str, Any] | None, docs_link: str | None) -> dict[str, Any]:
-    """Every expectation's outcome, grouped by severity, failures first."""
-    if not validation or not isinstance(validation.get("results"), list):
-        return _missing("validate")
-    results = []
-    for r in validation["results"]:
-        if not isinstance(r, Mapping):
-            continue
-        observed = r.get("observed")
-        results.append(
-            {
-                "expectation": str(r.get("expectation", "?")),
-                "family": str(r.get("family") or ""),
-                "severity": str(r.get("severity") or "unknown"),
-                "column": str(r.get("column") or "(table)"),
-                "success": bool(r.get("success")),
-                "unexpected_count": r.get("unexpected_count"),
-                "unexpected_percent": r.get("unexpected_percent"),
-                "element_count": r.get("element_count"),
-                # Aggregates only (GX's observed value is a dtype name, a count or a share).
-                "observed": observed if isinstance(observed, int | float | str) else None,
-                "args": _describe_args(_dict(r.get("kwargs"))),
-            }
-        )
+def validation_section(
+    validation: ValidationReport | None, docs_link: str | None, error: str | None = None
+) -> dict[str, Any]:
+    """Every expectation's outcome, grouped by severity, failures first (`error`: why
+    reports/validation/results.json could not be read)."""
+    if validation is None:
+        return _missing("validate", error=error)
+    results = [
+        {
+            "expectation": r.expectation,
+            "family": r.family,
+            "severity": r.severity or "unknown",
+            "column": r.column or "(table)",
+            "success": r.success,
+            "unexpected_count": r.unexpected_count,
+            "unexpected_percent": r.unexpected_percent,
+            "element_count": r.element_count,
+            # Aggregates only (GX's observed value is a dtype name, a count or a share).
+            "observed": r.observed,
+            "args": _describe_args(r.kwargs),
+        }
+        for r in validation.results
+    ]
     order = {"critical": 0, "warning": 1}
     severities = sorted({r["severity"] for r in results}, key=lambda s: (order.get(s, 2), s))
     groups = []
@@ -146,7 +149,7 @@ def validation_section(validation: dict[str, Any] | None, docs_link: str | None)
     failed_critical = sum(g["failed"] for g in groups if g["severity"] == "critical")
     return {
         "available": True,
-        "rows": validation.get("rows"),
+        "rows": validation.rows,
         "groups": groups,
         "total": len(results),
         "passed": sum(r["success"] for r in results),
@@ -170,7 +173,7 @@ def _describe_args(kwargs: dict[str, Any]) -> str:
 
 
 def privacy_section(
-    anon: AnonymizeSummary | None, scan: dict[str, Any] | None, params: dict[str, Any]
+    anon: AnonymizeSummary | None, scan: ScanReport | None, params: dict[str, Any]
 ) -> dict[str, Any]:
     """Identifier columns and their policies, entities replaced, the scan, k and unique share.
 
@@ -182,7 +185,7 @@ def privacy_section(
     section: dict[str, Any] = {
         "policies": _policy_rows(columns, configured, anon.policies if anon else {}),
         "available": anon is not None,
-        "scan": scan_summary(_dict(scan) or (anon.scan.model_dump() if anon else {})),
+        "scan": scan_summary(scan or (anon.scan if anon else None)),
     }
     if anon is None:
         section["note"] = (
@@ -267,30 +270,24 @@ def _risk_rows(before: Risk, after: Risk) -> list[dict[str, Any]]:
     ]
 
 
-def scan_summary(scan: dict[str, Any]) -> dict[str, Any]:
+def scan_summary(scan: ScanSummary | None) -> dict[str, Any]:
     """The independent scan's verdict and counts by entity type and column (never a value).
 
-    Reads the keys anon_scan.scan_report writes: passed, findings (a count), by_entity,
-    checks, and details (one {record_id, column, entity, check} per finding, capped).
+    `scan` is reports/privacy/scan.json (a ScanReport, with the first findings) or, without it,
+    the verdict metrics/anonymize.json recorded (a ScanSummary, no details).
     """
-    findings = scan.get("findings")
-    details = scan.get("details") if isinstance(scan.get("details"), list) else []
-    by_column: dict[tuple[str, str], int] = {}
-    for d in details:
-        if isinstance(d, Mapping):
-            key = (str(d.get("column", "?")), str(d.get("entity", "?")))
-            by_column[key] = by_column.get(key, 0) + 1
-    checks = scan.get("checks")
+    details = scan.details if isinstance(scan, ScanReport) else []
+    by_column = Counter((d.column, d.entity) for d in details)
     return {
-        "available": bool(scan),
-        "passed": bool(scan.get("passed", False)),
-        "findings": None if _num(findings) is None else int(_num(findings)),
-        "by_entity": {str(k): int(_num(v) or 0) for k, v in _dict(scan.get("by_entity")).items()},
+        "available": scan is not None,
+        "passed": scan is not None and scan.passed,
+        "findings": scan.findings if scan else None,
+        "by_entity": dict(scan.by_entity) if scan else {},
         "by_column": [
             {"column": c, "entity": e, "count": n} for (c, e), n in sorted(by_column.items())
         ],
         "details_listed": len(details),
-        "checks": [str(c) for c in checks] if isinstance(checks, list) else [],
+        "checks": list(scan.checks) if scan else [],
     }
 
 
