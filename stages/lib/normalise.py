@@ -3,6 +3,10 @@ spellings of a missing value, and the small Arrow helpers the cleaning steps sha
 
 from __future__ import annotations
 
+import functools
+import sys
+import unicodedata
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -63,6 +67,11 @@ def normalise_array(a: pa.Array | pa.ChunkedArray, strip_format: bool = False) -
         a = pc.utf8_normalize(a, "NFKC")
         if strip_format:
             a = pc.replace_substring_regex(a, _FORMAT_CHARS, "")
+    return _collapse_whitespace(a)
+
+
+def _collapse_whitespace(a: pa.Array) -> pa.Array:
+    """Runs of str.isspace() whitespace as one space, trimmed."""
     # A regex replace costs ~10x a match: rewrite only the rows that have something to collapse.
     todo = true_mask(pc.match_substring_regex(a, _WS_TODO))
     if todo.any():
@@ -70,6 +79,52 @@ def normalise_array(a: pa.Array | pa.ChunkedArray, strip_format: bool = False) -
         fixed = pc.replace_substring_regex(a.filter(mask), _WS_RUN, " ")
         a = pc.replace_with_mask(a, mask, fixed)
     return pc.utf8_trim(a, " ")
+
+
+def python_model_text(s: str) -> str:
+    """One string as the model sees it, in Python: the definition model_text vectorises."""
+    return " ".join(unicodedata.normalize("NFKC", s).lower().split())
+
+
+@functools.cache
+def _python_unknown() -> str:
+    """An RE2 class of the code points Python's Unicode database leaves unassigned (Cn).
+
+    Arrow's utf8proc follows a newer Unicode than this Python: for those code points it
+    decomposes, orders and lower-cases differently, so rows holding one take the Python path.
+    """
+    ranges, start = [], None
+    for c in range(sys.maxunicode + 2):
+        cn = c <= sys.maxunicode and unicodedata.category(chr(c)) == "Cn"
+        if cn and start is None:
+            start = c
+        elif not cn and start is not None:
+            ranges.append(f"\\x{{{start:x}}}-\\x{{{c - 1:x}}}")
+            start = None
+    return "[" + "".join(ranges) + "]"
+
+
+def model_text(values: pa.Array | pa.ChunkedArray, max_chars: int | None = None) -> pa.Array:
+    """The text the model sees (Arrow, vectorised): NFKC, lower-cased as str.lower, runs of
+    str.isspace() whitespace as one space, trimmed, cut to max_chars code points; null as "".
+
+    Equal to python_model_text row by row. Where Arrow cannot match it, rows go through Python:
+    a capital sigma after NFKC (str.lower writes a final sigma by context, utf8proc never) and
+    code points this Python's Unicode does not know (see _python_unknown).
+    """
+    a = pc.fill_null(as_string(values), "")
+    if is_ascii(a):
+        a = _collapse_whitespace(pc.ascii_lower(a))
+    else:
+        raw, a = a, pc.utf8_normalize(a, "NFKC")
+        odd = pc.or_(
+            pc.match_substring(a, "\u03a3"), pc.match_substring_regex(raw, _python_unknown())
+        )
+        a = _collapse_whitespace(lower_text(a))
+        if pc.any(odd).as_py():
+            fixed = [python_model_text(v) for v in raw.filter(odd).to_pylist()]
+            a = pc.replace_with_mask(a, odd, pa.array(fixed, pa.string()))
+    return a if max_chars is None else pc.utf8_slice_codeunits(a, 0, max_chars)
 
 
 def normalise_text(s: pd.Series) -> pd.Series:
