@@ -87,18 +87,25 @@ def python_model_text(s: str) -> str:
 
 
 @functools.cache
-def _python_unknown() -> str:
-    """An RE2 class of the code points Python's Unicode database leaves unassigned (Cn).
+def _python_only() -> str:
+    """An RE2 class of the code points whose rows model_text leaves to Python.
 
-    Arrow's utf8proc follows a newer Unicode than this Python: for those code points it
-    decomposes, orders and lower-cases differently, so rows holding one take the Python path.
+    Those this Python's Unicode database leaves unassigned (Cn): Arrow's utf8proc follows a
+    newer Unicode and decomposes, orders and lower-cases them differently. And those whose NFKC
+    holds a capital sigma: str.lower writes a final sigma by context, utf8proc never does.
     """
+    sigma = "\u03a3"  # only a character with a decomposition can turn into one under NFKC
     ranges, start = [], None
     for c in range(sys.maxunicode + 2):
-        cn = c <= sys.maxunicode and unicodedata.category(chr(c)) == "Cn"
-        if cn and start is None:
+        ch = chr(min(c, sys.maxunicode))
+        odd = c <= sys.maxunicode and (
+            unicodedata.category(ch) == "Cn"
+            or ch == sigma
+            or (unicodedata.decomposition(ch) != "" and sigma in unicodedata.normalize("NFKC", ch))
+        )
+        if odd and start is None:
             start = c
-        elif not cn and start is not None:
+        elif not odd and start is not None:
             ranges.append(f"\\x{{{start:x}}}-\\x{{{c - 1:x}}}")
             start = None
     return "[" + "".join(ranges) + "]"
@@ -108,19 +115,15 @@ def model_text(values: pa.Array | pa.ChunkedArray, max_chars: int | None = None)
     """The text the model sees (Arrow, vectorised): NFKC, lower-cased as str.lower, runs of
     str.isspace() whitespace as one space, trimmed, cut to max_chars code points; null as "".
 
-    Equal to python_model_text row by row. Where Arrow cannot match it, rows go through Python:
-    a capital sigma after NFKC (str.lower writes a final sigma by context, utf8proc never) and
-    code points this Python's Unicode does not know (see _python_unknown).
+    Equal to python_model_text row by row: the rows Arrow cannot match (a capital sigma, a code
+    point newer than this Python's Unicode: see _python_only) go through Python.
     """
     a = pc.fill_null(as_string(values), "")
     if is_ascii(a):
         a = _collapse_whitespace(pc.ascii_lower(a))
     else:
-        raw, a = a, pc.utf8_normalize(a, "NFKC")
-        odd = pc.or_(
-            pc.match_substring(a, "\u03a3"), pc.match_substring_regex(raw, _python_unknown())
-        )
-        a = _collapse_whitespace(lower_text(a))
+        raw, odd = a, pc.match_substring_regex(a, _python_only())
+        a = _collapse_whitespace(lower_text(pc.utf8_normalize(a, "NFKC")))
         if pc.any(odd).as_py():
             fixed = [python_model_text(v) for v in raw.filter(odd).to_pylist()]
             a = pc.replace_with_mask(a, odd, pa.array(fixed, pa.string()))
