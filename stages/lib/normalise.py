@@ -36,7 +36,10 @@ def lower_text(a: pa.Array) -> pa.Array:
     if is_ascii(a):
         return pc.ascii_lower(a)
     # utf8proc lower-cases like Python's str.lower except U+0130 (full mapping 'i' + U+0307).
-    return pc.utf8_lower(pc.replace_substring(a, "\u0130", "i\u0307"))
+    # A replace costs ~5x the utf8_lower itself: only when some row has one.
+    if pc.any(pc.match_substring(a, "\u0130")).as_py():
+        a = pc.replace_substring(a, "\u0130", "i\u0307")
+    return pc.utf8_lower(a)
 
 
 def map_values(a: pa.Array, keys: list[str], values: list[str], other: pa.Array) -> pa.Array:
@@ -111,6 +114,48 @@ def _python_only() -> str:
     return "[" + "".join(ranges) + "]"
 
 
+@functools.cache
+def _nfkc_may_change() -> str:
+    """An RE2 class of the code points in a row that NFKC may change (Unicode's quick check).
+
+    A code point not NFKC by itself, a combining mark (ccc > 0) that may be reordered, or the
+    second half of a canonical pair (a Hangul vowel or trailing consonant, some vowel signs) that
+    may compose with the code point before it. A row without one is NFKC already.
+    """
+    may = {
+        c
+        for c in range(sys.maxunicode + 1)
+        if not 0xD800 <= c < 0xE000
+        and (unicodedata.combining(chr(c)) or not unicodedata.is_normalized("NFKC", chr(c)))
+    }
+    for c in range(sys.maxunicode + 1):
+        d = unicodedata.decomposition(chr(c)).split()
+        if len(d) == 2 and not d[0].startswith("<"):
+            may.add(int(d[1], 16))
+    may |= set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))  # Hangul V and T jamo
+    return _ranges_class(sorted(may))
+
+
+def _ranges_class(codes: list[int]) -> str:
+    """An RE2 character class of sorted code points, as ranges."""
+    ranges, i = [], 0
+    while i < len(codes):
+        j = i
+        while j + 1 < len(codes) and codes[j + 1] == codes[j] + 1:
+            j += 1
+        ranges.append(f"\\x{{{codes[i]:x}}}-\\x{{{codes[j]:x}}}")
+        i = j + 1
+    return "[" + "".join(ranges) + "]"
+
+
+def _nfkc(a: pa.Array) -> pa.Array:
+    """NFKC of a string array, run only on the rows it may change (~10x faster on prose)."""
+    todo = pc.match_substring_regex(a, _nfkc_may_change())
+    if not pc.any(todo).as_py():
+        return a
+    return pc.replace_with_mask(a, todo, pc.utf8_normalize(a.filter(todo), "NFKC"))
+
+
 def model_text(values: pa.Array | pa.ChunkedArray, max_chars: int | None = None) -> pa.Array:
     """The text the model sees (Arrow, vectorised): NFKC, lower-cased as str.lower, runs of
     str.isspace() whitespace as one space, trimmed, cut to max_chars code points; null as "".
@@ -123,7 +168,7 @@ def model_text(values: pa.Array | pa.ChunkedArray, max_chars: int | None = None)
         a = _collapse_whitespace(pc.ascii_lower(a))
     else:
         raw, odd = a, pc.match_substring_regex(a, _python_only())
-        a = _collapse_whitespace(lower_text(pc.utf8_normalize(a, "NFKC")))
+        a = _collapse_whitespace(lower_text(_nfkc(a)))
         if pc.any(odd).as_py():
             fixed = [python_model_text(v) for v in raw.filter(odd).to_pylist()]
             a = pc.replace_with_mask(a, odd, pa.array(fixed, pa.string()))
