@@ -23,6 +23,7 @@ from stages.lib.config import SplitConfig, pipeline_params
 from stages.lib.errors import run_stage
 from stages.lib.features import FeatureSpec, column_policies, feature_spec
 from stages.lib.io import AtomicDir, file_hash, partition_names, write_parquet
+from stages.lib.normalise import model_text
 from stages.lib.params import ParamsError
 from stages.lib.partitions import Link, Partition, PartitionRun
 from stages.lib.paths import ANON_DIR as INPUT
@@ -43,14 +44,11 @@ FIELD_SEP = "\x1f"
 
 
 def _normalised(column: pa.ChunkedArray, kind: str) -> pa.ChunkedArray:
-    """One feature column as the strings the content hash reads, normalised as the model sees
-    it (stages.lib.model): text NFKC, lower-cased, whitespace collapsed, null as ""; numbers
-    as float64 (so 3 and 3.0 agree), dates and booleans as text; null numbers and categories
-    marked."""
+    """One feature column as the strings the content hash reads: text exactly as the model
+    sees it (stages.lib.normalise.model_text), null as ""; numbers as float64 (so 3 and 3.0
+    agree), dates and booleans as text; null numbers and categories marked."""
     if kind == "text":
-        text = pc.utf8_lower(pc.utf8_normalize(column.cast(pa.string()), "NFKC"))
-        text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"\s+", " "))
-        return pc.fill_null(text, "")
+        return pa.chunked_array([model_text(column)])
     if kind == "numeric" and (
         pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
     ):

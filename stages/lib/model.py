@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,6 +27,7 @@ from stages.lib.features import (
     numeric_values,
     unique_bags,
 )
+from stages.lib.normalise import model_text
 
 UNK, NULL = 0, 1  # reserved categorical indices: unseen/rare value, missing value
 CAT_RESERVED = ("<unk>", "<null>")
@@ -188,11 +189,9 @@ _FNV_PRIME = np.uint64(0x100000001B3)
 
 def normalize_text(values: pd.Series, max_chars: int) -> list[str]:
     """NFKC, lower-cased, whitespace-collapsed text; nulls become empty strings."""
-    out = []
-    for v in _strings(values).fillna("").tolist():
-        s = " ".join(unicodedata.normalize("NFKC", v).lower().split())
-        out.append(s[:max_chars])
-    return out
+    return model_text(
+        pa.array(_strings(values), pa.string(), from_pandas=True), max_chars
+    ).to_pylist()
 
 
 def hash_ngrams(
