@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str], int]] = {
     "flow": ("bench_flow.py", ["--runs", "3"], ["--runs", "5"], 4),
     "data_path": ("bench_data_path.py", [], [], 14),
     "text": ("bench_text.py", [], [], 3),
+    "normalise": ("bench_normalise.py", ["--n", "20000"], [], 3),
 }
 
 
