@@ -55,7 +55,6 @@ from stages.lib.summary import StageSummary
 from stages.lib.training import (  # noqa: F401  (re-exported: tests and benchmarks use them)
     AUGMENTED,
     NO_DP,
-    TRAIN_RANGES,
     Plan,
     Privacy,
     Runtime,

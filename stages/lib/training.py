@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.lib.config import TRAIN_RANGES  # noqa: F401  (moved; stages.train re-exports it)
 from stages.lib.io import write_bytes_atomic
 from stages.lib.model import HashedBag, Tensors, bag_grad_sample, bag_idf, forward
 from stages.lib.params import ParamsError
@@ -269,14 +268,16 @@ def probe_text_lr(train: Tensors, val: Tensors, cfg: TrainConfig, p: Plan) -> di
     n_classes = int(max(train.y.max(), val.y.max())) + 1
     prior = torch.bincount(train.y, minlength=n_classes).double() + 1
     bias = torch.log(prior / prior.sum()).float().to(dev)
+    buckets = cfg.prep().text_buckets
+    # The same idf for every rate tried: once per text column (None: binary bags, all ones).
+    idfs = [bag_idf(f, buckets, len(train)) if cfg.text_idf else None for f in train.text_flat]
     results = {}
     for rate in TEXT_LR_GRID:
         g = torch.Generator().manual_seed(cfg.seed)
-        buckets = cfg.prep().text_buckets
         bags = [HashedBag(buckets, n_classes, True, n_classes).to(dev) for _ in train.text_flat]
-        for bag, flat in zip(bags, train.text_flat, strict=True):
-            if cfg.text_idf:
-                bag.idf.copy_(bag_idf(flat, bag.idf.numel(), len(train)).to(dev))
+        for bag, idf in zip(bags, idfs, strict=True):
+            if idf is not None:
+                bag.idf.copy_(idf.to(dev))
         opt = TextSGD([b.weight for b in bags], rate * math.sqrt(p.batch_size / 512), 0, 1.0)
         best = math.inf
         for _ in range(PROBE_EPOCHS):
