@@ -333,11 +333,14 @@ def test_written_keeps_what_params_yaml_says_for_digests() -> None:
 
 
 def test_plain_gives_cache_key_parts() -> None:
+    """The typed configs become cache-key parts through the partition cache's one `plain`."""
+    from stages.lib.partitions import plain
+
     p = pipeline_params(ROOT / "params.yaml")
-    clean = config.plain(p.clean)
+    clean = plain(p.clean)
     assert clean["missing_values"] == list(p.clean.missing_values)
     assert clean["label_aliases"] == dict(p.clean.label_aliases)
-    assert json.loads(json.dumps(config.plain(p.schema)))["columns"]["age"]["min"] == 17.0
+    assert json.loads(json.dumps(plain(p.schema)))["columns"]["age"]["min"] == 17.0
 
 
 def test_config_module_does_not_load_torch() -> None:

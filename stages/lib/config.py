@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import datetime
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -483,17 +482,3 @@ def pipeline_params(path: Path | str = PARAMS_FILE) -> PipelineParams:
 @functools.lru_cache(maxsize=8)
 def _cached(path: str, stamp: tuple[int, int] | None) -> PipelineParams:
     return parse_params(load_params(path), Path(path).name)
-
-
-def plain(obj: Any) -> Any:
-    """A config as JSON-ready values (dataclasses and mappings as dicts, tuples as lists, dates
-    as ISO text): a cache key's part, built from the typed config (`dataclasses.asdict`)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Mapping):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [plain(v) for v in obj]
-    if isinstance(obj, datetime.date):
-        return obj.isoformat()
-    return obj
