@@ -98,20 +98,17 @@ def _python_only() -> str:
     holds a capital sigma: str.lower writes a final sigma by context, utf8proc never does.
     """
     sigma = "\u03a3"  # only a character with a decomposition can turn into one under NFKC
-    ranges, start = [], None
-    for c in range(sys.maxunicode + 2):
-        ch = chr(min(c, sys.maxunicode))
-        odd = c <= sys.maxunicode and (
-            unicodedata.category(ch) == "Cn"
-            or ch == sigma
-            or (unicodedata.decomposition(ch) != "" and sigma in unicodedata.normalize("NFKC", ch))
+    odd = [
+        c
+        for c in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(c)) == "Cn"
+        or chr(c) == sigma
+        or (
+            unicodedata.decomposition(chr(c)) != ""
+            and sigma in unicodedata.normalize("NFKC", chr(c))
         )
-        if odd and start is None:
-            start = c
-        elif not odd and start is not None:
-            ranges.append(f"\\x{{{start:x}}}-\\x{{{c - 1:x}}}")
-            start = None
-    return "[" + "".join(ranges) + "]"
+    ]
+    return _ranges_class(odd)
 
 
 @functools.cache
