@@ -202,7 +202,7 @@ def dedup_partition(
     q_kind = reason_kinds(q_reason)
     # The source's own columns only: a column outside the schema never travels on.
     raw = mapped.raw.select([c for c in mapped.typed.column_names if c in mapped.raw.column_names])
-    quarantine = raw.take(take).append_column(REASON, reason_messages(q_reason))
+    quarantine = raw.take(take).append_column(REASON, reason_messages(q_reason, q_kind))
     quarantine = quarantine.append_column(REASON_KIND, q_kind)
     return CleanResult(
         clean_table=mapped.typed.filter(pa.array(kept)),
@@ -261,12 +261,13 @@ def replaced_rows(clean: pa.Table, mask: np.ndarray, like: pa.Table) -> pa.Table
     rows = clean.filter(pa.array(mask))
     rid = as_string(rows.column(RECORD_ID).combine_chunks())
     why = reasons(np.ones(rows.num_rows, dtype=bool), Reason.REPLACED, value=rid)
+    kinds = reason_kinds(why)
     columns = []
     for f in like.schema:
         if f.name == REASON:
-            columns.append(reason_messages(why))
+            columns.append(reason_messages(why, kinds))
         elif f.name == REASON_KIND:
-            columns.append(reason_kinds(why))
+            columns.append(kinds)
         else:
             columns.append(pc.cast(rows.column(f.name), f.type))
     return pa.Table.from_arrays(columns, schema=like.schema)

@@ -121,11 +121,14 @@ def reason_kinds(reason: pa.Array) -> pa.Array:
     return pc.take(pa.array(texts, pa.string()), idx)
 
 
-def reason_messages(reason: pa.Array) -> pa.Array:
+def reason_messages(reason: pa.Array, kinds: pa.Array | None = None) -> pa.Array:
     """`_reason` of each row, the one place a message is made: kind, then the value joined as
-    the kind says (': 430', ' of R7'), then ' (expected ...)'; null where no reason."""
+    the kind says (': 430', ' of R7'), then ' (expected ...)'; null where no reason.
+
+    `kinds`: `reason_kinds(reason)`, when the caller has computed it already.
+    """
     reason = reason.combine_chunks() if isinstance(reason, pa.ChunkedArray) else reason
-    kinds = reason_kinds(reason)
+    kinds = reason_kinds(reason) if kinds is None else kinds
     kind = _field(reason, "kind")
     joins = pa.array([_VALUE_JOIN.get(k, _DEFAULT_JOIN) for k in Reason], pa.string())
     join = pc.take(joins, pc.index_in(kind, value_set=pa.array(list(Reason), pa.string())))
