@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from stages.lib.config import (  # noqa: F401  (re-exported: tests and benchmarks use them)
@@ -64,7 +65,9 @@ from stages.lib.training import (  # noqa: F401  (re-exported: tests and benchma
     choose_device,
     class_weight_tensor,
     epoch_shard,
+    eval_logits,
     evaluate,
+    fit_temperature,
     lr_at,
     make_optimizers,
     make_private,
@@ -392,7 +395,24 @@ def fit(
         )
     info = run_info(st, cfg, rt, p, run.resident, run.privacy, run.resumed_from)
     info |= {"text_lr": run.text_probe} if run.text_probe else {}
+    run.raw.load_state_dict(st.best_model)
+    info["calibration"] = calibrate(run.raw, run.val, rt) if cfg.calibrate else None
     return finish(run.raw, st, run.prep, spec, cfg, info, meta)
+
+
+def calibrate(raw: nn.Module, val: Tensors, rt: Runtime) -> dict[str, float]:
+    """Fit the model's temperature on val (its buffer; predictions' argmax and ranking stay):
+    the val loss before and after, for metrics/train.json."""
+    logits = eval_logits(raw, val, rt)
+    y = val.y.to(logits.device)
+    t = fit_temperature(logits, y)
+    raw.temperature.fill_(t)
+    before, after = (float(F.cross_entropy(logits.double() / s, y)) for s in (1.0, t))
+    return {
+        "temperature": t,
+        "val_loss_before": round(before, 6),
+        "val_loss_after": round(after, 6),
+    }
 
 
 VOLATILE_INFO = ("train_time_s", "samples_per_s", "resumed_from")
@@ -431,8 +451,7 @@ def finish(
     raw: nn.Module, st: TrainState, prep: dict[str, Any], spec: FeatureSpec, cfg: TrainConfig,
     info: dict[str, Any], meta: dict[str, Any] | None,
 ) -> FitResult:  # fmt: skip
-    """The best weights and the model file's contents."""
-    raw.load_state_dict(st.best_model)
+    """The model file's contents (`raw` holds the best weights, calibrated)."""
     raw.eval()
     checkpoint = {
         "model": _cpu(raw.state_dict()),

@@ -341,6 +341,7 @@ class TrainConfig:
     plr_sigma: float = 0.1
     ensemble: int = 4  # TabM-mini members sharing the MLP; 1: one network
     label_smoothing: float = 0.0
+    calibrate: bool = True  # fit a temperature on val after training (argmax, ranking unchanged)
     # issue 16 (text/DP)
     text_idf: bool = True  # weigh n-grams by their train idf (TF-IDF bags); never under DP
     text_deep_lr: float = 0.1  # SGD's rate for the text embeddings of the deep part, batch 512

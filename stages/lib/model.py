@@ -488,6 +488,8 @@ class TabularNet(nn.Module):
         )
         # log class-prior ratio added at prediction time (train's prior_correction sets it)
         self.register_buffer("prior_shift", torch.zeros(cfg.n_classes))
+        # eval logits are divided by it (train's `calibrate` fits it on val; 1: untouched)
+        self.register_buffer("temperature", torch.ones(()))
 
     def forward(
         self,
@@ -513,6 +515,7 @@ class TabularNet(nn.Module):
             if logits.dim() == 3:  # log of the members' mean probability
                 k = logits.shape[1]
                 logits = torch.logsumexp(F.log_softmax(logits.float(), -1), 1) - math.log(k)
+            logits = logits / self.temperature
         return logits
 
 
@@ -591,7 +594,8 @@ def load_predictor(path: Path | str, device: str | torch.device = "cpu") -> Pred
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     state = ckpt["preprocessor"]
     model = build_net(state, **ckpt["net"])
-    model.load_state_dict(ckpt["model"])
+    weights = {"temperature": torch.ones(()), **ckpt["model"]}  # models from before calibration
+    model.load_state_dict(weights)
     model.to(device).eval()
     return Predictor(
         model, state, spec_from_dict(ckpt["spec"]), list(ckpt["classes"]), torch.device(device)

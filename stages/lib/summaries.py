@@ -295,6 +295,14 @@ class ResumedFrom(Model):
     epoch: int
 
 
+class Calibration(Model):
+    """train's temperature scaling: the temperature fitted on val and val loss around it."""
+
+    temperature: float
+    val_loss_before: float
+    val_loss_after: float
+
+
 class TrainFields(Model):
     """train: data, features, device, schedule, results, time and differential privacy."""
 
@@ -323,6 +331,7 @@ class TrainFields(Model):
     seed: int
     dp: DPReport
     text_lr: TextProbe | None = None  # written when text_lr: auto was resolved by the probe
+    calibration: Calibration | None = None  # None: train.calibrate is off
 
 
 class TrainSummary(Summary, TrainFields):

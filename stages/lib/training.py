@@ -338,24 +338,56 @@ def set_text_idf(model: nn.Module, train: Tensors, cfg: TrainConfig) -> None:
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, data: Tensors, rt: Runtime, weight: torch.Tensor | None, batch: int = 16384
-) -> tuple[float, float]:
-    """Mean loss and accuracy of `model` on `data` (moved to the device chunk by chunk)."""
+def eval_logits(model: nn.Module, data: Tensors, rt: Runtime, batch: int = 16384) -> torch.Tensor:
+    """`model`'s eval logits on `data` [n, classes], float32 on the data's device (moved to the
+    run's device chunk by chunk)."""
     model.eval()
-    loss_sum = torch.zeros((), device=rt.device, dtype=torch.float64)
-    correct = torch.zeros((), device=rt.device, dtype=torch.int64)
-    wsum = torch.zeros((), device=rt.device, dtype=torch.float64)
+    out = []
     for start in range(0, len(data), batch):
         rows = torch.arange(start, min(start + batch, len(data)), device=data.x_num.device)
         b = data.take(rows).to(rt.device, non_blocking=True)
         with rt.autocast():
-            logits = forward(model, b).float()
-        loss_sum += F.cross_entropy(logits, b.y, weight=weight, reduction="sum").double()
-        wsum += weight[b.y].sum().double() if weight is not None else len(rows)
-        correct += (logits.argmax(1) == b.y).sum()
+            out.append(forward(model, b).float().to(data.x_num.device))
     model.train()
-    return float(loss_sum / wsum.clamp(min=1e-12)), float(correct) / max(1, len(data))
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def evaluate(
+    model: nn.Module, data: Tensors, rt: Runtime, weight: torch.Tensor | None
+) -> tuple[float, float]:
+    """Mean loss and accuracy of `model` on `data`."""
+    logits, y = eval_logits(model, data, rt), data.y.to(data.x_num.device)
+    w = weight.to(logits.device) if weight is not None else None
+    loss = F.cross_entropy(logits.double(), y, weight=w.double() if w is not None else None)
+    return float(loss), float((logits.argmax(1) == y).sum()) / max(1, len(data))
+
+
+TEMPERATURE_RANGE = (0.05, 20.0)  # a temperature outside it means the val set is degenerate
+
+
+def fit_temperature(logits: torch.Tensor, y: torch.Tensor, iters: int = 60) -> float:
+    """The temperature T minimising the cross-entropy of logits / T (temperature scaling, Guo
+    et al. 2017): golden-section search over log T, which that loss is unimodal in. T > 1
+    softens overconfident probabilities; argmax and ranking are unchanged."""
+    x, y = logits.double().cpu(), y.cpu()
+
+    def loss(log_t: float) -> float:
+        return float(F.cross_entropy(x / math.exp(log_t), y))
+
+    lo, hi = (math.log(t) for t in TEMPERATURE_RANGE)
+    g = (math.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = loss(a), loss(b)
+    for _ in range(iters):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = loss(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = loss(b)
+    return round(math.exp((lo + hi) / 2), 6)
 
 
 def tensors_digest(t: Tensors) -> str:
@@ -412,7 +444,8 @@ class Privacy:
 DP_NOT_COVERED = (
     "preprocessing fitted on the training rows outside DP-SGD: numeric medians, scaling, "
     "log1p choice and bin edges (tree or quantile), category vocabularies (cat_min_count); "
-    "text idf is off under DP"
+    "text idf is off under DP; the validation rows (best epoch, text_lr probe, temperature) "
+    "are not training rows and are outside epsilon too"
 )
 
 

@@ -396,6 +396,17 @@ def _dp_text(dp: DPReport) -> str:
     )
 
 
+def _calibration_text(train: TrainSummary) -> str:
+    """The fitted temperature and what it did to the validation loss, or that it is off."""
+    c = train.calibration
+    if c is None:
+        return "off (train.calibrate)"
+    return (
+        f"temperature {fmt(c.temperature, 3)} fitted on validation; validation loss "
+        f"{fmt(c.val_loss_before)} → {fmt(c.val_loss_after)}"
+    )
+
+
 def _train_facts(train: TrainSummary) -> list[tuple[str, str]]:
     """The training run's facts, in the order the section lists them."""
     return [
@@ -407,6 +418,7 @@ def _train_facts(train: TrainSummary) -> list[tuple[str, str]]:
         ("Learning rate", fmt(train.lr, 5)),
         ("Best validation loss", fmt(train.best_val_loss)),
         ("Best validation accuracy", pct(train.best_val_accuracy, 2)),
+        ("Calibration", _calibration_text(train)),
         ("Training time", f"{fmt(train.train_time_s, 1)} s"),
         ("Throughput", f"{fmt(train.samples_per_s, 0)} samples/s"),
         ("Rows trained on", fmt(train.rows_in)),
