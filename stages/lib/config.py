@@ -336,9 +336,9 @@ class TrainConfig:
     resume: bool = True
     dp: DPConfig = dataclasses.field(default_factory=DPConfig)
     # issue 16 (model): periodic numeric embeddings, TabM-mini ensembling, label smoothing
-    plr_dim: int = 0  # PLR embedding width per numeric column; 0: none
+    plr_dim: int = 16  # PLR embedding width per numeric column; 0: none
     plr_frequencies: int = 16
-    plr_sigma: float = 0.1
+    plr_sigma: float = 10.0
     ensemble: int = 4  # TabM-mini members sharing the MLP; 1: one network
     label_smoothing: float = 0.0
     calibrate: bool = True  # fit a temperature on val after training (argmax, ranking unchanged)
