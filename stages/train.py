@@ -303,7 +303,7 @@ def setup(
     prep, train, val, resident, digest = prepare(train_df, val_df, spec, cfg, rt)
     p = plan(len(train), cfg, rt.world_size)
     sparse = not cfg.dp.enabled and rt.world_size == 1  # Opacus and DDP want dense gradients
-    raw = build(prep, **cfg.net(), sparse_text=sparse).to(rt.device)
+    raw = build(prep, **cfg.net(len(train)), sparse_text=sparse).to(rt.device)
     n_classes = len(prep["classes"])
     set_text_idf(raw, train, cfg)
     if cfg.prior_correction and hasattr(raw, "prior_shift"):
@@ -457,7 +457,7 @@ def finish(
         "model": _cpu(raw.state_dict()),
         "step": st.step,
         "config": _config_dict(cfg),
-        "net": cfg.net(),
+        "net": {k: getattr(raw.cfg, k) for k in cfg.net()},  # as built (PLR follows rows)
         "preprocessor": prep,
         "spec": spec_to_dict(spec),
         "classes": list(prep["classes"]),

@@ -12,7 +12,7 @@ import torch
 
 from stages.lib.model import Predictor
 from stages.lib.params import load_params, section
-from stages.train import TrainConfig, auto_batch, fit, plan
+from stages.train import DPConfig, TrainConfig, auto_batch, fit, plan
 from tests.test_train import schema_params, spec_of
 
 
@@ -30,6 +30,15 @@ def test_config_defaults_are_params_yaml():
 def test_batch_follows_rows(rows, batch):
     assert auto_batch(rows) == batch
     assert auto_batch(rows) & (auto_batch(rows) - 1) == 0  # a power of two
+
+
+@pytest.mark.parametrize("rows,batch", [(500, 64), (22_178, 2048), (10**6, 4096)])
+def test_dp_plans_larger_batches_and_the_same_steps(rows, batch):
+    """Under DP, ~8 steps per epoch (less noise per row); min_steps still sets the epochs."""
+    cfg = TrainConfig(dp=DPConfig(enabled=True))
+    p = plan(rows, cfg)
+    assert p.batch_size == batch and p.total_steps >= cfg.min_steps
+    assert plan(rows, dataclasses.replace(cfg, batch_size=256)).batch_size == 256  # explicit wins
 
 
 @pytest.mark.parametrize("rows", [500, 900, 25_000, 10**7])
@@ -153,3 +162,20 @@ def test_out_of_range_settings_are_a_params_error_naming_the_key(override, messa
     params["train"] = {**params["train"], **override}
     with pytest.raises(ParamsError, match=message):
         section(TrainConfig, "train", params)
+
+
+def test_plr_follows_the_training_rows(tmp_path):
+    """PLR_MIN_ROWS: a small table trains without periodic embeddings, and the model file
+    records the shape as built, so that it loads back."""
+    from stages.lib.config import PLR_MIN_ROWS
+    from stages.lib.model import load_predictor
+    from stages.lib.training import save_torch
+    from tests.test_train import NUMERIC, SMALL, frame
+
+    spec = spec_of(schema_params(NUMERIC))
+    cfg = dataclasses.replace(SMALL, plr_dim=8, epochs=1)
+    assert cfg.net(PLR_MIN_ROWS)["plr_dim"] == 8 and cfg.net(PLR_MIN_ROWS - 1)["plr_dim"] == 0
+    small = fit(frame(300, 1), frame(100, 2), spec, cfg, log=lambda _m: None)
+    assert small.model.plr is None and small.checkpoint["net"]["plr_dim"] == 0
+    save_torch(tmp_path / "model.pt", small.checkpoint)
+    assert load_predictor(tmp_path / "model.pt").predict_proba(frame(20, 3)).shape == (20, 2)
