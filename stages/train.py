@@ -308,7 +308,7 @@ def setup(
     set_text_idf(raw, train, cfg)
     if cfg.prior_correction and hasattr(raw, "prior_shift"):
         raw.prior_shift.copy_(prior_shift(train_df, train.y.cpu(), n_classes))
-    probe = text_probe(train, val, cfg, p, sparse)
+    probe = text_probe(train, val, cfg, p, sparse, prep["text"]["buckets"])
     opts = make_optimizers(raw, cfg, p.lr, probe["text_lr"] if probe else None)
     last = checkpoint_dir / "last.pt" if checkpoint_dir else None
     st = load_state(last, cfg, digest, log if rt.master else lambda _m: None)

@@ -58,7 +58,7 @@ def _probe(df_train: pd.DataFrame, df_val: pd.DataFrame) -> dict:
     cfg = dataclasses.replace(SMALL, text_idf=True)
     state = fit_preprocessor(df_train, spec, cfg.prep())
     train, val = transform(df_train, state), transform(df_val, state)
-    return probe_text_lr(train, val, cfg, plan(len(train), cfg))
+    return probe_text_lr(train, val, cfg, plan(len(train), cfg), state["text"]["buckets"])
 
 
 def test_auto_text_lr_takes_a_large_rate_for_text_that_predicts_the_label():

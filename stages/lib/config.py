@@ -238,7 +238,8 @@ class PrepConfig:
 
     cat_min_count: int
     log1p_skew: float
-    text_buckets: int
+    text_buckets: int  # 0: auto (the model's text_buckets)
+    text_buckets_cap: int | None  # the most buckets allowed (DP); None: no cap
     ngram_min: int
     ngram_max: int
     word_ngram_max: int  # word 1..n-grams hashed beside the character n-grams; 0: none
@@ -267,7 +268,7 @@ TRAIN_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "text_dim": (lambda v: v >= 1, "1.."),
     "text_lr": (lambda v: v == "auto" or v > 0, "above 0, or auto"),
     "text_deep_lr": (lambda v: v > 0, "above 0"),
-    "text_buckets": (lambda v: v >= 1, "1.."),
+    "text_buckets": (lambda v: v >= 0, "0 (auto) or 1.."),
     "ngram_min": (lambda v: v >= 1, "1.."),
     "word_ngram_max": (lambda v: v >= 0, "0.. (0: none)"),
     "text_max_chars": (lambda v: v >= 1, "1.."),
@@ -323,7 +324,7 @@ class TrainConfig:
     cat_min_count: int = 5
     text_dim: int = 8
     text_lr: float | Literal["auto"] = "auto"  # SGD's rate for the sparse text tables, at batch 512
-    text_buckets: int = 262144
+    text_buckets: int = 0  # 0: auto, from the training texts' distinct n-grams
     ngram_min: int = 1
     ngram_max: int = 3
     word_ngram_max: int = 2
@@ -368,9 +369,8 @@ class TrainConfig:
             cat_min_count=self.cat_min_count,
             log1p_skew=self.log1p_skew,
             # DP needs dense per-sample gradients [batch, buckets, dim] of the text tables
-            text_buckets=min(self.text_buckets, DP_TEXT_BUCKETS)
-            if self.dp.enabled
-            else self.text_buckets,
+            text_buckets=self.text_buckets,
+            text_buckets_cap=DP_TEXT_BUCKETS if self.dp.enabled else None,
             ngram_min=self.ngram_min,
             ngram_max=self.ngram_max,
             word_ngram_max=self.word_ngram_max,

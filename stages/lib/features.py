@@ -159,8 +159,18 @@ def hash_word_ngrams(texts: list[str], buckets: int, n_max: int) -> tuple[np.nda
             h = (h[:-1] * _MIX) ^ h1[n - 1 :]
             ids.append(h[same_row[: h.size]])
             rows.append(row_of[: h.size][same_row[: h.size]])
-    flat = (np.concatenate(ids) >> np.uint64(7)) % np.uint64(buckets)
+    flat = mix64(np.concatenate(ids)) % np.uint64(buckets)
     return _bags(flat.astype(np.int64), np.concatenate(rows), len(texts))
+
+
+def mix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser: every input bit reaches every output bit, so any bucket
+    count (its low bits) spreads ids evenly. Without it, FNV-1a's multiply only carries upward:
+    4,505 Chinese characters shared 92 of 2^18 buckets, 182,936 character bigrams 22,693."""
+    with np.errstate(over="ignore"):
+        h = (h ^ (h >> np.uint64(33))) * np.uint64(0xFF51AFD7ED558CCD)
+        h = (h ^ (h >> np.uint64(33))) * np.uint64(0xC4CEB9FE1A85EC53)
+        return h ^ (h >> np.uint64(33))
 
 
 def _bags(ids: np.ndarray, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

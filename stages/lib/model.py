@@ -20,10 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from stages.lib.config import PrepConfig
+from stages.lib.errors import InputError
 from stages.lib.features import (
     FeatureSpec,
     hash_word_ngrams,
     merge_bags,
+    mix64,
     numeric_values,
     unique_bags,
 )
@@ -31,8 +33,10 @@ from stages.lib.normalise import model_text
 
 UNK, NULL = 0, 1  # reserved categorical indices: unseen/rare value, missing value
 CAT_RESERVED = ("<unk>", "<null>")
-PREPROCESSOR_VERSION = 2
+PREPROCESSOR_VERSION = 3  # 3: text n-grams hashed through mix64 (2's ids differ)
 MIN_ROWS_PER_BIN = 500  # a piecewise-linear bin per this many training rows at most
+# text_buckets 0 (auto) picks a power of two in this range: at least twice the distinct n-grams
+AUTO_TEXT_BUCKETS = (2**12, 2**20)
 
 
 # ---------------------------------------------------------------- preprocessing: fit
@@ -104,7 +108,7 @@ def fit_preprocessor(df: pd.DataFrame, spec: FeatureSpec, cfg: PrepConfig) -> di
         "categorical": categorical,
         "text": {
             "columns": list(spec.text),
-            "buckets": cfg.text_buckets,
+            "buckets": text_buckets(df, spec.text, cfg),
             "ngram_min": cfg.ngram_min,
             "ngram_max": cfg.ngram_max,
             "word_ngram_max": cfg.word_ngram_max,
@@ -216,7 +220,7 @@ def hash_ngrams(
         with np.errstate(over="ignore"):
             for k in range(n):
                 h = (h ^ cps[start + k]) * _FNV_PRIME
-        ids.append(((h >> np.uint64(17)) % np.uint64(buckets)).astype(np.int64))
+        ids.append((mix64(h) % np.uint64(buckets)).astype(np.int64))
         rows.append(row_of[start])
     flat_ids, flat_rows = np.concatenate(ids), np.concatenate(rows)
     order = np.argsort(flat_rows, kind="stable")  # group by row, deterministic within a row
@@ -224,6 +228,40 @@ def hash_ngrams(
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     return flat_ids[order], offsets
+
+
+def text_ngrams(
+    values: pd.Series, buckets: int, t: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A text column's character and word n-grams hashed into `buckets` ids (flat, offsets);
+    `t`: the preprocessor's text settings."""
+    texts = normalize_text(values, t["max_chars"])
+    flat, off = hash_ngrams(texts, buckets, t["ngram_min"], t["ngram_max"])
+    if t["word_ngram_max"]:
+        flat, off = merge_bags((flat, off), hash_word_ngrams(texts, buckets, t["word_ngram_max"]))
+    return flat, off
+
+
+def text_buckets(df: pd.DataFrame, columns: tuple[str, ...], cfg: PrepConfig) -> int:
+    """The hash table size of the text columns: train.text_buckets, or with 0 (auto) the
+    smallest power of two at least twice the distinct n-grams of the richest column in the
+    training rows, within AUTO_TEXT_BUCKETS: templated notes get a small table, a review corpus
+    one with few collisions (ids at a power of two are the low bits of the full hash, so a
+    count at 2^40 buckets is a count of distinct n-grams). Capped under DP."""
+    cap = cfg.text_buckets_cap or math.inf
+    if cfg.text_buckets:
+        return int(min(cfg.text_buckets, cap))
+    settings = {
+        "max_chars": cfg.text_max_chars,
+        "ngram_min": cfg.ngram_min,
+        "ngram_max": cfg.ngram_max,
+        "word_ngram_max": cfg.word_ngram_max,
+    }
+    distinct = max(
+        (np.unique(text_ngrams(df[c], 2**40, settings)[0]).size for c in columns), default=0
+    )
+    lo, hi = AUTO_TEXT_BUCKETS
+    return int(min(cap, hi, max(lo, 1 << (2 * distinct - 1).bit_length())))
 
 
 def transform(df: pd.DataFrame, state: dict[str, Any], with_label: bool = True) -> Tensors:
@@ -252,12 +290,7 @@ def transform(df: pd.DataFrame, state: dict[str, Any], with_label: bool = True) 
     t = state["text"]
     flats, offs = [], []
     for col in t["columns"]:
-        texts = normalize_text(df[col], t["max_chars"])
-        flat, off = hash_ngrams(texts, t["buckets"], t["ngram_min"], t["ngram_max"])
-        if t["word_ngram_max"]:
-            words = hash_word_ngrams(texts, t["buckets"], t["word_ngram_max"])
-            flat, off = merge_bags((flat, off), words)
-        flat, off = unique_bags(flat, off)
+        flat, off = unique_bags(*text_ngrams(df[col], t["buckets"], t))
         flats.append(torch.from_numpy(flat))
         offs.append(torch.from_numpy(off))
     y = None
@@ -593,6 +626,12 @@ def load_predictor(path: Path | str, device: str | torch.device = "cpu") -> Pred
     """Load models/model.pt (written by the train stage) as a Predictor."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     state = ckpt["preprocessor"]
+    if state["text"]["columns"] and state.get("version", 1) < PREPROCESSOR_VERSION:
+        raise InputError(
+            f"{path}: the model hashes its text columns with preprocessor version "
+            f"{state.get('version', 1)}, this code with {PREPROCESSOR_VERSION}; its text features "
+            "would be wrong. Retrain it: dvc repro train"
+        )
     model = build_net(state, **ckpt["net"])
     weights = {"temperature": torch.ones(()), **ckpt["model"]}  # models from before calibration
     model.load_state_dict(weights)

@@ -266,7 +266,9 @@ PROBE_EPOCHS = 3  # ... for this many epochs each ...
 PROBE_MIN_GAIN = 0.01  # ... and takes a larger one only when it lowers val loss by 1 % or more
 
 
-def probe_text_lr(train: Tensors, val: Tensors, cfg: TrainConfig, p: Plan) -> dict[str, Any]:
+def probe_text_lr(
+    train: Tensors, val: Tensors, cfg: TrainConfig, p: Plan, buckets: int
+) -> dict[str, Any]:
     """`text_lr: auto`: the rate of TEXT_LR_GRID at which the wide part alone (linear logits
     over the TF-IDF bags, the classes' log prior as bias) reaches the lowest val loss in a short
     SGD run. Text that carries no label signal gains nothing at any rate and keeps the smallest
@@ -275,7 +277,6 @@ def probe_text_lr(train: Tensors, val: Tensors, cfg: TrainConfig, p: Plan) -> di
     n_classes = int(max(train.y.max(), val.y.max())) + 1
     prior = torch.bincount(train.y, minlength=n_classes).double() + 1
     bias = torch.log(prior / prior.sum()).float().to(dev)
-    buckets = cfg.prep().text_buckets
     # The same idf for every rate tried: once per text column (None: binary bags, all ones).
     idfs = [bag_idf(f, buckets, len(train)) if cfg.text_idf else None for f in train.text_flat]
     results = {}
@@ -304,14 +305,14 @@ def probe_text_lr(train: Tensors, val: Tensors, cfg: TrainConfig, p: Plan) -> di
 
 
 def text_probe(
-    train: Tensors, val: Tensors, cfg: TrainConfig, p: Plan, sparse: bool
+    train: Tensors, val: Tensors, cfg: TrainConfig, p: Plan, sparse: bool, buckets: int
 ) -> dict[str, Any] | None:
     """Resolve `text_lr: auto` by a short probe (sparse text tables only: under DP or DDP the
     tables step with AdamW and text_lr is not used); None when there is nothing to resolve."""
     if cfg.text_lr != "auto" or not sparse or not train.text_flat:
         return None
     with torch.random.fork_rng(devices=[]):  # the probe leaves the run's random stream alone
-        return probe_text_lr(train, val, cfg, p)
+        return probe_text_lr(train, val, cfg, p, buckets)
 
 
 @torch.no_grad()
