@@ -19,7 +19,7 @@ from faker import Faker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages.lib.model import normalize_text
+from stages.lib.text_bags import normalize_text
 
 LOCALES = ("en_US", "zh_CN", "ja_JP", "ar_AA", "ru_RU", "tr_TR", "de_DE", "el_GR")
 

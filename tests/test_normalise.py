@@ -13,8 +13,8 @@ from faker import Faker
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages.lib.model import normalize_text
 from stages.lib.normalise import model_text
+from stages.lib.text_bags import normalize_text
 from stages.split import _normalised
 
 

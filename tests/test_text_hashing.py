@@ -11,7 +11,8 @@ from faker import Faker
 
 from stages.lib.errors import InputError
 from stages.lib.features import hash_word_ngrams
-from stages.lib.model import AUTO_TEXT_BUCKETS, hash_ngrams, load_predictor, text_buckets
+from stages.lib.model import load_predictor
+from stages.lib.text_bags import AUTO_TEXT_BUCKETS, hash_ngrams, text_buckets
 from stages.lib.training import save_torch
 from stages.train import DPConfig, TrainConfig, fit
 from tests.test_train import SMALL, TEXT, frame, schema_params, spec_of

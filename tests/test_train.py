@@ -20,14 +20,13 @@ from stages.lib.io import write_dataset
 from stages.lib.model import (
     Predictor,
     fit_preprocessor,
-    hash_ngrams,
     load_predictor,
-    normalize_text,
     piecewise_linear,
     transform,
     tree_edges,
 )
 from stages.lib.schema import load_schema
+from stages.lib.text_bags import hash_ngrams, normalize_text
 from stages.train import TrainConfig, fit
 from tests.conftest import anon_config, params
 
@@ -142,7 +141,7 @@ def test_text_hashing_is_stable_and_handles_chinese():
     flat2, _ = hash_ngrams(["服务很好"], 1000, 1, 3)
     assert flat[off[1] : off[2]].tolist() == flat2.tolist()
     code = (
-        "from stages.lib.model import hash_ngrams;"
+        "from stages.lib.text_bags import hash_ngrams;"
         "print(hash_ngrams(['abc 中文'], 997, 1, 3)[0].tolist())"
     )
     # One other process, with a str-hash seed other than this one's (two processes cost 5 s):
