@@ -395,6 +395,9 @@ def fit(
         )
     info = run_info(st, cfg, rt, p, run.resident, run.privacy, run.resumed_from)
     info |= {"text_lr": run.text_probe} if run.text_probe else {}
+    if run.privacy:
+        dp = info["dp"]
+        log(f"DP: spent ε {dp['epsilon']} at δ {dp['delta']:.3g} (target {cfg.dp.epsilon})")
     run.raw.load_state_dict(st.best_model)
     info["calibration"] = calibrate(run.raw, run.val, rt) if cfg.calibrate else None
     return finish(run.raw, st, run.prep, spec, cfg, info, meta)
