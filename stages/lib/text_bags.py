@@ -34,8 +34,9 @@ def hash_ngrams(
     """Character n-grams of each text hashed into `buckets` ids: (flat ids, offsets [n + 1]).
 
     Works on Unicode code points, so English words and Chinese characters are treated alike; the
-    hash is FNV-1a over code points in numpy, stable across processes and machines (unlike
-    Python's salted hash()). Each text is framed by \\x02 ... \\x03 so n-grams see its start/end.
+    hash is FNV-1a over code points then `mix64`, in numpy, stable across processes and machines
+    (unlike Python's salted hash()). Each text is framed by \\x02 ... \\x03 so n-grams see its
+    start/end.
     """
     framed = ["\x02" + t + "\x03" for t in texts]
     lens = np.fromiter((len(t) for t in framed), dtype=np.int64, count=len(framed))

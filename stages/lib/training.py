@@ -349,24 +349,25 @@ def set_text_idf(model: nn.Module, train: Tensors, cfg: TrainConfig) -> None:
 
 @torch.no_grad()
 def eval_logits(model: nn.Module, data: Tensors, rt: Runtime, batch: int = 16384) -> torch.Tensor:
-    """`model`'s eval logits on `data` [n, classes], float32 on the data's device (moved to the
-    run's device chunk by chunk)."""
+    """`model`'s eval logits on `data` [n, classes], float32 on the run's device (the data moves
+    there chunk by chunk)."""
     model.eval()
     out = []
     for start in range(0, len(data), batch):
         rows = torch.arange(start, min(start + batch, len(data)), device=data.x_num.device)
         b = data.take(rows).to(rt.device, non_blocking=True)
         with rt.autocast():
-            out.append(forward(model, b).float().to(data.x_num.device))
+            out.append(forward(model, b).float())
     model.train()
-    return torch.cat(out) if out else torch.zeros(0, 0)
+    return torch.cat(out) if out else torch.zeros(0, 0, device=rt.device)
 
 
 def evaluate(
     model: nn.Module, data: Tensors, rt: Runtime, weight: torch.Tensor | None
 ) -> tuple[float, float]:
     """Mean loss and accuracy of `model` on `data`."""
-    logits, y = eval_logits(model, data, rt), data.y.to(data.x_num.device)
+    logits = eval_logits(model, data, rt)
+    y = data.y.to(logits.device)
     w = weight.to(logits.device) if weight is not None else None
     loss = F.cross_entropy(logits.double(), y, weight=w.double() if w is not None else None)
     return float(loss), float((logits.argmax(1) == y).sum()) / max(1, len(data))
